@@ -1,0 +1,291 @@
+"""The Python API: `finetune`, `evaluate_run`, `predict`, and the setup steps the scripts reuse.
+
+Example:
+    >>> from hftl import finetune
+    >>> result = finetune("configs/vision/vit-head-only.yaml", data={"train": "digits/"}, epochs=2)  # doctest: +SKIP
+    >>> result.metrics["accuracy"], result.output_dir                                            # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from accelerate.utils import set_seed
+
+from hftl.config import RUN_CONTROL_KEYS, Config, load_config
+from hftl.data import ExampleDataset, Splits, load_splits
+from hftl.errors import ConfigError, DataError, HftlError
+from hftl.export import METRICS_FILE, export_model, write_metrics, write_model_card
+from hftl.layers import LayerMap, build_layer_map, describe
+from hftl.modalities import Modality, get_modality
+from hftl.models import load_model
+from hftl.strategies import Plan, apply_lora, build_plan, default_lora_targets
+from hftl.trainer import TrainData, TrainResult, evaluate_loop, fit, make_accelerator
+
+
+@dataclass
+class FinetuneResult:
+    """What `finetune` returns: the run folder and its headline numbers."""
+
+    output_dir: Path
+    metrics: dict[str, float]
+    test_metrics: dict[str, float] | None
+    best_epoch: int
+    history: list[dict[str, Any]]
+    trainable_parameters: int
+    total_parameters: int
+    train_seconds: float
+
+
+def finetune(config: str | Path | dict | Config, **overrides: Any) -> FinetuneResult:
+    """Fine-tune as the config says (with overrides such as `strategy="lora"`, `epochs=2`).
+
+    Nested dicts are accepted for sections (`data={"train": "digits/"}`), dotted keys as strings
+    (`**{"train.batch_size": 8}`).
+    """
+    flat: dict[str, Any] = {}
+    for key, value in overrides.items():
+        if isinstance(value, dict):
+            flat.update({f"{key}.{k}": v for k, v in value.items()})
+        else:
+            flat[key] = value
+    cfg = load_config(config, flat)
+    return run(cfg)
+
+
+def run(cfg: Config) -> FinetuneResult:
+    """Train, export and describe one run of a resolved config."""
+    run_dir = Path(cfg.output_dir)
+    set_seed(cfg.train.seed)
+    modality = get_modality(cfg.task)
+    splits = load_splits(cfg.data, modality, cfg.train.seed)
+    resuming = prepare_run_dir(cfg, run_dir)
+    if not resuming:
+        cfg.resume = False
+    accelerator = make_accelerator(cfg, run_dir, cfg.strategy.head_warmup_epochs > 0)
+    if accelerator.is_main_process:
+        cfg.save(run_dir / "config.yaml")
+    if splits.report.total():
+        accelerator.print(splits.report.summary())
+    set_seed(cfg.train.seed)  # the new head's init does not depend on how much data loading drew
+    model, processor, layer_map, plan = setup_model(cfg, modality, splits.label_names)
+    data = setup_data(cfg, modality, processor, splits)
+    result = fit(cfg, model, layer_map, plan, data, run_dir, accelerator)
+    accelerator.wait_for_everyone()
+    summary = _summary(cfg, splits, model, layer_map, plan, result)
+    if accelerator.is_main_process:
+        export_model(accelerator.unwrap_model(model), processor, run_dir)
+        write_model_card(run_dir, cfg, summary)
+        write_metrics(run_dir, summary)
+        accelerator.print(f"finished: {run_dir} (model/ loads with transformers.pipeline({cfg.task!r}))")
+    accelerator.wait_for_everyone()
+    return FinetuneResult(
+        output_dir=run_dir,
+        metrics=result.best_metrics,
+        test_metrics=result.test_metrics,
+        best_epoch=result.best_epoch,
+        history=result.history,
+        trainable_parameters=summary["trainable_parameters"],
+        total_parameters=summary["total_parameters"],
+        train_seconds=result.train_seconds,
+    )
+
+
+def prepare_run_dir(cfg: Config, run_dir: Path) -> bool:
+    """Refuse to clobber a run; returns True when an unfinished run will be resumed."""
+    finished = (run_dir / METRICS_FILE).exists()
+    is_run = (run_dir / "config.yaml").exists()
+    has_other = run_dir.is_dir() and any(run_dir.iterdir()) and not is_run
+    if has_other:
+        raise HftlError(f"output_dir {run_dir} is not empty and holds no hftl run; choose a new or empty folder")
+    if cfg.overwrite and is_run:
+        shutil.rmtree(run_dir)
+    elif finished:
+        raise HftlError(
+            f"output_dir {run_dir} already holds a finished run ({run_dir / METRICS_FILE}). "
+            "Choose another output_dir, or pass overwrite=true to replace it"
+        )
+    elif is_run and not cfg.resume:
+        raise HftlError(
+            f"output_dir {run_dir} holds an unfinished run. Pass resume=true to continue it from its last checkpoint, "
+            "or overwrite=true to start again"
+        )
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if cfg.resume and is_run:
+        _check_same_config(cfg, run_dir / "config.yaml")
+        return True
+    if cfg.resume:
+        print(f"resume=true but {run_dir} holds no run yet: starting from the beginning")
+    return False
+
+
+def _check_same_config(cfg: Config, saved_path: Path) -> None:
+    saved = load_config(yaml.safe_load(saved_path.read_text())).to_dict()
+    now = cfg.to_dict()
+    diffs = []
+
+    def walk(a: dict, b: dict, prefix: str) -> None:
+        for key in a:
+            if isinstance(a[key], dict):
+                walk(a[key], b[key], f"{prefix}{key}.")
+            elif a[key] != b[key] and f"{prefix}{key}" not in RUN_CONTROL_KEYS:
+                diffs.append(f"{prefix}{key} ({a[key]!r} -> {b[key]!r})")
+
+    walk(saved, now, "")
+    if diffs:
+        raise ConfigError(
+            f"resume=true, but the config differs from the run in {saved_path.parent}: {', '.join(diffs)}. "
+            "Resume with the same settings, or start a new output_dir"
+        )
+
+
+def setup_model(cfg: Config, modality: Modality, label_names: list[str]) -> tuple[Any, Any, LayerMap, Plan]:
+    """Model with a new head, its layer map, LoRA wrapping if asked, and the phase plan."""
+    model, processor = load_model(cfg, modality, label_names)
+    layer_map = build_layer_map(model, cfg.model.blocks)
+    if cfg.strategy.name == "lora":
+        model = apply_lora(model, layer_map, cfg.strategy.lora)
+    return model, processor, layer_map, build_plan(model, layer_map, cfg)
+
+
+def setup_data(cfg: Config, modality: Modality, processor: Any, splits: Splits) -> TrainData:
+    """Torch datasets (augmentation on train only) and the batch collator."""
+    load = modality.loader(processor)
+    augment = modality.augmenter(processor) if cfg.data.augment else None
+    col, seed = splits.input_column, cfg.train.seed
+    return TrainData(
+        train=ExampleDataset(splits.train, col, load, augment, seed),
+        validation=ExampleDataset(splits.validation, col, load),
+        test=ExampleDataset(splits.test, col, load) if splits.test is not None else None,
+        collate=modality.collator(processor),
+    )
+
+
+def _summary(cfg: Config, splits: Splits, model: Any, layer_map: LayerMap, plan: Plan, result: TrainResult) -> dict[str, Any]:
+    params = dict(model.named_parameters())
+    # Count the merged model's parameters for LoRA too: adapters count as trainable extras.
+    trainable = sum(params[n].numel() for n in plan.trainable_any if n in params)
+    total = sum(p.numel() for n, p in params.items() if ".original_module." not in n)
+    for phase in plan.phases:  # per-part counts of the final phase, for the card
+        for n, p in params.items():
+            p.requires_grad_(n in phase.trainable)
+    parts = describe(model, layer_map)
+    frozen = [part for part, tr, _ in parts if tr == 0]
+    strategy: dict[str, Any] = {
+        "name": cfg.strategy.name,
+        "blocks": len(layer_map.blocks),
+        "frozen_parts": frozen,
+        "frozen_description": ("frozen: " + ", ".join(frozen)) if frozen else "nothing frozen",
+        "parts": parts,
+        "phases": [{"name": p.name, "epochs": p.epochs, "trains": _phase_trains(p, layer_map)} for p in plan.phases],
+    }
+    if cfg.strategy.name == "lora":
+        strategy["lora_targets"] = sorted(model.peft_config["default"].target_modules)
+    return {
+        "task": cfg.task,
+        "base_model": cfg.model.name_or_path,
+        "validation": result.best_metrics,
+        "test": result.test_metrics,
+        "best_epoch": result.best_epoch,
+        "stopped_early": result.stopped_early,
+        "history": result.history,
+        "log_history": result.log_history,
+        "confusion_matrix": result.confusion_matrix,
+        "train_seconds": result.train_seconds,
+        "samples_per_second": result.samples_per_second,
+        "peak_memory_mb": result.peak_memory_mb,
+        "global_step": result.global_step,
+        "trainable_parameters": trainable,
+        "total_parameters": total,
+        "strategy": strategy,
+        "data": {
+            "sources": splits.sources,
+            "train_examples": len(splits.train),
+            "validation_examples": len(splits.validation),
+            "test_examples": len(splits.test) if splits.test is not None else 0,
+            "labels": splits.label_names,
+            "skipped_total": splits.report.total(),
+            "skipped": splits.report.to_dict(),
+        },
+    }
+
+
+def _phase_trains(phase: Any, layer_map: LayerMap) -> str:
+    parts = sorted({layer_map.part_of(n) for n in phase.trainable}, key=layer_map.parts.index)
+    blocks = [p for p in parts if p.startswith("block.")]
+    other = [p for p in parts if not p.startswith("block.")]
+    text = other[:]
+    if blocks:
+        text.insert(1 if "embeddings" in other else 0, blocks[0] if len(blocks) == 1 else f"{blocks[0]}..{blocks[-1]}")
+    return ", ".join(text)
+
+
+def load_run(run_dir: str | Path) -> tuple[Config, Path]:
+    """The resolved config and `model/` folder of a finished run, or a clear error."""
+    run_dir = Path(run_dir)
+    model_dir = run_dir / "model"
+    if not (run_dir / "config.yaml").is_file() or not model_dir.is_dir():
+        raise HftlError(f"{run_dir} is not a finished hftl run (expected config.yaml and model/); train one with `hftl train`")
+    return load_config(yaml.safe_load((run_dir / "config.yaml").read_text())), model_dir
+
+
+def evaluate_run(run_dir: str | Path, data: str, batch_size: int | None = None) -> dict[str, float]:
+    """Metrics of a finished run's `model/` on other labelled data (labels must be the model's)."""
+    from accelerate import Accelerator
+    from torch.utils.data import DataLoader
+
+    from hftl.data import DataReport, encode_labels, load_source
+
+    cfg, model_dir = load_run(run_dir)
+    modality = get_modality(cfg.task)
+    model = modality.model_class().from_pretrained(str(model_dir))
+    processor = modality.load_processor(str(model_dir), None, False)
+    label_names = [model.config.id2label[i] for i in range(len(model.config.id2label))]
+    report = DataReport()
+    loaded = load_source(data, modality, "--data", report)
+    ds = loaded if not isinstance(loaded, dict) else loaded.get("test") or loaded.get("validation") or next(iter(loaded.values()))
+    column = cfg.data.input_column or modality.detect_input_column(ds, data)
+    if cfg.data.label_column not in ds.column_names:
+        raise DataError(f"{data} has no label column {cfg.data.label_column!r}; its columns are {ds.column_names}")
+    ds = modality.check_inputs(modality.prepare_inputs(ds, column, data), column, "evaluation", cfg.data.on_bad_file, report)
+    if len(ds) == 0:
+        raise DataError(f"{data} holds no usable examples")
+    ds = encode_labels(ds, cfg.data.label_column, label_names, "evaluation", data)
+    if report.total():
+        print(report.summary())
+    accelerator = Accelerator()
+    loader = DataLoader(
+        ExampleDataset(ds, column, modality.loader(processor)),
+        batch_size=batch_size or cfg.train.eval_batch_size or cfg.train.batch_size,
+        collate_fn=modality.collator(processor),
+    )
+    model, loader = accelerator.prepare(model, loader)
+    metrics, _, _ = evaluate_loop(accelerator, model, loader, desc="evaluate")
+    metrics["examples"] = len(ds)
+    return metrics
+
+
+def predict(run_dir: str | Path, inputs: list[str], top_k: int = 1) -> list[list[dict[str, Any]]]:
+    """Label names and scores for each input (file path or text), through `transformers.pipeline`."""
+    from transformers import pipeline
+
+    cfg, model_dir = load_run(run_dir)
+    modality = get_modality(cfg.task)
+    loaded = [modality.load_predict_input(item) for item in inputs]
+    classifier = pipeline(modality.pipeline_task, model=str(model_dir))
+    outputs = classifier(loaded, top_k=top_k)
+    return [out if isinstance(out, list) else [out] for out in outputs]
+
+
+def read_metrics(run_dir: str | Path) -> dict[str, Any]:
+    return json.loads((Path(run_dir) / METRICS_FILE).read_text())
+
+
+def default_targets_for(model: Any) -> list[str]:
+    """LoRA's default target modules for a model (for docs and inspection)."""
+    return default_lora_targets(model, build_layer_map(model))

@@ -1,0 +1,139 @@
+"""Resumable checkpoints, written so a crash mid-write leaves the previous one usable.
+
+A checkpoint is built in `checkpoints/.tmp-*` and renamed to `checkpoints/step-NNNNNNN` in one atomic
+step; only complete directories ever carry the `step-` name, so the newest one is the one to resume.
+Weights are safetensors; optimizer, scheduler and RNG state are plain tensors and containers written
+with `torch.save` and read back with `weights_only=True`.
+
+Example:
+    >>> save_checkpoint(run / "checkpoints", 120, tensors, optimizer, scheduler, state)  # doctest: +SKIP
+    >>> latest_checkpoint(run / "checkpoints")                                            # doctest: +SKIP
+    PosixPath('runs/x/checkpoints/step-0000120')
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+PREFIX = "step-"
+WEIGHTS = "weights.safetensors"
+STATE = "trainer_state.json"
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write a text file so readers see the old or the new content, never a torn one."""
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def rng_state() -> dict[str, Any]:
+    """Every RNG a training step draws from, as tensors and plain containers (weights_only-safe)."""
+    np_state = np.random.get_state()
+    state = {
+        "python": random.getstate(),
+        "numpy": [np_state[0], torch.from_numpy(np_state[1].copy()), *np_state[2:]],
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    python = state["python"]
+    random.setstate((python[0], tuple(python[1]), python[2]))
+    kind, keys, *rest = state["numpy"]
+    np.random.set_state((kind, keys.numpy(), *rest))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(
+    directory: Path,
+    step: int,
+    tensors: dict[str, torch.Tensor],
+    optimizer_state: dict,
+    scheduler_state: dict,
+    trainer_state: dict[str, Any],
+    rng_states: list[dict[str, Any]],
+    keep: int,
+) -> Path:
+    """Write one checkpoint atomically, then prune to the newest `keep`."""
+    directory.mkdir(parents=True, exist_ok=True)
+    tmp = directory / f".tmp-{uuid.uuid4().hex}"
+    tmp.mkdir()
+    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp / WEIGHTS))
+    torch.save(optimizer_state, tmp / "optimizer.pt")
+    torch.save(scheduler_state, tmp / "scheduler.pt")
+    for rank, state in enumerate(rng_states):
+        torch.save(state, tmp / f"rng_{rank}.pt")
+    (tmp / STATE).write_text(json.dumps(trainer_state, indent=2))
+    for f in tmp.iterdir():
+        with open(f, "rb") as handle:
+            os.fsync(handle.fileno())
+    _fsync_dir(tmp)
+    final = directory / f"{PREFIX}{step:07d}"
+    if final.exists():  # the same step written again (e.g. epoch end after a step save): replace it
+        trash = directory / f".old-{uuid.uuid4().hex}"
+        os.rename(final, trash)
+        os.rename(tmp, final)
+        shutil.rmtree(trash, ignore_errors=True)
+    else:
+        os.rename(tmp, final)
+    _fsync_dir(directory)
+    for old in list_checkpoints(directory)[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    for stale in directory.glob(".tmp-*"):  # left by a crash mid-write
+        if stale != tmp:
+            shutil.rmtree(stale, ignore_errors=True)
+    return final
+
+
+def list_checkpoints(directory: Path) -> list[Path]:
+    """Complete checkpoints, oldest first."""
+    if not directory.is_dir():
+        return []
+    found = [p for p in directory.iterdir() if p.is_dir() and p.name.startswith(PREFIX) and (p / STATE).is_file()]
+    return sorted(found, key=lambda p: int(p.name[len(PREFIX) :]))
+
+
+def latest_checkpoint(directory: Path) -> Path | None:
+    found = list_checkpoints(directory)
+    return found[-1] if found else None
+
+
+def load_checkpoint(path: Path, rank: int = 0) -> dict[str, Any]:
+    """Everything `save_checkpoint` wrote, loaded without unpickling arbitrary objects."""
+    rng_file = path / f"rng_{rank}.pt"
+    if not rng_file.exists():  # resumed on more processes than saved: reuse rank 0's stream
+        rng_file = path / "rng_0.pt"
+    return {
+        "tensors": load_file(str(path / WEIGHTS)),
+        "optimizer": torch.load(path / "optimizer.pt", weights_only=True),
+        "scheduler": torch.load(path / "scheduler.pt", weights_only=True),
+        "rng": torch.load(rng_file, weights_only=True),
+        "state": json.loads((path / STATE).read_text()),
+    }

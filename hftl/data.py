@@ -1,0 +1,288 @@
+"""Load and validate labelled datasets for any modality: sources, labels, splits, bad-input reports.
+
+Modality-specific work (which column holds the inputs, how to open and check a file) is delegated to
+the task's modality object; everything about labels and splits is shared.
+
+Example:
+    >>> splits = load_splits(cfg.data, get_modality("image-classification"), seed=42)  # doctest: +SKIP
+    >>> splits.label_names, len(splits.train), len(splits.validation)                 # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import datasets
+import numpy as np
+import torch
+
+from hftl.config import DataConfig
+from hftl.errors import DataError
+
+FILE_BUILDERS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
+SPLIT_DIRS = {"train": "train", "validation": "validation", "valid": "validation", "val": "validation", "test": "test"}
+LABELS = "labels"  # the encoded label-id column every split gets
+_MAX_LISTED = 10
+
+
+@dataclass
+class DataReport:
+    """What was skipped while loading, per split, so a run can say it once and record it."""
+
+    skipped: dict[str, list[tuple[str, str]]] = field(default_factory=lambda: defaultdict(list))
+
+    def skip(self, split: str, item: str, reason: str) -> None:
+        self.skipped[split].append((item, reason))
+
+    def total(self) -> int:
+        return sum(len(v) for v in self.skipped.values())
+
+    def summary(self) -> str:
+        lines = []
+        for split, items in self.skipped.items():
+            lines.append(f"skipped {len(items)} item(s) in {split}:")
+            lines += [f"  {item}: {reason}" for item, reason in items[:_MAX_LISTED]]
+            if len(items) > _MAX_LISTED:
+                lines.append(f"  ... and {len(items) - _MAX_LISTED} more")
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {split: {"count": len(v), "items": [{"item": i, "reason": r} for i, r in v]} for split, v in self.skipped.items()}
+
+
+@dataclass
+class Splits:
+    train: datasets.Dataset
+    validation: datasets.Dataset
+    test: datasets.Dataset | None
+    label_names: list[str]
+    input_column: str
+    report: DataReport
+    sources: dict[str, str]
+
+
+def load_splits(cfg: DataConfig, modality: Any, seed: int) -> Splits:
+    """Load train / validation / test as declared in `cfg`, checked and with label ids in `labels`."""
+    report = DataReport()
+    loaded = load_source(cfg.train, modality, "data.train", report)
+    train = _pick(loaded, "train", cfg.train)
+    validation = _pick(loaded, "validation", cfg.train, required=False) if isinstance(loaded, dict) else None
+    test = _pick(loaded, "test", cfg.train, required=False) if isinstance(loaded, dict) else None
+    sources = {"train": cfg.train}
+    if cfg.validation:
+        validation = _pick(load_source(cfg.validation, modality, "data.validation", report), "validation", cfg.validation)
+        sources["validation"] = cfg.validation
+    if cfg.test:
+        test = _pick(load_source(cfg.test, modality, "data.test", report), "test", cfg.test)
+        sources["test"] = cfg.test
+
+    input_column = cfg.input_column or modality.detect_input_column(train, cfg.train)
+    prepared = {}
+    for split, ds in (("train", train), ("validation", validation), ("test", test)):
+        if ds is None:
+            continue
+        where = sources.get(split, cfg.train)
+        _require_columns(ds, [input_column, cfg.label_column], where, split)
+        ds = modality.prepare_inputs(ds, input_column, where)
+        prepared[split] = modality.check_inputs(ds, input_column, split, cfg.on_bad_file, report)
+
+    label_names = label_names_of(prepared["train"], cfg.label_column, sources["train"])
+    for split, ds in prepared.items():
+        prepared[split] = encode_labels(ds, cfg.label_column, label_names, split, sources.get(split, cfg.train))
+    train = prepared["train"]
+    if "validation" not in prepared:
+        train_idx, val_idx = stratified_split(train[LABELS], cfg.validation_split, seed)
+        if not val_idx:
+            raise DataError(
+                f"{cfg.train} has too few examples ({len(train)}) to hold out a validation split; "
+                "provide data.validation=PATH or add examples"
+            )
+        prepared["validation"] = train.select(val_idx)
+        train = train.select(train_idx)
+        sources["validation"] = f"{cfg.validation_split:.0%} of train (stratified, seed {seed})"
+    if cfg.max_train_samples and cfg.max_train_samples < len(train):
+        order = np.random.default_rng(seed).permutation(len(train))[: cfg.max_train_samples]
+        train = train.select(sorted(order.tolist()))
+    for split, ds in (("train", train), ("validation", prepared["validation"]), ("test", prepared.get("test"))):
+        if ds is not None and len(ds) == 0:
+            raise DataError(f"the {split} split ({sources.get(split, cfg.train)}) is empty after loading; add examples to it")
+    return Splits(train, prepared["validation"], prepared.get("test"), label_names, input_column, report, sources)
+
+
+def load_source(spec: str, modality: Any, key: str, report: DataReport) -> datasets.Dataset | dict[str, datasets.Dataset]:
+    """A folder (class sub-folders), a csv/json/jsonl/parquet file, or a Hub dataset id."""
+    path = Path(os.path.expanduser(spec))
+    if path.is_dir():
+        return modality.load_folder(path, report)
+    if path.is_file():
+        builder = FILE_BUILDERS.get(path.suffix.lower())
+        if builder is None:
+            raise DataError(
+                f"{key}={spec}: unsupported file type {path.suffix!r}; use a folder, or one of {', '.join(FILE_BUILDERS)}"
+            )
+        kwargs = {"delimiter": "\t"} if path.suffix.lower() == ".tsv" else {}
+        try:
+            return datasets.load_dataset(builder, data_files=str(path), split="train", **kwargs)
+        except Exception as e:  # noqa: BLE001 - parser errors come in many types; report them all the same way
+            raise DataError(f"{key}={spec}: could not read it as {builder}: {_first_line(e)}") from None
+    if spec.startswith((".", "/", "~")) or Path(spec).suffix.lower() in FILE_BUILDERS or os.sep + os.sep in spec:
+        raise DataError(f"{key}={spec}: no such file or directory")
+    try:
+        loaded = datasets.load_dataset(spec)
+    except Exception as e:  # noqa: BLE001 - offline, missing and private datasets fail differently
+        raise DataError(
+            f"{key}={spec} is not a local file or folder, and loading it as a Hub dataset failed: {_first_line(e)}. "
+            "Check the path, or the dataset id and your network (HF_HUB_OFFLINE=1 blocks the Hub)."
+        ) from None
+    return dict(loaded)
+
+
+def _first_line(e: Exception) -> str:
+    text = str(e).strip() or type(e).__name__
+    return text.splitlines()[0][:300]
+
+
+def _pick(loaded: Any, split: str, where: str, required: bool = True) -> datasets.Dataset | None:
+    if isinstance(loaded, datasets.Dataset):
+        return loaded
+    aliases = [k for k, v in SPLIT_DIRS.items() if v == split]
+    for name in aliases:
+        if name in loaded:
+            return loaded[name]
+    if split == "train" and len(loaded) == 1:
+        return next(iter(loaded.values()))
+    if required:
+        raise DataError(
+            f"{where} has splits {sorted(loaded)} but no {split!r} split; name one {split!r} or pass a path per split"
+        )
+    return None
+
+
+def _require_columns(ds: datasets.Dataset, columns: list[str], where: str, split: str) -> None:
+    for column in columns:
+        if column not in ds.column_names:
+            key = "data.label_column" if column == columns[-1] else "data.input_column"
+            raise DataError(
+                f"{where} ({split}) has no column {column!r}; its columns are {ds.column_names}. "
+                f"Rename the column or set {key}=<name>"
+            )
+
+
+def _label_text(value: Any, names: list[str] | None) -> str | None:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    if names is not None and isinstance(value, int):
+        return names[value]
+    return str(value)
+
+
+def label_names_of(ds: datasets.Dataset, column: str, where: str) -> list[str]:
+    """The label vocabulary: a ClassLabel's names, else the sorted distinct values of train."""
+    feature = ds.features[column]
+    if isinstance(feature, datasets.ClassLabel):
+        return list(feature.names)
+    values = ds[column]
+    for row, value in enumerate(values):
+        if _label_text(value, None) is None or (isinstance(value, str) and not value.strip()):
+            raise DataError(f"{where}: row {row + 1} has no label in column {column!r}; fill it in or drop the row")
+        if isinstance(value, (list, dict)):
+            raise DataError(f"{where}: row {row + 1} column {column!r} holds {type(value).__name__}, expected one label")
+    distinct = set(values)
+    if all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in distinct):
+        return [str(v) for v in sorted(distinct)]
+    return sorted(str(v) for v in distinct)
+
+
+def encode_labels(ds: datasets.Dataset, column: str, label_names: list[str], split: str, where: str) -> datasets.Dataset:
+    """Add `labels` (ids into `label_names`); a label train never had is an error naming the row."""
+    feature = ds.features[column]
+    names = list(feature.names) if isinstance(feature, datasets.ClassLabel) else None
+    index = {name: i for i, name in enumerate(label_names)}
+    ids = []
+    for row, value in enumerate(ds[column]):
+        text = _label_text(value, names)
+        if text is None:
+            raise DataError(f"{where}: row {row + 1} of the {split} split has no label in column {column!r}")
+        if text not in index:
+            raise DataError(
+                f"{where}: row {row + 1} of the {split} split has label {text!r}, which the training data never has "
+                f"(train labels: {', '.join(label_names[:20])}{' ...' if len(label_names) > 20 else ''}). "
+                "Fix the label, drop the row, or add training examples of it"
+            )
+        ids.append(index[text])
+    if LABELS in ds.column_names:  # also when the label column itself is called "labels": ids replace it
+        ds = ds.remove_columns(LABELS)
+    return ds.add_column(LABELS, ids)
+
+
+def stratified_split(labels: list[int], fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """Indices (train, validation) holding out `fraction` of every class (at least one of classes with 2+)."""
+    rng = np.random.default_rng(seed)
+    by_class: dict[int, list[int]] = defaultdict(list)
+    for i, label in enumerate(labels):
+        by_class[label].append(i)
+    train_idx, val_idx = [], []
+    for label in sorted(by_class):
+        idx = rng.permutation(by_class[label]).tolist()
+        k = 0 if len(idx) < 2 else min(max(1, round(len(idx) * fraction)), len(idx) - 1)
+        val_idx += idx[:k]
+        train_idx += idx[k:]
+    return sorted(train_idx), sorted(val_idx)
+
+
+class EpochSampler(torch.utils.data.Sampler[int]):
+    """Shuffles with a permutation that depends only on (seed, epoch): resumable without RNG state."""
+
+    def __init__(self, size: int, seed: int, shuffle: bool = True) -> None:
+        self.size, self.seed, self.shuffle, self.epoch = size, seed, shuffle, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        if not self.shuffle:
+            return iter(range(self.size))
+        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        return iter(torch.randperm(self.size, generator=generator).tolist())
+
+    def __len__(self) -> int:
+        return self.size
+
+
+class ExampleDataset(torch.utils.data.Dataset):
+    """Rows of a HF dataset turned into model inputs by a modality's `load` and optional `augment`.
+
+    Augmentation draws from a generator seeded by (seed, epoch, index), so what an example looks like
+    does not depend on worker count, batch order or where a resumed run restarted.
+    """
+
+    def __init__(
+        self,
+        ds: datasets.Dataset,
+        column: str,
+        load: Callable[[Any], Any],
+        augment: Callable[[Any], Any] | None = None,
+        seed: int = 0,
+    ) -> None:
+        self.ds, self.column, self.load, self.augment, self.seed, self.epoch = ds, column, load, augment, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.ds)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        row = self.ds[i]
+        x = self.load(row[self.column])
+        if self.augment is not None:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed((self.seed * 1_000_003 + self.epoch) * 10_000_019 + i)
+                x = self.augment(x)
+        return {"input": x, LABELS: row[LABELS]}

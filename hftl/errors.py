@@ -1,0 +1,17 @@
+"""Errors a user can act on.
+
+Everything raised as `HftlError` is a user mistake or an environment problem with a known fix: the
+CLI prints its message without a traceback. Anything else is a bug in hftl and keeps its traceback.
+"""
+
+
+class HftlError(Exception):
+    """A problem the user can fix; the message says what was wrong, where, and what to do."""
+
+
+class ConfigError(HftlError):
+    """A config key or value that hftl refuses (names the key and the allowed values)."""
+
+
+class DataError(HftlError):
+    """A dataset problem (names the file, row or column and the fix)."""

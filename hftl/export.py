@@ -1,0 +1,174 @@
+"""What a finished run leaves: `model/` (pipeline-ready), `adapter/` (LoRA), the model card, metrics.
+
+Directories are written beside their final name and renamed into place, so a crash never leaves a
+half-written `model/` where a reader would trust it.
+
+Example:
+    >>> export_model(model, processor, run_dir)          # doctest: +SKIP
+    >>> pipeline("image-classification", model=str(run_dir / "model"))  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any
+
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+from torch import nn
+
+from hftl.checkpoint import atomic_write_text
+from hftl.config import Config
+
+METRICS_FILE = "metrics.json"
+
+
+def _replace_dir(tmp: Path, final: Path) -> None:
+    if final.exists():
+        trash = final.with_name(f".{final.name}.old-{uuid.uuid4().hex}")
+        os.rename(final, trash)
+        os.rename(tmp, final)
+        shutil.rmtree(trash, ignore_errors=True)
+    else:
+        os.rename(tmp, final)
+
+
+def export_model(model: nn.Module, processor: Any, run_dir: Path) -> nn.Module:
+    """Save `model/` (LoRA merged into the weights) and, for LoRA, `adapter/`; return the saved model."""
+    if hasattr(model, "peft_config"):
+        tmp = run_dir / f".adapter.tmp-{uuid.uuid4().hex}"
+        model.save_pretrained(str(tmp))  # adapter weights + config; the trained head rides in modules_to_save
+        _replace_dir(tmp, run_dir / "adapter")
+        model = model.merge_and_unload()
+    tmp = run_dir / f".model.tmp-{uuid.uuid4().hex}"
+    model.save_pretrained(str(tmp), safe_serialization=True)
+    processor.save_pretrained(str(tmp))
+    _replace_dir(tmp, run_dir / "model")
+    return model
+
+
+def write_metrics(run_dir: Path, metrics: dict[str, Any]) -> None:
+    """metrics.json, written last and atomically: its presence marks the run as finished."""
+    atomic_write_text(run_dir / METRICS_FILE, json.dumps(metrics, indent=2))
+
+
+def _is_hub_id(name: str) -> bool:
+    return not Path(name).expanduser().exists() and name.count("/") <= 1 and not name.startswith((".", "/", "~"))
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def write_model_card(run_dir: Path, cfg: Config, summary: dict[str, Any]) -> None:
+    """README.md: base model, data, strategy and what was frozen, hyperparameters, metrics (model-index)."""
+    base = cfg.model.name_or_path
+    data_name = cfg.data.train if _is_hub_id(cfg.data.train or "") else Path(cfg.data.train or "data").name
+    results = [
+        EvalResult(
+            task_type=cfg.task,
+            dataset_type=data_name,
+            dataset_name=data_name,
+            dataset_split=split,
+            metric_type=name,
+            metric_value=round(value, 6),
+        )
+        for split, metrics in (("validation", summary["validation"]), ("test", summary.get("test")))
+        if metrics
+        for name, value in metrics.items()
+        if name in ("accuracy", "f1", "precision", "recall")
+    ]
+    card_data = ModelCardData(
+        base_model=base if _is_hub_id(base) else None,
+        datasets=[cfg.data.train] if _is_hub_id(cfg.data.train or "") else None,
+        library_name="transformers",
+        pipeline_tag=cfg.task,
+        tags=["hftl", "transfer-learning", cfg.strategy.name, cfg.task],
+        model_name=Path(cfg.output_dir).name,
+        eval_results=results or None,
+    )
+    card = ModelCard.from_template(card_data, template_str="---\n{{ card_data }}\n---\n{{ body }}", body=_card_body(cfg, summary))
+    atomic_write_text(run_dir / "README.md", str(card))
+
+
+def _card_body(cfg: Config, s: dict[str, Any]) -> str:
+    st, t = cfg.strategy, cfg.train
+    name = Path(cfg.output_dir).name
+    lines = [
+        f"# {name}",
+        "",
+        f"`{cfg.model.name_or_path}` fine-tuned for **{cfg.task}** with hftl "
+        f"using the **{st.name}** strategy"
+        + (f" after {st.head_warmup_epochs} head-only warm-up epoch(s)." if st.head_warmup_epochs else "."),
+        "",
+        "## Data",
+        "",
+        f"- train: `{s['data']['sources']['train']}` ({s['data']['train_examples']} examples)",
+        f"- validation: `{s['data']['sources']['validation']}` ({s['data']['validation_examples']} examples)",
+    ]
+    if s["data"].get("test_examples"):
+        lines.append(f"- test: `{s['data']['sources']['test']}` ({s['data']['test_examples']} examples)")
+    labels = s["data"]["labels"]
+    lines.append(f"- labels ({len(labels)}): {', '.join(labels[:50])}{' ...' if len(labels) > 50 else ''}")
+    if s["data"]["skipped_total"]:
+        lines.append(f"- skipped unreadable or non-matching files: {s['data']['skipped_total']} (listed in metrics.json)")
+    lines += [
+        "",
+        "## Strategy",
+        "",
+        f"- strategy: `{st.name}`; {s['strategy']['frozen_description']}",
+        f"- trainable parameters: {s['trainable_parameters']:,} of {s['total_parameters']:,} "
+        f"({100 * s['trainable_parameters'] / max(s['total_parameters'], 1):.2f}%)",
+        f"- BatchNorm in frozen parts: `{st.batch_norm}`",
+    ]
+    if st.name == "freeze":
+        lines.append(f"- trainable blocks: top {st.trainable_blocks} of {s['strategy']['blocks']}")
+    if st.name == "lora":
+        targets = s["strategy"].get("lora_targets", [])
+        lines.append(
+            f"- LoRA: r={st.lora.r}, alpha={st.lora.alpha}, dropout={st.lora.dropout}, "
+            f"{len(targets)} target modules (e.g. {', '.join(targets[:4])}); merged into `model/`, adapter in `adapter/`"
+        )
+    lines += ["", "| phase | epochs | trains |", "|---|---|---|"]
+    lines += [f"| {p['name']} | {p['epochs']} | {p['trains']} |" for p in s["strategy"]["phases"]]
+    lines += ["", "| part | trainable | total |", "|---|---:|---:|"]
+    lines += [f"| {part} | {tr:,} | {tot:,} |" for part, tr, tot in s["strategy"]["parts"]]
+    lines += ["", "## Training hyperparameters", "", "| key | value |", "|---|---|"]
+    for key in (
+        "epochs", "batch_size", "learning_rate", "head_learning_rate", "layer_lr_decay", "weight_decay",
+        "scheduler", "warmup_ratio", "gradient_accumulation_steps", "max_grad_norm", "mixed_precision", "seed",
+    ):  # fmt: skip
+        lines.append(f"| {key} | {getattr(t, key)} |")
+    lines.append(f"| augment | {cfg.data.augment} |")
+    lines += ["", "## Results", "", f"Best epoch: {s['best_epoch']} (by validation {t.metric_for_best}).", ""]
+    lines += ["| split | accuracy | f1 | precision | recall |", "|---|---|---|---|---|"]
+    for split in ("validation", "test"):
+        m = s.get(split)
+        if m:
+            lines.append(f"| {split} | " + " | ".join(_fmt(m[k]) for k in ("accuracy", "f1", "precision", "recall")) + " |")
+    lines += (
+        ["", "| epoch | phase | " + " | ".join(k for k in s["history"][0] if k.startswith("eval_")) + " |"]
+        if s["history"]
+        else []
+    )
+    if s["history"]:
+        keys = [k for k in s["history"][0] if k.startswith("eval_")]
+        lines.append("|---|---|" + "---|" * len(keys))
+        lines += [f"| {h['epoch']} | {h['phase']} | " + " | ".join(_fmt(h[k]) for k in keys) + " |" for h in s["history"]]
+    lines += [
+        "",
+        "## Use",
+        "",
+        "```python",
+        "from transformers import pipeline",
+        f'classifier = pipeline("{cfg.task}", model="{name}/model")',
+        "```",
+        "",
+        "Training time: {:.1f} s, {:.1f} samples/s, peak memory {:.0f} MiB.".format(
+            s["train_seconds"], s["samples_per_second"], s["peak_memory_mb"]
+        ),
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,204 @@
+"""Image classification: imagefolders and tables of image paths, PIL checks, augmentation.
+
+Evaluation and serving both go through the checkpoint's own image processor, so what the model sees
+at `hftl evaluate` / `pipeline(...)` time is exactly what it saw at validation time; augmentation is
+applied to the PIL image before the processor, on train only.
+
+Example:
+    >>> m = ImageClassification()
+    >>> m.pipeline_task
+    'image-classification'
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import datasets
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from hftl.data import SPLIT_DIRS, DataReport
+from hftl.errors import DataError, HftlError
+
+EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
+INPUT_CANDIDATES = ("image", "img", "image_path", "image_file", "path", "file", "filepath", "file_path", "filename")
+INPUT = "image"
+
+
+def open_image(value: Any) -> Image.Image:
+    """An RGB PIL image from a path, `{"bytes", "path"}` dict (datasets Image) or PIL image."""
+    if isinstance(value, Image.Image):
+        image = value
+    elif isinstance(value, dict):
+        image = Image.open(io.BytesIO(value["bytes"])) if value.get("bytes") else Image.open(value["path"])
+    else:
+        image = Image.open(value)
+    image.load()  # decode now: a truncated file fails here, not deep inside a batch
+    return image.convert("RGB")
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, dict):
+        return value.get("path") or "<embedded image bytes>"
+    return str(value)
+
+
+def _image_problem(value: Any) -> str | None:
+    """Why `value` cannot be used as an image, or None when it decodes fully."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            open_image(value)
+    except FileNotFoundError:
+        return "file not found"
+    except UnidentifiedImageError:
+        return "not an image PIL can read (corrupt, or another file type)"
+    except (OSError, SyntaxError, ValueError) as e:
+        return f"unreadable image ({str(e).splitlines()[0][:120]})"
+    return None
+
+
+def target_size(processor: Any) -> tuple[int, int]:
+    """(height, width) the processor feeds the model, to crop augmentations at."""
+    for attr in ("crop_size", "size"):
+        size = getattr(processor, attr, None)
+        if not size:
+            continue
+        get = size.get if isinstance(size, dict) else lambda k, s=size: getattr(s, k, None)
+        if get("height") and get("width"):
+            return int(get("height")), int(get("width"))
+        if get("shortest_edge"):
+            return int(get("shortest_edge")), int(get("shortest_edge"))
+    return 224, 224
+
+
+class ImageClassification:
+    task = "image-classification"
+    pipeline_task = "image-classification"
+
+    def model_class(self) -> Any:
+        from transformers import AutoModelForImageClassification
+
+        return AutoModelForImageClassification
+
+    def load_processor(self, name_or_path: str, revision: str | None, trust_remote_code: bool) -> Any:
+        from transformers import AutoImageProcessor
+
+        try:
+            return AutoImageProcessor.from_pretrained(name_or_path, revision=revision, trust_remote_code=trust_remote_code)
+        except (OSError, ValueError) as e:
+            raise HftlError(
+                f"no image processor could be loaded from {name_or_path} ({str(e).splitlines()[0][:200]}). "
+                "Save one next to the weights: AutoImageProcessor.from_pretrained(<its base>).save_pretrained(<dir>)"
+            ) from None
+
+    def load_folder(self, root: Path, report: DataReport) -> datasets.Dataset | dict[str, datasets.Dataset]:
+        """`root/<class>/<file>` or `root/<split>/<class>/<file>` as datasets of (image path, label)."""
+        subdirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+        split_dirs = [p for p in subdirs if p.name.lower() in SPLIT_DIRS]
+        if split_dirs and len(split_dirs) == len(subdirs):
+            return {SPLIT_DIRS[p.name.lower()]: self._scan(p, report, SPLIT_DIRS[p.name.lower()]) for p in split_dirs}
+        return self._scan(root, report, "train")
+
+    def _scan(self, root: Path, report: DataReport, split: str) -> datasets.Dataset:
+        paths, labels = [], []
+        for entry in sorted(root.iterdir()):
+            if entry.name.startswith("."):
+                continue
+            if not entry.is_dir():
+                report.skip(split, str(entry), "not inside a class folder (expected ROOT/<label>/<image>)")
+                continue
+            for file in sorted(entry.rglob("*")):
+                if file.is_dir() or any(part.startswith(".") for part in file.relative_to(root).parts):
+                    continue
+                if file.suffix.lower() not in EXTENSIONS:
+                    report.skip(split, str(file), f"not an image file ({file.suffix or 'no extension'})")
+                    continue
+                paths.append(str(file.resolve()))
+                labels.append(entry.name)
+        if not paths:
+            raise DataError(
+                f"{root} holds no images in class folders; expected {root}/<label>/<image> with one of {', '.join(EXTENSIONS)}"
+            )
+        return datasets.Dataset.from_dict({INPUT: paths, "label": labels})
+
+    def detect_input_column(self, ds: datasets.Dataset, where: str) -> str:
+        for name, feature in ds.features.items():
+            if isinstance(feature, datasets.Image):
+                return name
+        for name in INPUT_CANDIDATES:
+            if name in ds.column_names:
+                return name
+        raise DataError(
+            f"{where}: no image column found among {ds.column_names}; name it 'image' or set data.input_column=<name>"
+        )
+
+    def prepare_inputs(self, ds: datasets.Dataset, column: str, where: str) -> datasets.Dataset:
+        feature = ds.features[column]
+        if isinstance(feature, datasets.Image):
+            return ds.cast_column(column, datasets.Image(decode=False))  # decode lazily, per example
+        if not (isinstance(feature, datasets.Value) and feature.dtype in ("string", "large_string")):
+            raise DataError(f"{where}: column {column!r} must hold image paths (strings) or images, not {feature}")
+        base = Path(where).expanduser().resolve().parent if Path(where).is_file() else Path.cwd()
+
+        def resolve(batch: dict[str, list]) -> dict[str, list]:
+            out = []
+            for value in batch[column]:
+                if value is None:
+                    out.append(None)
+                else:
+                    path = Path(value).expanduser()
+                    out.append(str(path if path.is_absolute() else base / path))
+            return {column: out}
+
+        return ds.map(resolve, batched=True, desc="resolving image paths")
+
+    def check_inputs(self, ds: datasets.Dataset, column: str, split: str, on_bad: str, report: DataReport) -> datasets.Dataset:
+        good, bad = [], []
+        for i, value in enumerate(ds[column]):
+            problem = "no image (empty cell)" if value is None else _image_problem(value)
+            if problem is None:
+                good.append(i)
+                continue
+            if on_bad == "error":
+                raise DataError(
+                    f"row {i + 1} of the {split} split: {_describe(value)}: {problem}. "
+                    "Fix or remove the file, or set data.on_bad_file=skip to skip unreadable files"
+                )
+            bad.append(i)
+            report.skip(split, _describe(value), problem)
+        return ds.select(good) if bad else ds
+
+    def loader(self, processor: Any) -> Callable[[Any], Any]:
+        return open_image
+
+    def augmenter(self, processor: Any) -> Callable[[Any], Any] | None:
+        from torchvision.transforms import v2
+
+        height, width = target_size(processor)
+        return v2.Compose(
+            [
+                v2.RandomResizedCrop((height, width), scale=(0.6, 1.0), antialias=True),
+                v2.RandomHorizontalFlip(),
+                v2.RandomRotation(10),
+                v2.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2, hue=0.02),
+            ]
+        )
+
+    def collator(self, processor: Any) -> Callable[[list[dict]], dict]:
+        def collate(examples: list[dict]) -> dict[str, torch.Tensor]:
+            pixels = processor(images=[e["input"] for e in examples], return_tensors="pt")["pixel_values"]
+            return {"pixel_values": pixels, "labels": torch.tensor([e["labels"] for e in examples], dtype=torch.long)}
+
+        return collate
+
+    def load_predict_input(self, item: str) -> Any:
+        problem = _image_problem(item)
+        if problem:
+            raise DataError(f"{item}: {problem}")
+        return open_image(item)

@@ -1,0 +1,80 @@
+"""Load a task model for the labels of the data: pretrained with a new head, or random for scratch.
+
+Example:
+    >>> model, processor = load_model(cfg, get_modality(cfg.task), ["cat", "dog"])  # doctest: +SKIP
+    >>> model.config.id2label                                                        # doctest: +SKIP
+    {0: 'cat', 1: 'dog'}
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import AutoConfig
+from transformers.utils import logging as hf_logging
+
+from hftl.config import Config
+from hftl.errors import HftlError
+from hftl.layers import build_layer_map
+from hftl.strategies import init_for_scratch
+
+
+def load_model(cfg: Config, modality: Any, label_names: list[str]) -> tuple[nn.Module, Any]:
+    """The task model (head sized to `label_names`, id2label/label2id set) and its processor."""
+    m = cfg.model
+    processor = modality.load_processor(m.name_or_path, m.revision, m.trust_remote_code)
+    labels = {
+        "num_labels": len(label_names),
+        "id2label": dict(enumerate(label_names)),
+        "label2id": {name: i for i, name in enumerate(label_names)},
+    }
+    model_class = modality.model_class()
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # the "newly initialized head" warning is the point here; hftl says it itself
+    try:
+        if cfg.strategy.name == "scratch":
+            config = AutoConfig.from_pretrained(
+                m.name_or_path, revision=m.revision, trust_remote_code=m.trust_remote_code, **labels
+            )
+            model = model_class.from_config(config, trust_remote_code=m.trust_remote_code)
+            init_for_scratch(model)
+        else:
+            model = model_class.from_pretrained(
+                m.name_or_path,
+                revision=m.revision,
+                trust_remote_code=m.trust_remote_code,
+                ignore_mismatched_sizes=True,
+                **labels,
+            )
+            reset_head(model, build_layer_map(model, m.blocks).head)
+    except (OSError, ValueError, KeyError) as e:
+        raise HftlError(
+            f"could not load a {cfg.task} model from model.name_or_path={m.name_or_path!r}: "
+            f"{str(e).strip().splitlines()[0][:300]}. Use a local directory written by save_pretrained, or a Hub id "
+            "(the Hub needs network access; HF_HUB_OFFLINE=1 blocks it)."
+        ) from None
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    return model, processor
+
+
+def reset_head(model: nn.Module, head: list[str]) -> None:
+    """Re-initialise the task head: a new head even when the checkpoint's had the same shape.
+
+    transformers 5 skips tensors flagged `_is_hf_initialized` (loaded ones), so clear the flag first.
+    """
+    init = getattr(model, "_init_weights", None)
+    for name in head:
+        for module in model.get_submodule(name).modules():
+            for tensor in list(module.parameters(recurse=False)) + list(module.buffers(recurse=False)):
+                if hasattr(tensor, "_is_hf_initialized"):
+                    del tensor._is_hf_initialized
+            if hasattr(module, "_is_hf_initialized"):
+                del module._is_hf_initialized
+            with torch.no_grad():
+                if init is not None:
+                    init(module)
+                elif hasattr(module, "reset_parameters"):
+                    module.reset_parameters()

@@ -1,0 +1,370 @@
+"""The training loop on Accelerate: phases, evaluation, best model, early stopping, checkpoints.
+
+The loop stays visible (prepare, accumulate, backward, clip, step, gather_for_metrics). Everything
+about *what* trains comes from the `Plan`; everything about *what the data is* from the modality.
+
+Example:
+    >>> result = fit(cfg, model, layer_map, plan, data, run_dir)   # doctest: +SKIP
+    >>> result.best_metrics["accuracy"]                             # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import resource
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import Accelerator, DistributedDataParallelKwargs
+from accelerate.utils import ProjectConfiguration
+from safetensors.torch import load_file, save_file
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from hftl.checkpoint import atomic_write_text, latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from hftl.config import Config
+from hftl.data import EpochSampler, ExampleDataset
+from hftl.errors import ConfigError, HftlError
+from hftl.layers import LayerMap, format_trainable
+from hftl.metrics import classification_metrics
+from hftl.strategies import Plan, apply_phase, lr_lambda, param_groups, set_train_mode
+
+BEST_WEIGHTS = "best.safetensors"
+
+
+@dataclass
+class TrainData:
+    train: ExampleDataset
+    validation: ExampleDataset
+    collate: Callable[[list[dict]], dict]
+    test: ExampleDataset | None = None
+
+
+@dataclass
+class TrainResult:
+    best_metrics: dict[str, float]
+    best_epoch: int
+    history: list[dict[str, Any]]
+    global_step: int
+    train_seconds: float
+    samples_per_second: float
+    peak_memory_mb: float
+    test_metrics: dict[str, float] | None = None
+    confusion_matrix: list[list[int]] | None = None
+    stopped_early: bool = False
+    log_history: list[dict[str, float]] = field(default_factory=list)
+
+
+@dataclass
+class _State:
+    """What a checkpoint must carry besides tensors to continue exactly where the run stopped."""
+
+    epoch: int = 0
+    batch_in_epoch: int = 0
+    global_step: int = 0
+    samples_seen: int = 0
+    train_seconds: float = 0.0
+    phase: str = ""
+    best_metric: float | None = None
+    best_epoch: int = -1
+    best_metrics: dict[str, float] = field(default_factory=dict)
+    epochs_without_improvement: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    log_history: list[dict[str, float]] = field(default_factory=list)
+
+
+def make_accelerator(cfg: Config, run_dir: Path, multi_phase: bool) -> Accelerator:
+    """An Accelerator for the run: precision, accumulation, trackers writing to `run_dir/logs`."""
+    t = cfg.train
+    # Phases toggle requires_grad after DDP is built; frozen-for-now parameters then get no grads.
+    kwargs = [DistributedDataParallelKwargs(find_unused_parameters=True)] if multi_phase else []
+    try:
+        return Accelerator(
+            mixed_precision=t.mixed_precision,
+            gradient_accumulation_steps=t.gradient_accumulation_steps,
+            log_with=None if t.report_to == "none" else t.report_to,
+            project_config=ProjectConfiguration(project_dir=str(run_dir), logging_dir=str(run_dir / "logs")),
+            kwargs_handlers=kwargs,
+        )
+    except (ValueError, ImportError) as e:
+        raise ConfigError(
+            f"Accelerate refused train.mixed_precision={t.mixed_precision!r} / train.report_to={t.report_to!r}: "
+            f"{str(e).splitlines()[0]}. fp16 needs a GPU (use bf16 or no on a CPU); a tracker must be installed."
+        ) from None
+
+
+def _hparams(cfg: Config) -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+
+    def walk(d: dict, prefix: str) -> None:
+        for k, v in d.items():
+            if isinstance(v, dict):
+                walk(v, f"{prefix}{k}.")
+            else:
+                flat[f"{prefix}{k}"] = v if isinstance(v, (int, float, str, bool)) else str(v)
+
+    walk(cfg.to_dict(), "")
+    return flat
+
+
+def _peak_memory_mb() -> float:
+    if torch.cuda.is_available():
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def _fault(name: str, step: int) -> None:
+    """Fault injection for the crash/resume tests: SIGKILL this process at a chosen point."""
+    if os.environ.get(name) == str(step):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def evaluate_loop(
+    accelerator: Accelerator, model: nn.Module, loader: DataLoader, desc: str = "eval"
+) -> tuple[dict[str, float], list[int], list[int]]:
+    """Loss and classification metrics over `loader`, gathered across processes without duplicates."""
+    model.eval()
+    preds, refs, losses, count = [], [], 0.0, 0
+    with torch.no_grad():
+        for batch in tqdm(loader, desc=desc, leave=False, disable=not accelerator.is_local_main_process):
+            out = model(**batch)
+            p, r = accelerator.gather_for_metrics((out.logits.argmax(-1), batch["labels"]))
+            loss = accelerator.gather_for_metrics(out.loss.detach().float().repeat(len(batch["labels"])))
+            preds += p.tolist()
+            refs += r.tolist()
+            losses += loss.sum().item()
+            count += loss.numel()
+    metrics = classification_metrics(preds, refs)
+    metrics["loss"] = losses / max(count, 1)
+    return metrics, preds, refs
+
+
+def fit(
+    cfg: Config,
+    model: nn.Module,
+    layer_map: LayerMap,
+    plan: Plan,
+    data: TrainData,
+    run_dir: Path,
+    accelerator: Accelerator | None = None,
+) -> TrainResult:
+    """Train `model` following `plan`; resume from `run_dir/checkpoints` when `cfg.resume`."""
+    t = cfg.train
+    accelerator = accelerator or make_accelerator(cfg, run_dir, len(plan.phases) > 1)
+    ckpt_dir = run_dir / "checkpoints"
+
+    train_loader = DataLoader(
+        data.train,
+        batch_size=t.batch_size,
+        sampler=EpochSampler(len(data.train), t.seed),
+        collate_fn=data.collate,
+        num_workers=cfg.data.num_workers,
+        pin_memory=torch.cuda.is_available(),
+        generator=torch.Generator().manual_seed(t.seed),  # keeps the global RNG untouched by iteration
+    )
+    eval_loaders = [
+        DataLoader(ds, batch_size=t.eval_batch_size or t.batch_size, collate_fn=data.collate, num_workers=cfg.data.num_workers)
+        for ds in (data.validation, data.test)
+        if ds is not None
+    ]
+    groups = param_groups(model, layer_map, plan, t)
+    if not groups:
+        raise HftlError("nothing to train: the strategy leaves no trainable parameter in this model")
+    optimizer = torch.optim.AdamW(groups, lr=t.learning_rate)
+    # DDP registers only parameters that require grad when it wraps the model: enable every parameter
+    # any phase trains, then narrow to the current phase per epoch.
+    for name, param in model.named_parameters():
+        param.requires_grad_(name in plan.trainable_any)
+    model, optimizer, train_loader, *eval_loaders = accelerator.prepare(model, optimizer, train_loader, *eval_loaders)
+    raw = accelerator.unwrap_model(model)
+
+    steps_per_epoch = math.ceil(len(train_loader) / t.gradient_accumulation_steps)
+    total_steps = min(t.epochs * steps_per_epoch, t.max_steps or math.inf)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer.optimizer, lr_lambda(plan, steps_per_epoch, total_steps, t))
+    checkpointed = plan.trainable_any | {name for name, _ in raw.named_buffers()}
+
+    state = _State()
+    resume_rng = None
+    if cfg.resume and (latest := latest_checkpoint(ckpt_dir)) is not None:
+        loaded = load_checkpoint(latest, accelerator.process_index)
+        missing = [k for k in loaded["tensors"] if k not in raw.state_dict()]
+        if missing:
+            raise HftlError(
+                f"checkpoint {latest} does not fit this model (unknown tensors {missing[:3]}); was the config changed?"
+            )
+        raw.load_state_dict(loaded["tensors"], strict=False)
+        optimizer.optimizer.load_state_dict(loaded["optimizer"])
+        scheduler.load_state_dict(loaded["scheduler"])
+        state = _State(**loaded["state"])
+        resume_rng = loaded["rng"]
+        accelerator.print(f"resuming from {latest} (epoch {state.epoch + 1}, step {state.global_step}, phase {state.phase})")
+
+    if t.report_to != "none":
+        accelerator.init_trackers("tensorboard", config=_hparams(cfg))
+    accelerator.print(format_trainable_for(raw, layer_map, plan.phase_at(state.epoch)))
+
+    def save(final_epoch_state: _State) -> None:
+        accelerator.wait_for_everyone()
+        rngs = [rng_state()]  # TODO(scale-out): gather every rank's RNG state
+        if accelerator.is_main_process:
+            tensors = {k: v for k, v in raw.state_dict().items() if k in checkpointed}
+            if os.environ.get("HFTL_FAULT_KILL_IN_CHECKPOINT") == str(final_epoch_state.global_step):
+                partial = ckpt_dir / ".tmp-crash"
+                partial.mkdir(parents=True, exist_ok=True)
+                save_file({k: v.contiguous() for k, v in list(tensors.items())[:1]}, str(partial / "weights.safetensors"))
+                _fault("HFTL_FAULT_KILL_IN_CHECKPOINT", final_epoch_state.global_step)
+            save_checkpoint(
+                ckpt_dir,
+                final_epoch_state.global_step,
+                tensors,
+                optimizer.optimizer.state_dict(),
+                scheduler.state_dict(),
+                final_epoch_state.__dict__,
+                rngs,
+                t.save_total_limit,
+            )
+        accelerator.wait_for_everyone()
+
+    progress = tqdm(
+        total=total_steps,
+        initial=state.global_step,
+        desc="train",
+        disable=not accelerator.is_local_main_process,
+        dynamic_ncols=True,
+    )
+    stopped_early = False
+    running_loss, running_count = 0.0, 0
+    while state.epoch < t.epochs and state.global_step < total_steps and not stopped_early:
+        phase = plan.phase_at(state.epoch)
+        if phase.name != state.phase and state.phase:
+            accelerator.print(f"phase {phase.name} from epoch {state.epoch + 1}:\n" + format_trainable_for(raw, layer_map, phase))
+        state.phase = phase.name
+        apply_phase(raw, phase)
+        set_train_mode(raw, layer_map, phase, cfg.strategy.batch_norm)
+        train_loader.set_epoch(state.epoch)
+        data.train.set_epoch(state.epoch)
+        loader = accelerator.skip_first_batches(train_loader, state.batch_in_epoch) if state.batch_in_epoch else train_loader
+        if resume_rng is not None:  # restore RNG last, after everything that may have drawn from it
+            set_rng_state(resume_rng)
+            resume_rng = None
+        started = time.perf_counter()
+        for batch in loader:
+            with accelerator.accumulate(model):
+                loss = model(**batch).loss
+                accelerator.backward(loss)
+                if accelerator.sync_gradients and t.max_grad_norm:
+                    accelerator.clip_grad_norm_([p for p in raw.parameters() if p.requires_grad], t.max_grad_norm)
+                optimizer.step()
+                if accelerator.sync_gradients and not accelerator.optimizer_step_was_skipped:
+                    scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+            state.batch_in_epoch += 1
+            state.samples_seen += len(batch["labels"]) * accelerator.num_processes
+            running_loss += loss.detach().float().item()
+            running_count += 1
+            if not accelerator.sync_gradients:
+                continue
+            state.global_step += 1
+            progress.update(1)
+            if state.global_step % t.logging_steps == 0 or state.global_step == total_steps:
+                entry = {
+                    "step": state.global_step,
+                    "epoch": state.epoch + state.batch_in_epoch / len(train_loader),
+                    "loss": running_loss / running_count,
+                    "lr": scheduler.get_last_lr()[-1],
+                }
+                state.log_history.append(entry)
+                accelerator.log({"train/loss": entry["loss"], "train/lr": entry["lr"]}, step=state.global_step)
+                progress.set_postfix(loss=f"{entry['loss']:.4f}", lr=f"{entry['lr']:.2e}")
+                running_loss, running_count = 0.0, 0
+            if t.save_steps and state.global_step % t.save_steps == 0 and state.batch_in_epoch < len(train_loader):
+                state.train_seconds += time.perf_counter() - started
+                started = time.perf_counter()
+                save(state)
+            _fault("HFTL_FAULT_KILL_AFTER_STEP", state.global_step)
+            if state.global_step >= total_steps:
+                break
+        state.train_seconds += time.perf_counter() - started
+
+        metrics, _, _ = evaluate_loop(accelerator, model, eval_loaders[0], desc="validation")
+        record = {
+            "epoch": state.epoch + 1,
+            "step": state.global_step,
+            "phase": phase.name,
+            **{f"eval_{k}": v for k, v in metrics.items()},
+        }
+        state.history.append(record)
+        accelerator.log({f"eval/{k}": v for k, v in metrics.items()}, step=state.global_step)
+        score = metrics[t.metric_for_best]
+        if state.best_metric is None or score > state.best_metric:
+            state.best_metric, state.best_epoch, state.best_metrics = score, state.epoch + 1, metrics
+            state.epochs_without_improvement = 0
+            if accelerator.is_main_process:
+                _save_best(raw, checkpointed, ckpt_dir)
+        else:
+            state.epochs_without_improvement += 1
+        accelerator.print(
+            f"epoch {state.epoch + 1}/{t.epochs} [{phase.name}] "
+            + " ".join(f"{k}={v:.4f}" for k, v in metrics.items())
+            + (" *best*" if state.best_epoch == state.epoch + 1 else "")
+        )
+        stopped_early = bool(t.early_stopping_patience and state.epochs_without_improvement >= t.early_stopping_patience)
+        if stopped_early:
+            accelerator.print(f"early stopping: no better {t.metric_for_best} for {t.early_stopping_patience} epoch(s)")
+        state.epoch += 1
+        state.batch_in_epoch = 0
+        save(state)
+        _fault("HFTL_FAULT_KILL_AFTER_EPOCH", state.epoch)
+    progress.close()
+
+    best_file = ckpt_dir / BEST_WEIGHTS
+    if best_file.exists():  # end on the best epoch's weights, not merely the last
+        raw.load_state_dict(load_file(str(best_file)), strict=False)
+    result = TrainResult(
+        best_metrics=state.best_metrics,
+        best_epoch=state.best_epoch,
+        history=state.history,
+        global_step=state.global_step,
+        train_seconds=state.train_seconds,
+        samples_per_second=state.samples_seen / max(state.train_seconds, 1e-9),
+        peak_memory_mb=_peak_memory_mb(),
+        stopped_early=stopped_early,
+        log_history=state.log_history,
+    )
+    _, preds, refs = evaluate_loop(accelerator, model, eval_loaders[0], desc="validation (best)")
+    from hftl.metrics import confusion
+
+    result.confusion_matrix = confusion(preds, refs, len(raw.config.id2label))
+    if len(eval_loaders) > 1:
+        result.test_metrics, _, _ = evaluate_loop(accelerator, model, eval_loaders[1], desc="test")
+        accelerator.print("test " + " ".join(f"{k}={v:.4f}" for k, v in result.test_metrics.items()))
+    if t.report_to != "none":
+        accelerator.end_training()
+    return result
+
+
+def _save_best(raw: nn.Module, names: set[str], ckpt_dir: Path) -> None:
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    tmp = ckpt_dir / f".{BEST_WEIGHTS}.tmp"
+    save_file({k: v.detach().contiguous().cpu() for k, v in raw.state_dict().items() if k in names}, str(tmp))
+    os.replace(tmp, ckpt_dir / BEST_WEIGHTS)
+
+
+def format_trainable_for(raw: nn.Module, layer_map: LayerMap, phase: Any) -> str:
+    """What trains in `phase`, part by part (requires_grad set to the phase for the count)."""
+    before = {n: p.requires_grad for n, p in raw.named_parameters()}
+    apply_phase(raw, phase)
+    text = f"what trains ({phase.name}):\n" + format_trainable(raw, layer_map)
+    for n, p in raw.named_parameters():
+        p.requires_grad_(before[n])
+    return text
+
+
+__all__ = ["TrainData", "TrainResult", "fit", "evaluate_loop", "make_accelerator", "atomic_write_text"]

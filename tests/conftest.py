@@ -1,0 +1,84 @@
+"""Shared fixtures: tiny ViT / ResNet checkpoints saved with save_pretrained, a real digits imagefolder.
+
+Everything loads back through the real `from_pretrained` path; nothing touches the network.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def save_tiny_vit(folder: Path, image_size: int = 32) -> Path:
+    from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor
+
+    config = ViTConfig(
+        image_size=image_size, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=64, num_labels=2,
+    )  # fmt: skip
+    ViTForImageClassification(config).save_pretrained(folder)
+    ViTImageProcessor(size={"height": image_size, "width": image_size}).save_pretrained(folder)
+    return folder
+
+
+def save_tiny_resnet(folder: Path, image_size: int = 32) -> Path:
+    from transformers import ConvNextImageProcessor, ResNetConfig, ResNetForImageClassification
+
+    config = ResNetConfig(embedding_size=16, hidden_sizes=[16, 32, 32], depths=[1, 1, 1], num_labels=2, layer_type="basic")
+    model = ResNetForImageClassification(config)
+    # Non-trivial BN running statistics, so "unchanged" is a real check and not zeros == zeros.
+    import torch
+
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 1.5)
+    model.save_pretrained(folder)
+    ConvNextImageProcessor(size={"shortest_edge": image_size}, crop_pct=1.0).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_vit(tmp_path_factory) -> Path:
+    return save_tiny_vit(tmp_path_factory.mktemp("tiny-vit"))
+
+
+@pytest.fixture(scope="session")
+def tiny_resnet(tmp_path_factory) -> Path:
+    return save_tiny_resnet(tmp_path_factory.mktemp("tiny-resnet"))
+
+
+@pytest.fixture(scope="session")
+def digits(tmp_path_factory) -> Path:
+    """Real sklearn digits, 3 classes x 30 images, as an imagefolder."""
+    from hftl.pretrained import write_digits_imagefolder
+
+    root = tmp_path_factory.mktemp("digits")
+    full = write_digits_imagefolder(root / "all", per_class=30)
+    small = root / "three"
+    small.mkdir()
+    for label in ("0", "1", "2"):
+        (small / label).symlink_to(full / label, target_is_directory=True)
+    return small
+
+
+def run_cli(*args: str, env: dict | None = None, check: bool = True) -> subprocess.CompletedProcess:
+    """Run `python -m hftl.cli ...` as a user would run `hftl ...`."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "hftl.cli", *args], capture_output=True, text=True, cwd=REPO,
+        env={**os.environ, **(env or {})},
+    )  # fmt: skip
+    if check and proc.returncode != 0:
+        raise AssertionError(f"hftl {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
+    return proc
