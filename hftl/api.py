@@ -61,6 +61,7 @@ def finetune(config: str | Path | dict | Config, **overrides: Any) -> FinetuneRe
 def run(cfg: Config) -> FinetuneResult:
     """Train, export and describe one run of a resolved config."""
     run_dir = Path(cfg.output_dir)
+    _resolve_builtins(cfg)
     set_seed(cfg.train.seed)
     modality = get_modality(cfg.task)
     splits = load_splits(cfg.data, modality, cfg.train.seed)
@@ -94,6 +95,18 @@ def run(cfg: Config) -> FinetuneResult:
         total_parameters=summary["total_parameters"],
         train_seconds=result.train_seconds,
     )
+
+
+def _resolve_builtins(cfg: Config) -> None:
+    """`builtin:` model and data sources become the local folders they stand for."""
+    from hftl.pretrained import resolve_builtin
+
+    for section, key in (("model", "name_or_path"), ("data", "train"), ("data", "validation"), ("data", "test")):
+        obj = getattr(cfg, section)
+        value = getattr(obj, key)
+        resolved = resolve_builtin(value)
+        if resolved != value:
+            setattr(obj, key, resolved)
 
 
 def prepare_run_dir(cfg: Config, run_dir: Path) -> bool:

@@ -106,6 +106,9 @@ class TrainConfig:
     metric_for_best: str = field(
         default="f1", metadata=_help("Validation metric that picks the best epoch.", ("accuracy", "f1", "precision", "recall"))
     )
+    load_best_at_end: bool = field(
+        default=True, metadata=_help("End on the best epoch's weights (by metric_for_best); false keeps the last.")
+    )
     seed: int = field(default=42, metadata=_help("Seed for init, shuffling, augmentation and dropout."))
     save_steps: int | None = field(default=None, metadata=_help("Also checkpoint every N optimizer steps."))
     save_total_limit: int = field(default=2, metadata=_help("Resumable checkpoints kept (the newest)."))
@@ -258,7 +261,8 @@ def _assign(cfg: Config, parts: list[str], value: Any, from_text: bool, origin: 
         if part not in names:
             section = ".".join(parts[:i]) or "the top level"
             hint = difflib.get_close_matches(part, names, n=1)
-            suggestion = f" Did you mean {'.'.join(parts[:i] + [hint[0]])!r}?" if hint else ""
+            close = ".".join(parts[:i] + [hint[0]]) if hint else (_close_leaf(part) if len(parts) == 1 else None)
+            suggestion = f" Did you mean {close!r}?" if close else ""
             raise ConfigError(f"unknown key {dotted!r} in {origin}.{suggestion} Allowed keys in {section}: {', '.join(names)}")
         hint_type = typing.get_type_hints(type(obj))[part]
         if i < len(parts) - 1:
@@ -270,7 +274,18 @@ def _assign(cfg: Config, parts: list[str], value: Any, from_text: bool, origin: 
             raise ConfigError(
                 f"{dotted!r} is a section; set its keys instead, e.g. {dotted}.{dataclasses.fields(hint_type)[0].name}=..."
             )
-        setattr(obj, part, _coerce(value, hint_type, dotted, from_text))
+        try:
+            setattr(obj, part, _coerce(value, hint_type, dotted, from_text))
+        except ConfigError as e:
+            raise ConfigError(f"{e} (in {origin})") from None
+
+
+def _close_leaf(key: str) -> str | None:
+    """The full key a misspelt short key probably meant: `epoch` -> `train.epochs`."""
+    leaves = {leaf.rsplit(".", 1)[-1]: leaf for leaf in _leaf_keys()}
+    leaves.update({name: name for name in _SECTION_SHORTHAND})
+    hint = difflib.get_close_matches(key, list(leaves), n=1)
+    return leaves[hint[0]] if hint else None
 
 
 def _coerce(value: Any, hint: Any, key: str, from_text: bool) -> Any:
@@ -281,6 +296,12 @@ def _coerce(value: Any, hint: Any, key: str, from_text: bool) -> Any:
         is_null = value is None or (from_text and str(value).strip().lower() in ("null", "none", "~", ""))
         if is_null and type(None) in args:
             return None
+        list_hint = next((a for a in args if typing.get_origin(a) is list), None)
+        if list_hint and from_text and isinstance(value, str) and (value.strip().startswith("[") or "," in value):
+            try:  # `a,b` and `[a, b]` on the command line are lists, not one string that happens to hold commas
+                return _coerce(value, list_hint, key, from_text)
+            except ConfigError:
+                pass  # e.g. a regex such as `[qv]_proj`: keep it as a string
         errors = []
         for arg in (a for a in args if a is not type(None)):
             try:
@@ -288,9 +309,17 @@ def _coerce(value: Any, hint: Any, key: str, from_text: bool) -> Any:
             except ConfigError as e:
                 errors.append(str(e))
         raise ConfigError(errors[0] if errors else f"{key} cannot be null")
+    if value is None:
+        raise ConfigError(f"{key} cannot be null; give it a value, or leave it out to use the default")
     if origin is list:
         if from_text and isinstance(value, str):
-            value = yaml.safe_load(value) if value.strip().startswith("[") else [v.strip() for v in value.split(",") if v.strip()]
+            if not value.strip().startswith("["):
+                value = [v.strip() for v in value.split(",") if v.strip()]
+            else:
+                try:
+                    value = yaml.safe_load(value)
+                except yaml.YAMLError:
+                    raise ConfigError(f"{key} must be a list such as [a, b] or a,b; got {value!r}") from None
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise ConfigError(f"{key} must be a list of strings, got {value!r}")
         return value

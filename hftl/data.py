@@ -10,6 +10,7 @@ Example:
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 from collections import defaultdict
@@ -28,6 +29,7 @@ from hftl.errors import DataError
 FILE_BUILDERS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
 SPLIT_DIRS = {"train": "train", "validation": "validation", "valid": "validation", "val": "validation", "test": "test"}
 LABELS = "labels"  # the encoded label-id column every split gets
+ROW = "__hftl_row__"  # 1-based row of the source file, so messages stay right after unreadable rows are skipped
 _MAX_LISTED = 10
 
 
@@ -89,12 +91,19 @@ def load_splits(cfg: DataConfig, modality: Any, seed: int) -> Splits:
             continue
         where = sources.get(split, cfg.train)
         _require_columns(ds, [input_column, cfg.label_column], where, split)
+        ds = ds.add_column(ROW, list(range(1, len(ds) + 1)))
         ds = modality.prepare_inputs(ds, input_column, where)
-        prepared[split] = modality.check_inputs(ds, input_column, split, cfg.on_bad_file, report)
+        checked = modality.check_inputs(ds, input_column, split, cfg.on_bad_file, report)
+        if len(checked) == 0:
+            skipped = report.skipped.get(split, [])
+            why = f": all {len(ds)} were unreadable (first: {skipped[0][0]}: {skipped[0][1]})" if len(ds) and skipped else ""
+            raise DataError(f"the {split} split ({where}) has no usable examples{why}; add readable examples to it")
+        prepared[split] = checked
 
     label_names = label_names_of(prepared["train"], cfg.label_column, sources["train"])
     for split, ds in prepared.items():
-        prepared[split] = encode_labels(ds, cfg.label_column, label_names, split, sources.get(split, cfg.train))
+        encoded = encode_labels(ds, cfg.label_column, label_names, split, sources.get(split, cfg.train))
+        prepared[split] = encoded.remove_columns(ROW)
     train = prepared["train"]
     if "validation" not in prepared:
         train_idx, val_idx = stratified_split(train[LABELS], cfg.validation_split, seed)
@@ -119,13 +128,22 @@ def load_source(spec: str, modality: Any, key: str, report: DataReport) -> datas
     """A folder (class sub-folders), a csv/json/jsonl/parquet file, or a Hub dataset id."""
     path = Path(os.path.expanduser(spec))
     if path.is_dir():
-        return modality.load_folder(path, report)
+        # A flat folder is one split: file its skips under the split this key loads, not always "train".
+        folder_report = DataReport()
+        loaded = modality.load_folder(path, folder_report)
+        default = {"data.validation": "validation", "data.test": "test", "--data": "evaluation"}.get(key, "train")
+        for split, items in folder_report.skipped.items():
+            for item, reason in items:
+                report.skip(split if isinstance(loaded, dict) else default, item, reason)
+        return loaded
     if path.is_file():
         builder = FILE_BUILDERS.get(path.suffix.lower())
         if builder is None:
             raise DataError(
                 f"{key}={spec}: unsupported file type {path.suffix!r}; use a folder, or one of {', '.join(FILE_BUILDERS)}"
             )
+        if _has_no_rows(path, builder):  # datasets' own error for these is "Instruction 'train' corresponds to no data"
+            raise DataError(f"{key}={spec} holds no examples (an empty file, or a header and no rows); add examples to it")
         kwargs = {"delimiter": "\t"} if path.suffix.lower() == ".tsv" else {}
         try:
             return datasets.load_dataset(builder, data_files=str(path), split="train", **kwargs)
@@ -141,6 +159,14 @@ def load_source(spec: str, modality: Any, key: str, report: DataReport) -> datas
             "Check the path, or the dataset id and your network (HF_HUB_OFFLINE=1 blocks the Hub)."
         ) from None
     return dict(loaded)
+
+
+def _has_no_rows(path: Path, builder: str) -> bool:
+    if builder == "parquet":
+        return path.stat().st_size == 0
+    with path.open(errors="replace") as f:
+        lines = list(itertools.islice((line for line in f if line.strip()), 2))
+    return len(lines) <= (1 if builder == "csv" else 0)
 
 
 def _first_line(e: Exception) -> str:
@@ -178,8 +204,13 @@ def _label_text(value: Any, names: list[str] | None) -> str | None:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return None
     if names is not None and isinstance(value, int):
-        return names[value]
+        return names[value] if 0 <= value < len(names) else None  # ClassLabel writes -1 for "no label"
     return str(value)
+
+
+def _rows(ds: datasets.Dataset) -> list[int]:
+    """1-based source rows of `ds` (kept in ROW through skips), for messages."""
+    return ds[ROW] if ROW in ds.column_names else list(range(1, len(ds) + 1))
 
 
 def label_names_of(ds: datasets.Dataset, column: str, where: str) -> list[str]:
@@ -188,11 +219,11 @@ def label_names_of(ds: datasets.Dataset, column: str, where: str) -> list[str]:
     if isinstance(feature, datasets.ClassLabel):
         return list(feature.names)
     values = ds[column]
-    for row, value in enumerate(values):
+    for row, value in zip(_rows(ds), values):
         if _label_text(value, None) is None or (isinstance(value, str) and not value.strip()):
-            raise DataError(f"{where}: row {row + 1} has no label in column {column!r}; fill it in or drop the row")
+            raise DataError(f"{where}: row {row} has no label in column {column!r}; fill it in or drop the row")
         if isinstance(value, (list, dict)):
-            raise DataError(f"{where}: row {row + 1} column {column!r} holds {type(value).__name__}, expected one label")
+            raise DataError(f"{where}: row {row} column {column!r} holds {type(value).__name__}, expected one label")
     distinct = set(values)
     if all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in distinct):
         return [str(v) for v in sorted(distinct)]
@@ -205,13 +236,13 @@ def encode_labels(ds: datasets.Dataset, column: str, label_names: list[str], spl
     names = list(feature.names) if isinstance(feature, datasets.ClassLabel) else None
     index = {name: i for i, name in enumerate(label_names)}
     ids = []
-    for row, value in enumerate(ds[column]):
+    for row, value in zip(_rows(ds), ds[column]):
         text = _label_text(value, names)
         if text is None:
-            raise DataError(f"{where}: row {row + 1} of the {split} split has no label in column {column!r}")
+            raise DataError(f"{where}: row {row} of the {split} split has no label in column {column!r}")
         if text not in index:
             raise DataError(
-                f"{where}: row {row + 1} of the {split} split has label {text!r}, which the training data never has "
+                f"{where}: row {row} of the {split} split has label {text!r}, which the training data never has "
                 f"(train labels: {', '.join(label_names[:20])}{' ...' if len(label_names) > 20 else ''}). "
                 "Fix the label, drop the row, or add training examples of it"
             )

@@ -57,6 +57,14 @@ class LayerMap:
             return "embeddings"
         return "head"
 
+    def module_part(self, module_name: str) -> str | None:
+        """The part a module lies inside, or None for modules that enclose several parts (`vit`, `encoder`)."""
+        name = module_name[len(_PEFT_PREFIX) :] if module_name.startswith(_PEFT_PREFIX) else module_name
+        for prefix, part in self._prefixes:
+            if name == prefix or name.startswith(prefix + "."):
+                return part
+        return None
+
     def block_index(self, part: str) -> int | None:
         return int(part.split(".", 1)[1]) if part.startswith("block.") else None
 

