@@ -5,19 +5,23 @@ Example:
     >>> result = finetune("configs/vision/vit-head-only.yaml", data={"train": "digits/"})  # doctest: +SKIP
 """
 
-from hftl.api import FinetuneResult, evaluate_run, finetune, predict
+from __future__ import annotations
+
+from typing import Any
+
 from hftl.config import Config, load_config
 from hftl.errors import ConfigError, DataError, HftlError
 
-__all__ = [
-    "Config",
-    "ConfigError",
-    "DataError",
-    "FinetuneResult",
-    "HftlError",
-    "evaluate_run",
-    "finetune",
-    "load_config",
-    "predict",
-]
+__all__ = ["Config", "ConfigError", "DataError", "FinetuneResult", "HftlError", "evaluate_run", "finetune", "load_config"]
+__all__ += ["predict"]
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    # The training stack (torch, transformers, accelerate) loads on first use, so `hftl --help` and
+    # config errors answer at once.
+    if name in ("FinetuneResult", "evaluate_run", "finetune", "predict"):
+        from hftl import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'hftl' has no attribute {name!r}")

@@ -61,24 +61,24 @@ def finetune(config: str | Path | dict | Config, **overrides: Any) -> FinetuneRe
 def run(cfg: Config) -> FinetuneResult:
     """Train, export and describe one run of a resolved config."""
     run_dir = Path(cfg.output_dir)
-    _resolve_builtins(cfg)
+    resolve_builtins(cfg)
     set_seed(cfg.train.seed)
     modality = get_modality(cfg.task)
     splits = load_splits(cfg.data, modality, cfg.train.seed)
-    resuming = prepare_run_dir(cfg, run_dir)
-    if not resuming:
+    set_seed(cfg.train.seed)  # the new head's init does not depend on how much data loading drew
+    model, processor, layer_map, plan = setup_model(cfg, modality, splits.label_names)
+    # The run folder is claimed only once data and model load: a typo there leaves nothing behind.
+    if not prepare_run_dir(cfg, run_dir):
         cfg.resume = False
     accelerator = make_accelerator(cfg, run_dir, cfg.strategy.head_warmup_epochs > 0)
     if accelerator.is_main_process:
         cfg.save(run_dir / "config.yaml")
     if splits.report.total():
         accelerator.print(splits.report.summary())
-    set_seed(cfg.train.seed)  # the new head's init does not depend on how much data loading drew
-    model, processor, layer_map, plan = setup_model(cfg, modality, splits.label_names)
     data = setup_data(cfg, modality, processor, splits)
     result = fit(cfg, model, layer_map, plan, data, run_dir, accelerator)
     accelerator.wait_for_everyone()
-    summary = _summary(cfg, splits, model, layer_map, plan, result)
+    summary = run_summary(cfg, splits, model, layer_map, plan, result)
     if accelerator.is_main_process:
         export_model(accelerator.unwrap_model(model), processor, run_dir)
         write_model_card(run_dir, cfg, summary)
@@ -97,7 +97,7 @@ def run(cfg: Config) -> FinetuneResult:
     )
 
 
-def _resolve_builtins(cfg: Config) -> None:
+def resolve_builtins(cfg: Config) -> None:
     """`builtin:` model and data sources become the local folders they stand for."""
     from hftl.pretrained import resolve_builtin
 
@@ -179,7 +179,7 @@ def setup_data(cfg: Config, modality: Modality, processor: Any, splits: Splits) 
     )
 
 
-def _summary(cfg: Config, splits: Splits, model: Any, layer_map: LayerMap, plan: Plan, result: TrainResult) -> dict[str, Any]:
+def run_summary(cfg: Config, splits: Splits, model: Any, layer_map: LayerMap, plan: Plan, result: TrainResult) -> dict[str, Any]:
     params = dict(model.named_parameters())
     # Count the merged model's parameters for LoRA too: adapters count as trainable extras.
     trainable = sum(params[n].numel() for n in plan.trainable_any if n in params)

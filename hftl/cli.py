@@ -16,10 +16,11 @@ from hftl.errors import HftlError
 
 
 def _train(args: argparse.Namespace) -> None:
-    from hftl.api import run
     from hftl.config import load_config
 
-    cfg = load_config(args.config, args.overrides)
+    cfg = load_config(args.config, args.overrides)  # before the heavy imports: config errors answer at once
+    from hftl.api import run
+
     result = run(cfg)
     print(json.dumps({"output_dir": str(result.output_dir), "best_epoch": result.best_epoch, **result.metrics}, indent=2))
 
