@@ -77,6 +77,9 @@ def load_splits(cfg: DataConfig, modality: Any, seed: int) -> Splits:
     validation = _pick(loaded, "validation", cfg.train, required=False) if isinstance(loaded, dict) else None
     test = _pick(loaded, "test", cfg.train, required=False) if isinstance(loaded, dict) else None
     sources = {"train": cfg.train}
+    sources.update(
+        {split: f"{cfg.train} ({split} split)" for split, ds in (("validation", validation), ("test", test)) if ds is not None}
+    )
     if cfg.validation:
         validation = _pick(load_source(cfg.validation, modality, "data.validation", report), "validation", cfg.validation)
         sources["validation"] = cfg.validation

@@ -346,7 +346,9 @@ def fit(
         result.test_metrics, _, _ = evaluate_loop(accelerator, model, eval_loaders[1], desc="test")
         accelerator.print("test " + " ".join(f"{k}={v:.4f}" for k, v in result.test_metrics.items()))
     if t.report_to != "none":
-        accelerator.end_training()
+        # Close the trackers only: end_training() would also destroy the process group run() still needs.
+        for tracker in accelerator.trackers:
+            tracker.finish()
     return result
 
 

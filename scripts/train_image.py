@@ -2,7 +2,6 @@
 
     python scripts/train_image.py configs/vision/vit-lora.yaml data.train=digits/ output_dir=runs/vit-lora
     python scripts/train_image.py configs/vision/digits-lite0-head-only.yaml output_dir=runs/digits epochs=1
-    accelerate launch --multi_gpu --num_processes 2 scripts/train_image.py configs/vision/resnet-full.yaml ...
 
 This is the run `hftl train` performs, written out as the library calls it is made of, in order, so
 you can read it top to bottom and change one step (another model, an extra log line, a different
@@ -16,6 +15,7 @@ import json
 import sys
 from pathlib import Path
 
+from accelerate import PartialState
 from accelerate.utils import set_seed
 
 from hftl import api
@@ -107,7 +107,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("train_image.py: interrupted; continue with the same command and resume=true", file=sys.stderr)
         return 130
-    print(json.dumps({"output_dir": cfg.output_dir, "best_epoch": result.best_epoch, **result.best_metrics}, indent=2))
+    if PartialState().is_main_process:  # one summary, also under `accelerate launch`
+        print(json.dumps({"output_dir": cfg.output_dir, "best_epoch": result.best_epoch, **result.best_metrics}, indent=2))
     return 0
 
 
