@@ -77,14 +77,7 @@ def run(cfg: Config) -> FinetuneResult:
         accelerator.print(splits.report.summary())
     data = setup_data(cfg, modality, processor, splits)
     result = fit(cfg, model, layer_map, plan, data, run_dir, accelerator)
-    accelerator.wait_for_everyone()
-    summary = run_summary(cfg, splits, model, layer_map, plan, result)
-    if accelerator.is_main_process:
-        export_model(accelerator.unwrap_model(model), processor, run_dir)
-        write_model_card(run_dir, cfg, summary)
-        write_metrics(run_dir, summary)
-        accelerator.print(f"finished: {run_dir} (model/ loads with transformers.pipeline({cfg.task!r}))")
-    accelerator.wait_for_everyone()
+    summary = finish_run(cfg, accelerator, splits, model, processor, layer_map, plan, result)
     return FinetuneResult(
         output_dir=run_dir,
         metrics=result.best_metrics,
@@ -107,6 +100,30 @@ def resolve_builtins(cfg: Config) -> None:
         resolved = resolve_builtin(value)
         if resolved != value:
             setattr(obj, key, resolved)
+
+
+def finish_run(
+    cfg: Config,
+    accelerator: Any,
+    splits: Splits,
+    model: Any,
+    processor: Any,
+    layer_map: LayerMap,
+    plan: Plan,
+    result: TrainResult,
+) -> dict[str, Any]:
+    """Export from the main process only: model/ (LoRA merged, adapter/ beside it), the card, then
+    metrics.json last, because its presence marks the run as finished. Returns the summary."""
+    run_dir = Path(cfg.output_dir)
+    accelerator.wait_for_everyone()
+    summary = run_summary(cfg, splits, model, layer_map, plan, result)
+    if accelerator.is_main_process:
+        export_model(accelerator.unwrap_model(model), processor, run_dir)
+        write_model_card(run_dir, cfg, summary)
+        write_metrics(run_dir, summary)
+        accelerator.print(f"finished: {run_dir} (model/ loads with transformers.pipeline({cfg.task!r}))")
+    accelerator.wait_for_everyone()
+    return summary
 
 
 def prepare_run_dir(cfg: Config, run_dir: Path) -> bool:

@@ -22,7 +22,6 @@ from hftl import api
 from hftl.config import Config, load_config
 from hftl.data import load_splits
 from hftl.errors import HftlError
-from hftl.export import export_model, write_metrics, write_model_card
 from hftl.modalities import get_modality
 from hftl.trainer import TrainResult, fit, make_accelerator
 
@@ -77,17 +76,10 @@ def train(cfg: Config) -> TrainResult:
     # 6. Train: prints what trains per part, then epochs with validation, keeps the best epoch by
     #    train.metric_for_best, writes resumable checkpoints to run_dir/checkpoints.
     result = fit(cfg, model, layer_map, plan, data, run_dir, accelerator)
-    accelerator.wait_for_everyone()
 
     # 7. Export from the main process only: model/ (LoRA merged, adapter/ beside it), the model card,
     #    and metrics.json last, because its presence marks the run as finished.
-    summary = api.run_summary(cfg, splits, model, layer_map, plan, result)
-    if accelerator.is_main_process:
-        export_model(accelerator.unwrap_model(model), processor, run_dir)
-        write_model_card(run_dir, cfg, summary)
-        write_metrics(run_dir, summary)
-        accelerator.print(f"finished: {run_dir} (model/ loads with transformers.pipeline({TASK!r}))")
-    accelerator.wait_for_everyone()
+    api.finish_run(cfg, accelerator, splits, model, processor, layer_map, plan, result)
     return result
 
 
