@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 from accelerate.utils import set_seed
 
-from hftl.config import RUN_CONTROL_KEYS, Config, load_config
+from hftl.config import PIPELINE_TASKS, RUN_CONTROL_KEYS, Config, load_config
 from hftl.data import ExampleDataset, Splits, load_splits
 from hftl.errors import ConfigError, DataError, HftlError
 from hftl.export import METRICS_FILE, export_model, write_metrics, write_model_card
@@ -63,7 +63,7 @@ def run(cfg: Config) -> FinetuneResult:
     run_dir = Path(cfg.output_dir)
     resolve_builtins(cfg)
     set_seed(cfg.train.seed)
-    modality = get_modality(cfg.task)
+    modality = get_modality(cfg.task, cfg)
     splits = load_splits(cfg.data, modality, cfg.train.seed)
     set_seed(cfg.train.seed)  # the new head's init does not depend on how much data loading drew
     model, processor, layer_map, plan = setup_model(cfg, modality, splits.label_names)
@@ -121,7 +121,8 @@ def finish_run(
         export_model(accelerator.unwrap_model(model), processor, run_dir)
         write_model_card(run_dir, cfg, summary)
         write_metrics(run_dir, summary)
-        accelerator.print(f"finished: {run_dir} (model/ loads with transformers.pipeline({cfg.task!r}))")
+        pipeline_task = PIPELINE_TASKS.get(cfg.task, cfg.task)
+        accelerator.print(f"finished: {run_dir} (model/ loads with transformers.pipeline({pipeline_task!r}))")
     accelerator.wait_for_everyone()
     return summary
 
@@ -184,7 +185,7 @@ def setup_model(cfg: Config, modality: Modality, label_names: list[str]) -> tupl
 
 
 def setup_data(cfg: Config, modality: Modality, processor: Any, splits: Splits) -> TrainData:
-    """Torch datasets (augmentation on train only) and the batch collator."""
+    """Torch datasets (augmentation on train only), the batch collator and the task's evaluator."""
     load = modality.loader(processor)
     augment = modality.augmenter(processor) if cfg.data.augment else None
     col, seed = splits.input_column, cfg.train.seed
@@ -193,6 +194,8 @@ def setup_data(cfg: Config, modality: Modality, processor: Any, splits: Splits) 
         validation=ExampleDataset(splits.validation, col, load),
         test=ExampleDataset(splits.test, col, load) if splits.test is not None else None,
         collate=modality.collator(processor),
+        evaluator=modality.evaluator(processor, splits.label_names),
+        train_lengths=modality.lengths(splits.train, col, processor) if cfg.data.group_by_length else None,
     )
 
 
@@ -269,23 +272,28 @@ def evaluate_run(run_dir: str | Path, data: str, batch_size: int | None = None) 
     from accelerate import Accelerator
     from torch.utils.data import DataLoader
 
-    from hftl.data import DataReport, encode_labels, load_source
+    from hftl.data import ROW, DataReport, load_source
 
     cfg, model_dir = load_run(run_dir)
-    modality = get_modality(cfg.task)
+    modality = get_modality(cfg.task, cfg)
     model = modality.model_class().from_pretrained(str(model_dir))
     processor = modality.load_processor(str(model_dir), None, False)
-    label_names = [model.config.id2label[i] for i in range(len(model.config.id2label))]
+    label_names = json.loads((Path(run_dir) / METRICS_FILE).read_text())["data"]["labels"]
     report = DataReport()
     loaded = load_source(data, modality, "--data", report)
     ds = loaded if not isinstance(loaded, dict) else loaded.get("test") or loaded.get("validation") or next(iter(loaded.values()))
     column = cfg.data.input_column or modality.detect_input_column(ds, data)
-    if cfg.data.label_column not in ds.column_names:
-        raise DataError(f"{data} has no label column {cfg.data.label_column!r}; its columns are {ds.column_names}")
+    label_column = cfg.data.label_column or modality.detect_label_column(ds, data)
+    if label_column not in ds.column_names:
+        raise DataError(
+            f"{data} has no label column {label_column!r}; its columns are {ds.column_names}. "
+            "Rename the column to match the run's data.label_column"
+        )
+    ds = ds.add_column(ROW, list(range(1, len(ds) + 1)))
     ds = modality.check_inputs(modality.prepare_inputs(ds, column, data), column, "evaluation", cfg.data.on_bad_file, report)
     if len(ds) == 0:
         raise DataError(f"{data} holds no usable examples")
-    ds = encode_labels(ds, cfg.data.label_column, label_names, "evaluation", data)
+    ds = modality.encode_labels(ds, label_column, label_names, "evaluation", data).remove_columns(ROW)
     if report.total():
         print(report.summary())
     accelerator = Accelerator()
@@ -295,7 +303,7 @@ def evaluate_run(run_dir: str | Path, data: str, batch_size: int | None = None) 
         collate_fn=modality.collator(processor),
     )
     model, loader = accelerator.prepare(model, loader)
-    metrics, _, _ = evaluate_loop(accelerator, model, loader, desc="evaluate")
+    metrics, _, _ = evaluate_loop(accelerator, model, loader, modality.evaluator(processor, label_names), desc="evaluate")
     metrics["examples"] = len(ds)
     return metrics
 
@@ -305,11 +313,9 @@ def predict(run_dir: str | Path, inputs: list[str], top_k: int = 1) -> list[list
     from transformers import pipeline
 
     cfg, model_dir = load_run(run_dir)
-    modality = get_modality(cfg.task)
+    modality = get_modality(cfg.task, cfg)
     loaded = [modality.load_predict_input(item) for item in inputs]
-    classifier = pipeline(modality.pipeline_task, model=str(model_dir))
-    outputs = classifier(loaded, top_k=top_k)
-    return [out if isinstance(out, list) else [out] for out in outputs]
+    return modality.predict(pipeline(modality.pipeline_task, model=str(model_dir)), loaded, top_k)
 
 
 def read_metrics(run_dir: str | Path) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 Example:
     $ hftl train configs/vision/vit-lora.yaml data.train=digits/ output_dir=runs/vit-lora
     $ hftl predict runs/vit-lora cat.png dog.jpg
+    $ hftl predict runs/bert-full "a wonderful film" "dull and far too long"
 """
 
 from __future__ import annotations
@@ -40,7 +41,16 @@ def _predict(args: argparse.Namespace) -> None:
         print(json.dumps([{"input": i, "predictions": o} for i, o in zip(args.inputs, outputs)], indent=2))
         return
     for item, preds in zip(args.inputs, outputs):
-        print(f"{item}: " + ", ".join(f"{p['label']} ({p['score']:.3f})" for p in preds))
+        print(f"{item}: " + (", ".join(format_prediction(p) for p in preds) or "(nothing found)"))
+
+
+def format_prediction(p: dict) -> str:
+    """One pipeline output as text: a label, an entity, or a transcript."""
+    if "entity_group" in p:
+        return f"{p['word']} [{p['entity_group']}] ({p['score']:.3f})"
+    if "text" in p:
+        return repr(p["text"])
+    return f"{p['label']} ({p['score']:.3f})"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -59,9 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=None)
     p.set_defaults(func=_evaluate)
 
-    p = sub.add_parser("predict", help="labels and scores for input files")
+    p = sub.add_parser("predict", help="predictions for input files or texts")
     p.add_argument("run_dir")
-    p.add_argument("inputs", nargs="+", help="files to classify")
+    p.add_argument("inputs", nargs="+", help="image or audio files, or texts (quote each text)")
     p.add_argument("--top-k", type=int, default=1)
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=_predict)

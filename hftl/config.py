@@ -20,8 +20,28 @@ import yaml
 
 from hftl.errors import ConfigError
 
-TASKS = ("image-classification",)
+TASKS = ("image-classification", "text-classification", "token-classification", "audio-classification", "speech-recognition")
 STRATEGIES = ("head_only", "freeze", "full", "lora", "scratch")
+_CLASSIFICATION_METRICS = ("f1", "accuracy", "precision", "recall", "loss")
+# Validation metrics per task; the first is the default train.metric_for_best.
+TASK_METRICS = {
+    "image-classification": _CLASSIFICATION_METRICS,
+    "text-classification": _CLASSIFICATION_METRICS,
+    "audio-classification": _CLASSIFICATION_METRICS,
+    "token-classification": ("f1", "precision", "recall", "accuracy", "loss"),  # entity-level (seqeval)
+    "speech-recognition": ("wer", "cer", "loss"),
+}
+# transformers.pipeline task names, where they differ from hftl's.
+PIPELINE_TASKS = {"speech-recognition": "automatic-speech-recognition"}
+LOWER_IS_BETTER = frozenset({"loss", "wer", "cer"})
+# Modality-flavoured names for the generic data keys, accepted in YAML and overrides.
+KEY_ALIASES = {
+    "data.text_column": "data.input_column",
+    "data.tokens_column": "data.input_column",
+    "data.audio_column": "data.input_column",
+    "data.tags_column": "data.label_column",
+    "data.transcript_column": "data.label_column",
+}
 
 
 def _help(text: str, choices: tuple[str, ...] | None = None) -> dict[str, Any]:
@@ -47,8 +67,24 @@ class DataConfig:
     validation: str | None = field(default=None, metadata=_help("Validation data; split off train when null."))
     test: str | None = field(default=None, metadata=_help("Optional held-out test data, evaluated once at the end."))
     validation_split: float = field(default=0.1, metadata=_help("Fraction of train held out (stratified)."))
-    input_column: str | None = field(default=None, metadata=_help("Column with the inputs; auto-detected when null."))
-    label_column: str = field(default="label", metadata=_help("Column with the labels."))
+    input_column: str | None = field(
+        default=None,
+        metadata=_help("Column with the inputs (alias text_column / tokens_column / audio_column); auto-detected when null."),
+    )
+    label_column: str | None = field(
+        default=None,
+        metadata=_help("Column with the labels, tags or transcripts (alias tags_column / transcript_column); auto when null."),
+    )
+    text_pair_column: str | None = field(default=None, metadata=_help("Text classification: second text of a pair."))
+    max_length: int | None = field(
+        default=None, metadata=_help("Text: truncate to this many tokens; the tokenizer's limit (at most 512) when null.")
+    )
+    max_duration_seconds: float | None = field(
+        default=None, metadata=_help("Audio: random crop on train, centre crop on eval, to this length; no cut when null.")
+    )
+    group_by_length: bool = field(
+        default=False, metadata=_help("Batch examples of similar length together (less padding for text and audio).")
+    )
     augment: bool = field(default=True, metadata=_help("Modality-appropriate augmentation on train only."))
     on_bad_file: str = field(
         default="skip", metadata=_help("What to do with unreadable files: skip (counted, reported) or error.", ("skip", "error"))
@@ -73,6 +109,10 @@ class StrategyConfig:
     trainable_blocks: int = field(default=2, metadata=_help("freeze: how many top backbone blocks train."))
     head_warmup_epochs: int = field(
         default=0, metadata=_help("Hybrid: epochs (out of train.epochs) that train the head alone first.")
+    )
+    freeze_feature_encoder: bool = field(
+        default=True,
+        metadata=_help("Speech: keep the convolutional feature encoder frozen (every strategy but scratch)."),
     )
     batch_norm: str = field(
         default="freeze_stats",
@@ -103,8 +143,9 @@ class TrainConfig:
     early_stopping_patience: int | None = field(
         default=None, metadata=_help("Stop after this many epochs without a better metric_for_best.")
     )
-    metric_for_best: str = field(
-        default="f1", metadata=_help("Validation metric that picks the best epoch.", ("accuracy", "f1", "precision", "recall"))
+    metric_for_best: str | None = field(
+        default=None,
+        metadata=_help("Validation metric that picks the best epoch; the task's default (f1, or wer for speech) when null."),
     )
     load_best_at_end: bool = field(
         default=True, metadata=_help("End on the best epoch's weights (by metric_for_best); false keeps the last.")
@@ -133,6 +174,11 @@ class Config:
     def save(self, path: str | Path) -> None:
         """Write the resolved config as YAML (no secrets live in the config)."""
         Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+
+def best_metric_name(cfg: Config) -> str:
+    """train.metric_for_best, or the task's default metric when it is null."""
+    return cfg.train.metric_for_best or TASK_METRICS[cfg.task][0]
 
 
 # Top-level keys that take a bare value for their section's main field: `strategy=lora`, `model=DIR`.
@@ -242,7 +288,7 @@ def _leaf_keys(cls: Any = Config, prefix: str = "") -> list[str]:
 def _resolve_key(key: str) -> str:
     if key in _SECTION_SHORTHAND:
         return f"{key}.{_SECTION_SHORTHAND[key]}"
-    leaves = _leaf_keys()
+    leaves = _leaf_keys() + list(KEY_ALIASES)
     if "." in key or key in leaves:
         return key
     matches = [leaf for leaf in leaves if leaf.rsplit(".", 1)[-1] == key]
@@ -254,6 +300,7 @@ def _resolve_key(key: str) -> str:
 
 
 def _assign(cfg: Config, parts: list[str], value: Any, from_text: bool, origin: str) -> None:
+    parts = KEY_ALIASES.get(".".join(parts), ".".join(parts)).split(".")
     obj: Any = cfg
     for i, part in enumerate(parts):
         names = [f.name for f in dataclasses.fields(obj)]
@@ -378,6 +425,11 @@ def validate(cfg: Config) -> None:
     """Check values and their combinations; raise ConfigError naming the key and the fix."""
     _check_choices(cfg, "")
     t, s, d = cfg.train, cfg.strategy, cfg.data
+    metrics = TASK_METRICS[cfg.task]
+    _require(
+        t.metric_for_best is None or t.metric_for_best in metrics,
+        f"train.metric_for_best={t.metric_for_best!r} is not a {cfg.task} metric; use one of {', '.join(metrics)}",
+    )
     _require(bool(cfg.model.name_or_path), "model.name_or_path is required: a Hub id or a local checkpoint directory")
     _require(bool(d.train), "data.train is required: an imagefolder directory, a csv/jsonl/parquet file or a Hub id")
     _require(t.epochs >= 1, f"train.epochs must be >= 1, got {t.epochs}")
@@ -400,6 +452,15 @@ def validate(cfg: Config) -> None:
     _require(0 < d.validation_split < 1, f"data.validation_split must be between 0 and 1, got {d.validation_split}")
     _require(d.max_train_samples is None or d.max_train_samples >= 1, "data.max_train_samples must be >= 1 or null")
     _require(d.num_workers >= 0, "data.num_workers must be >= 0")
+    _require(d.max_length is None or d.max_length >= 2, f"data.max_length must be >= 2 or null, got {d.max_length}")
+    _require(
+        d.max_duration_seconds is None or d.max_duration_seconds > 0,
+        f"data.max_duration_seconds must be > 0 or null, got {d.max_duration_seconds}",
+    )
+    _require(
+        d.text_pair_column is None or cfg.task == "text-classification",
+        f"data.text_pair_column is for task text-classification, not {cfg.task}; remove it",
+    )
     _require(s.trainable_blocks >= 0, f"strategy.trainable_blocks must be >= 0, got {s.trainable_blocks}")
     _require(s.head_warmup_epochs >= 0, "strategy.head_warmup_epochs must be >= 0")
     _require(

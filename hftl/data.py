@@ -67,6 +67,7 @@ class Splits:
     input_column: str
     report: DataReport
     sources: dict[str, str]
+    label_column: str = "label"
 
 
 def load_splits(cfg: DataConfig, modality: Any, seed: int) -> Splits:
@@ -88,12 +89,13 @@ def load_splits(cfg: DataConfig, modality: Any, seed: int) -> Splits:
         sources["test"] = cfg.test
 
     input_column = cfg.input_column or modality.detect_input_column(train, cfg.train)
+    label_column = cfg.label_column or modality.detect_label_column(train, cfg.train)
     prepared = {}
     for split, ds in (("train", train), ("validation", validation), ("test", test)):
         if ds is None:
             continue
         where = sources.get(split, cfg.train)
-        _require_columns(ds, [input_column, cfg.label_column], where, split)
+        _require_columns(ds, [input_column, label_column], where, split)
         ds = ds.add_column(ROW, list(range(1, len(ds) + 1)))
         ds = modality.prepare_inputs(ds, input_column, where)
         checked = modality.check_inputs(ds, input_column, split, cfg.on_bad_file, report)
@@ -103,13 +105,15 @@ def load_splits(cfg: DataConfig, modality: Any, seed: int) -> Splits:
             raise DataError(f"the {split} split ({where}) has no usable examples{why}; add readable examples to it")
         prepared[split] = checked
 
-    label_names = label_names_of(prepared["train"], cfg.label_column, sources["train"])
+    label_names = modality.label_names(prepared["train"], label_column, sources["train"])
     for split, ds in prepared.items():
-        encoded = encode_labels(ds, cfg.label_column, label_names, split, sources.get(split, cfg.train))
+        encoded = modality.encode_labels(ds, label_column, label_names, split, sources.get(split, cfg.train))
         prepared[split] = encoded.remove_columns(ROW)
     train = prepared["train"]
     if "validation" not in prepared:
-        train_idx, val_idx = stratified_split(train[LABELS], cfg.validation_split, seed)
+        # Stratify on class ids; sequence labels (tags, transcripts) split at random.
+        strata = [v if isinstance(v, int) else 0 for v in train[LABELS]]
+        train_idx, val_idx = stratified_split(strata, cfg.validation_split, seed)
         if not val_idx:
             raise DataError(
                 f"{cfg.train} has too few examples ({len(train)}) to hold out a validation split; "
@@ -124,7 +128,7 @@ def load_splits(cfg: DataConfig, modality: Any, seed: int) -> Splits:
     for split, ds in (("train", train), ("validation", prepared["validation"]), ("test", prepared.get("test"))):
         if ds is not None and len(ds) == 0:
             raise DataError(f"the {split} split ({sources.get(split, cfg.train)}) is empty after loading; add examples to it")
-    return Splits(train, prepared["validation"], prepared.get("test"), label_names, input_column, report, sources)
+    return Splits(train, prepared["validation"], prepared.get("test"), label_names, input_column, report, sources, label_column)
 
 
 def load_source(spec: str, modality: Any, key: str, report: DataReport) -> datasets.Dataset | dict[str, datasets.Dataset]:
@@ -228,6 +232,11 @@ def label_names_of(ds: datasets.Dataset, column: str, where: str) -> list[str]:
         if isinstance(value, (list, dict)):
             raise DataError(f"{where}: row {row} column {column!r} holds {type(value).__name__}, expected one label")
     distinct = set(values)
+    if len(distinct) < 2:
+        raise DataError(
+            f"{where}: every training example has the label {next(iter(distinct))!r} (column {column!r}); "
+            "classification needs at least two labels. Check data.label_column, or add examples of other labels"
+        )
     if all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in distinct):
         return [str(v) for v in sorted(distinct)]
     return sorted(str(v) for v in distinct)
@@ -273,8 +282,9 @@ def stratified_split(labels: list[int], fraction: float, seed: int) -> tuple[lis
 class EpochSampler(torch.utils.data.Sampler[int]):
     """Shuffles with a permutation that depends only on (seed, epoch): resumable without RNG state."""
 
-    def __init__(self, size: int, seed: int, shuffle: bool = True) -> None:
+    def __init__(self, size: int, seed: int, shuffle: bool = True, lengths: list[int] | None = None, batch_size: int = 1) -> None:
         self.size, self.seed, self.shuffle, self.epoch = size, seed, shuffle, 0
+        self.lengths, self.batch_size = lengths, batch_size
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -283,7 +293,15 @@ class EpochSampler(torch.utils.data.Sampler[int]):
         if not self.shuffle:
             return iter(range(self.size))
         generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-        return iter(torch.randperm(self.size, generator=generator).tolist())
+        order = torch.randperm(self.size, generator=generator).tolist()
+        if self.lengths is None:
+            return iter(order)
+        # Length grouping as transformers' LengthGroupedSampler: shuffled mega-batches of 50 batches,
+        # each sorted longest first, so a batch pads to similar lengths and the first batch is the
+        # longest (an out-of-memory error shows at once, not an hour in).
+        mega = self.batch_size * 50
+        groups = [sorted(order[i : i + mega], key=lambda j: -self.lengths[j]) for i in range(0, self.size, mega)]
+        return iter([j for group in groups for j in group])
 
     def __len__(self) -> int:
         return self.size

@@ -21,7 +21,7 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from torch import nn
 
 from hftl.checkpoint import atomic_write_text
-from hftl.config import Config
+from hftl.config import PIPELINE_TASKS, TASK_METRICS, Config, best_metric_name
 
 METRICS_FILE = "metrics.json"
 
@@ -79,13 +79,13 @@ def write_model_card(run_dir: Path, cfg: Config, summary: dict[str, Any]) -> Non
         for split, metrics in (("validation", summary["validation"]), ("test", summary.get("test")))
         if metrics
         for name, value in metrics.items()
-        if name in ("accuracy", "f1", "precision", "recall")
+        if name in TASK_METRICS[cfg.task] and name != "loss"
     ]
     card_data = ModelCardData(
         base_model=base if _is_hub_id(base) else None,
         datasets=[cfg.data.train] if _is_hub_id(cfg.data.train or "") else None,
         library_name="transformers",
-        pipeline_tag=cfg.task,
+        pipeline_tag=PIPELINE_TASKS.get(cfg.task, cfg.task),
         tags=["hftl", "transfer-learning", cfg.strategy.name, cfg.task],
         model_name=Path(cfg.output_dir).name,
         eval_results=results or None,
@@ -143,12 +143,13 @@ def _card_body(cfg: Config, s: dict[str, Any]) -> str:
     ):  # fmt: skip
         lines.append(f"| {key} | {getattr(t, key)} |")
     lines.append(f"| augment | {cfg.data.augment} |")
-    lines += ["", "## Results", "", f"Best epoch: {s['best_epoch']} (by validation {t.metric_for_best}).", ""]
-    lines += ["| split | accuracy | f1 | precision | recall |", "|---|---|---|---|---|"]
+    lines += ["", "## Results", "", f"Best epoch: {s['best_epoch']} (by validation {best_metric_name(cfg)}).", ""]
+    metric_keys = [k for k in TASK_METRICS[cfg.task] if k in (s.get("validation") or {})]
+    lines += ["| split | " + " | ".join(metric_keys) + " |", "|---|" + "---|" * len(metric_keys)]
     for split in ("validation", "test"):
         m = s.get(split)
         if m:
-            lines.append(f"| {split} | " + " | ".join(_fmt(m[k]) for k in ("accuracy", "f1", "precision", "recall")) + " |")
+            lines.append(f"| {split} | " + " | ".join(_fmt(m[k]) for k in metric_keys) + " |")
     lines += (
         ["", "| epoch | phase | " + " | ".join(k for k in s["history"][0] if k.startswith("eval_")) + " |"]
         if s["history"]
@@ -164,7 +165,7 @@ def _card_body(cfg: Config, s: dict[str, Any]) -> str:
         "",
         "```python",
         "from transformers import pipeline",
-        f'classifier = pipeline("{cfg.task}", model="{name}/model")',
+        f'pipe = pipeline("{PIPELINE_TASKS.get(cfg.task, cfg.task)}", model="{name}/model")',
         "```",
         "",
         "Training time: {:.1f} s, {:.1f} samples/s, peak memory {:.0f} MiB.".format(

@@ -11,6 +11,8 @@ Example:
 
 from __future__ import annotations
 
+from typing import Any
+
 import datasets
 import evaluate
 from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
@@ -45,3 +47,79 @@ def classification_metrics(predictions: list[int], references: list[int]) -> dic
 def confusion(predictions: list[int], references: list[int], num_labels: int) -> list[list[int]]:
     """Confusion matrix (rows: true label, columns: predicted) as nested lists for JSON."""
     return confusion_matrix(references, predictions, labels=list(range(num_labels))).tolist()
+
+
+IGNORE = -100  # label id of positions that are not scored (padding, special tokens, later sub-words)
+
+
+class SeqevalMetrics(evaluate.Metric):
+    """Entity-level precision / recall / F1 (micro, seqeval) and token accuracy of tag sequences."""
+
+    def _info(self) -> evaluate.MetricInfo:
+        return evaluate.MetricInfo(
+            description="Entity precision / recall / F1 computed by seqeval, as the Hub's seqeval metric, plus token accuracy.",
+            citation="",
+            inputs_description="predictions and references: lists of tag strings per sentence (IOB tags).",
+            features=datasets.Features(
+                {
+                    "predictions": datasets.Sequence(datasets.Value("string")),
+                    "references": datasets.Sequence(datasets.Value("string")),
+                }
+            ),
+        )
+
+    def _compute(self, predictions: list[list[str]], references: list[list[str]]) -> dict[str, float]:
+        from seqeval.metrics import f1_score, precision_score, recall_score
+
+        tokens = sum(len(r) for r in references)
+        correct = sum(p == r for ps, rs in zip(predictions, references) for p, r in zip(ps, rs))
+        return {
+            "precision": float(precision_score(references, predictions, zero_division=0)),
+            "recall": float(recall_score(references, predictions, zero_division=0)),
+            "f1": float(f1_score(references, predictions, zero_division=0)),
+            "accuracy": correct / max(tokens, 1),
+        }
+
+
+def iob_tags(label_names: list[str]) -> list[str]:
+    """Tag names seqeval can parse: IOB names as they are; plain names (`PER`) become `I-PER` (IO scheme).
+
+    Example:
+        >>> iob_tags(["O", "PER", "LOC"])
+        ['O', 'I-PER', 'I-LOC']
+    """
+    prefixed = all(name == "O" or (len(name) > 2 and name[1] == "-" and name[0] in "BIESLU") for name in label_names)
+    return list(label_names) if prefixed else [name if name == "O" else f"I-{name}" for name in label_names]
+
+
+class Evaluator:
+    """How one task turns logits into predictions and predictions into metrics.
+
+    `predictions` runs per batch on the device; `compute` once on the gathered lists. Sequence tasks
+    return rows padded with IGNORE, which `compute` strips.
+    """
+
+    classification = True  # one class id per example: a confusion matrix makes sense
+
+    def predictions(self, logits: Any, batch: dict[str, Any], model: Any) -> Any:
+        return logits.argmax(-1)
+
+    def compute(self, predictions: list, references: list) -> dict[str, float]:
+        return classification_metrics(predictions, references)
+
+
+class TokenClassificationEvaluator(Evaluator):
+    """Entity F1 over words: only positions with a label (each word's first sub-token) are scored."""
+
+    classification = False
+
+    def __init__(self, label_names: list[str]) -> None:
+        self.tags = iob_tags(label_names)
+
+    def compute(self, predictions: list, references: list) -> dict[str, float]:
+        preds, refs = [], []
+        for p_row, r_row in zip(predictions, references):
+            kept = [(p, r) for p, r in zip(p_row, r_row) if r != IGNORE]
+            preds.append([self.tags[p] if 0 <= p < len(self.tags) else "O" for p, _ in kept])
+            refs.append([self.tags[r] for _, r in kept])
+        return SeqevalMetrics(keep_in_memory=True).compute(predictions=preds, references=refs)

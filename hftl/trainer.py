@@ -29,11 +29,11 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from hftl.checkpoint import atomic_write_text, latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from hftl.config import Config
+from hftl.config import LOWER_IS_BETTER, Config, best_metric_name
 from hftl.data import EpochSampler, ExampleDataset
 from hftl.errors import ConfigError, HftlError
 from hftl.layers import LayerMap, format_trainable
-from hftl.metrics import classification_metrics
+from hftl.metrics import IGNORE, Evaluator
 from hftl.strategies import Plan, apply_phase, lr_lambda, param_groups, set_train_mode
 
 BEST_WEIGHTS = "best.safetensors"
@@ -45,6 +45,8 @@ class TrainData:
     validation: ExampleDataset
     collate: Callable[[list[dict]], dict]
     test: ExampleDataset | None = None
+    evaluator: Evaluator = field(default_factory=Evaluator)
+    train_lengths: list[int] | None = None  # per example, for data.group_by_length
 
 
 @dataclass
@@ -127,21 +129,31 @@ def _fault(name: str, step: int) -> None:
 
 
 def evaluate_loop(
-    accelerator: Accelerator, model: nn.Module, loader: DataLoader, desc: str = "eval"
-) -> tuple[dict[str, float], list[int], list[int]]:
-    """Loss and classification metrics over `loader`, gathered across processes without duplicates."""
+    accelerator: Accelerator, model: nn.Module, loader: DataLoader, evaluator: Evaluator | None = None, desc: str = "eval"
+) -> tuple[dict[str, float], list[Any], list[Any]]:
+    """Loss and the task's metrics over `loader`, gathered across processes without duplicates.
+
+    Sequence predictions (tags, CTC frames) are padded with IGNORE to a common length before the
+    gather, since processes' batches differ in length; the evaluator strips the padding.
+    """
+    evaluator = evaluator or Evaluator()
+    raw = accelerator.unwrap_model(model)
     model.eval()
     preds, refs, losses, count = [], [], 0.0, 0
     with torch.no_grad():
         for batch in tqdm(loader, desc=desc, leave=False, disable=not accelerator.is_local_main_process):
             out = model(**batch)
-            p, r = accelerator.gather_for_metrics((out.logits.argmax(-1), batch["labels"]))
+            p, r = evaluator.predictions(out.logits, batch, raw), batch["labels"]
+            if p.dim() > 1:
+                p = accelerator.pad_across_processes(p.contiguous(), dim=1, pad_index=IGNORE)
+                r = accelerator.pad_across_processes(r.contiguous(), dim=1, pad_index=IGNORE)
+            p, r = accelerator.gather_for_metrics((p, r))
             loss = accelerator.gather_for_metrics(out.loss.detach().float().repeat(len(batch["labels"])))
             preds += p.tolist()
             refs += r.tolist()
             losses += loss.sum().item()
             count += loss.numel()
-    metrics = classification_metrics(preds, refs)
+    metrics = evaluator.compute(preds, refs)
     metrics["loss"] = losses / max(count, 1)
     return metrics, preds, refs
 
@@ -157,13 +169,14 @@ def fit(
 ) -> TrainResult:
     """Train `model` following `plan`; resume from `run_dir/checkpoints` when `cfg.resume`."""
     t = cfg.train
+    metric_name = best_metric_name(cfg)
     accelerator = accelerator or make_accelerator(cfg, run_dir, len(plan.phases) > 1)
     ckpt_dir = run_dir / "checkpoints"
 
     train_loader = DataLoader(
         data.train,
         batch_size=t.batch_size,
-        sampler=EpochSampler(len(data.train), t.seed),
+        sampler=EpochSampler(len(data.train), t.seed, lengths=data.train_lengths, batch_size=t.batch_size),
         collate_fn=data.collate,
         num_workers=cfg.data.num_workers,
         pin_memory=torch.cuda.is_available(),
@@ -293,7 +306,7 @@ def fit(
                 break
         state.train_seconds += time.perf_counter() - started
 
-        metrics, _, _ = evaluate_loop(accelerator, model, eval_loaders[0], desc="validation")
+        metrics, _, _ = evaluate_loop(accelerator, model, eval_loaders[0], data.evaluator, desc="validation")
         record = {
             "epoch": state.epoch + 1,
             "step": state.global_step,
@@ -302,7 +315,8 @@ def fit(
         }
         state.history.append(record)
         accelerator.log({f"eval/{k}": v for k, v in metrics.items()}, step=state.global_step)
-        score = metrics[t.metric_for_best]
+        # Compare as "higher is better": error rates and loss are negated.
+        score = metrics[metric_name] * (-1 if metric_name in LOWER_IS_BETTER else 1)
         if state.best_metric is None or score > state.best_metric:
             state.best_metric, state.best_epoch, state.best_metrics = score, state.epoch + 1, metrics
             state.epochs_without_improvement = 0
@@ -317,7 +331,7 @@ def fit(
         )
         stopped_early = bool(t.early_stopping_patience and state.epochs_without_improvement >= t.early_stopping_patience)
         if stopped_early:
-            accelerator.print(f"early stopping: no better {t.metric_for_best} for {t.early_stopping_patience} epoch(s)")
+            accelerator.print(f"early stopping: no better {metric_name} for {t.early_stopping_patience} epoch(s)")
         state.epoch += 1
         state.batch_in_epoch = 0
         save(state)
@@ -338,12 +352,13 @@ def fit(
         stopped_early=stopped_early,
         log_history=state.log_history,
     )
-    _, preds, refs = evaluate_loop(accelerator, model, eval_loaders[0], desc="validation (best)")
+    _, preds, refs = evaluate_loop(accelerator, model, eval_loaders[0], data.evaluator, desc="validation (best)")
     from hftl.metrics import confusion
 
-    result.confusion_matrix = confusion(preds, refs, len(raw.config.id2label))
+    if data.evaluator.classification:
+        result.confusion_matrix = confusion(preds, refs, len(raw.config.id2label))
     if len(eval_loaders) > 1:
-        result.test_metrics, _, _ = evaluate_loop(accelerator, model, eval_loaders[1], desc="test")
+        result.test_metrics, _, _ = evaluate_loop(accelerator, model, eval_loaders[1], data.evaluator, desc="test")
         accelerator.print("test " + " ".join(f"{k}={v:.4f}" for k, v in result.test_metrics.items()))
     if t.report_to != "none":
         # Close the trackers only: end_training() would also destroy the process group run() still needs.

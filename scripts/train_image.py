@@ -46,7 +46,7 @@ def train(cfg: Config) -> TrainResult:
     #    counted (or refused with data.on_bad_file=error); without data.validation a stratified
     #    validation split is held out of train.
     set_seed(cfg.train.seed)
-    modality = get_modality(cfg.task)
+    modality = get_modality(cfg.task, cfg)
     splits = load_splits(cfg.data, modality, cfg.train.seed)
 
     # 3. The model: pretrained backbone with a new head sized to the labels (random weights for

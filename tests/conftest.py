@@ -1,4 +1,4 @@
-"""Shared fixtures: tiny ViT / ResNet checkpoints saved with save_pretrained, a real digits imagefolder.
+"""Shared fixtures: tiny ViT / ResNet / BERT checkpoints saved with save_pretrained, a real digits imagefolder.
 
 Everything loads back through the real `from_pretrained` path; nothing touches the network.
 """
@@ -47,6 +47,36 @@ def save_tiny_resnet(folder: Path, image_size: int = 32) -> Path:
     model.save_pretrained(folder)
     ConvNextImageProcessor(size={"shortest_edge": image_size}, crop_pct=1.0).save_pretrained(folder)
     return folder
+
+
+# Words of the synthetic text sets in tests/text_data.py; every other word splits into letter pieces.
+TEXT_WORDS = [
+    *("the", "a", "film", "movie", "was", "is", "and", "very", "it", "plot"),
+    *("good", "great", "fine", "nice", "bad", "awful", "poor", "dull"),
+    *("alice", "bob", "carol", "dave", "paris", "rome", "berlin", "new", "york"),
+    *("visited", "met", "likes", "saw", "in", "from", "with"),
+]
+
+
+def save_tiny_bert(folder: Path, tokenizer: bool = True) -> Path:
+    """A 2-layer BERT (hidden 32) with a WordPiece tokenizer over TEXT_WORDS plus single letters."""
+    from transformers import BertConfig, BertForSequenceClassification, BertTokenizer
+
+    letters = [chr(c) for c in range(ord("a"), ord("z") + 1)]
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *TEXT_WORDS, *letters, *(f"##{c}" for c in letters)]
+    config = BertConfig(
+        vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+        max_position_embeddings=64, num_labels=2,
+    )  # fmt: skip
+    BertForSequenceClassification(config).save_pretrained(folder)
+    if tokenizer:
+        BertTokenizer(vocab={w: i for i, w in enumerate(vocab)}).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory) -> Path:
+    return save_tiny_bert(tmp_path_factory.mktemp("tiny-bert"))
 
 
 @pytest.fixture(scope="session")

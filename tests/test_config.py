@@ -69,8 +69,17 @@ def test_null_for_optional_keys(text):
 
 
 def test_null_for_a_required_key_is_refused():
-    message = refused({"data.label_column": None})
-    assert "data.label_column" in message and "null" in message
+    message = refused({"strategy.batch_norm": None})
+    assert "strategy.batch_norm" in message and "null" in message
+
+
+def test_modality_aliases_and_task_metrics():
+    cfg = load_config(BASE, ["task=text-classification", "text_column=review", "data.tags_column=stars"])
+    assert (cfg.data.input_column, cfg.data.label_column) == ("review", "stars")
+    cfg = load_config({**BASE, "data": {"train": "d", "transcript_column": "sentence"}})
+    assert cfg.data.label_column == "sentence"
+    assert "use one of wer, cer, loss" in refused({"task": "speech-recognition", "train.metric_for_best": "f1"})
+    assert "text_pair_column is for task text-classification" in refused({"data.text_pair_column": "b"})
 
 
 @pytest.mark.parametrize(

@@ -1,6 +1,8 @@
-"""One module per task: processor, model class, input loading and checks, augmentation, collation.
+"""One module per task: processor, model class, inputs, labels, augmentation, collation, metrics.
 
-The trainer never branches on modality; it asks the task's `Modality` for these pieces.
+The trainer never branches on modality; it asks the task's `Modality` for these pieces. The base
+class holds the single-label classification defaults that image, text and audio classification share;
+sequence tasks (token classification, speech recognition) override the label and metric parts.
 
 Example:
     >>> get_modality("image-classification").pipeline_task
@@ -11,56 +13,152 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import datasets
 
-from hftl.data import DataReport
-from hftl.errors import ConfigError
+from hftl.data import DataReport, encode_labels, label_names_of
+from hftl.errors import ConfigError, DataError, HftlError
+from hftl.metrics import Evaluator
+
+if TYPE_CHECKING:
+    from hftl.config import Config
+
+LABEL_CANDIDATES = ("label", "labels", "class", "category", "target")
 
 
-class Modality(Protocol):
-    """What a task must provide to plug into the shared trainer."""
+def check_model_path(name_or_path: str, example_hub_id: str) -> Path:
+    """A path-looking model.name_or_path must be a save_pretrained folder; Hub ids pass through.
 
-    task: str
-    pipeline_task: str
+    Example:
+        >>> check_model_path("google/vit-base-patch16-224", "google/vit-base-patch16-224")
+        PosixPath('google/vit-base-patch16-224')
+    """
+    local = Path(name_or_path).expanduser()
+    if not local.exists() and (name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1):
+        raise HftlError(
+            f"model.name_or_path={name_or_path}: no such directory. "
+            f"Pass a folder written by save_pretrained, or a Hub id such as {example_hub_id}"
+        )
+    if local.is_dir() and not (local / "config.json").is_file():
+        raise HftlError(
+            f"model.name_or_path={name_or_path} is a folder but holds no model (no config.json); "
+            "pass a folder written by save_pretrained"
+        )
+    return local
 
+
+class Modality:
+    """What a task provides to plug into the shared trainer (defaults: single-label classification)."""
+
+    task: str = ""
+    pipeline_task: str = ""
+    label_candidates: tuple[str, ...] = LABEL_CANDIDATES
+
+    def __init__(self, cfg: Config | None = None) -> None:
+        from hftl.config import Config
+
+        self.cfg = cfg or Config(task=self.task)
+
+    # -- model and processor ---------------------------------------------------------------------
     def model_class(self) -> Any:
         """The `AutoModelFor...` class of the task."""
+        raise NotImplementedError
 
-    def load_processor(self, name_or_path: str, revision: str | None, trust_remote_code: bool) -> Any:
+    def load_processor(
+        self, name_or_path: str, revision: str | None, trust_remote_code: bool, label_names: list[str] | None = None
+    ) -> Any:
         """The checkpoint's processor (saved with the model so pipelines load it)."""
+        raise NotImplementedError
 
+    def model_kwargs(self, label_names: list[str], processor: Any) -> dict[str, Any]:
+        """Config overrides that size the model's head to the labels."""
+        return {
+            "num_labels": len(label_names),
+            "id2label": dict(enumerate(label_names)),
+            "label2id": {name: i for i, name in enumerate(label_names)},
+        }
+
+    # -- data --------------------------------------------------------------------------------------
     def load_folder(self, root: Path, report: DataReport) -> datasets.Dataset | dict[str, datasets.Dataset]:
         """A folder of class sub-folders (optionally under train/validation/test)."""
+        raise DataError(f"{root} is a folder; {self.task} data comes as a csv/jsonl/parquet file or a Hub dataset id")
 
     def detect_input_column(self, ds: datasets.Dataset, where: str) -> str:
         """The column holding the inputs when data.input_column is not set."""
+        raise NotImplementedError
+
+    def detect_label_column(self, ds: datasets.Dataset, where: str) -> str:
+        """The column holding the labels when data.label_column is not set."""
+        for name in self.label_candidates:
+            if name in ds.column_names:
+                return name
+        raise DataError(
+            f"{where}: no label column found among {ds.column_names}; name it {self.label_candidates[0]!r} "
+            "or set data.label_column=<name>"
+        )
 
     def prepare_inputs(self, ds: datasets.Dataset, column: str, where: str) -> datasets.Dataset:
         """Normalise the input column (e.g. resolve relative paths against the data file)."""
+        return ds
 
     def check_inputs(self, ds: datasets.Dataset, column: str, split: str, on_bad: str, report: DataReport) -> datasets.Dataset:
-        """Drop (and report) or refuse unreadable inputs."""
+        """Drop (and report) or refuse unusable inputs."""
+        return ds
+
+    def label_names(self, ds: datasets.Dataset, column: str, where: str) -> list[str]:
+        """The label vocabulary, from the training split."""
+        return label_names_of(ds, column, where)
+
+    def encode_labels(self, ds: datasets.Dataset, column: str, names: list[str], split: str, where: str) -> datasets.Dataset:
+        """Add the `labels` column the collator reads."""
+        return encode_labels(ds, column, names, split, where)
 
     def loader(self, processor: Any) -> Callable[[Any], Any]:
         """Turns one stored input value into what `augment` and `collate` take."""
+        return lambda value: value
 
     def augmenter(self, processor: Any) -> Callable[[Any], Any] | None:
         """Random train-time augmentation of one loaded input, or None."""
+        return None
 
     def collator(self, processor: Any) -> Callable[[list[dict]], dict]:
         """Batches examples `{"input", "labels"}` into model keyword arguments."""
+        raise NotImplementedError
+
+    def lengths(self, ds: datasets.Dataset, column: str, processor: Any) -> list[int] | None:
+        """A length per example for data.group_by_length, or None when lengths do not vary."""
+        return None
+
+    # -- evaluation and serving --------------------------------------------------------------------
+    def evaluator(self, processor: Any, label_names: list[str]) -> Evaluator:
+        """Predictions and metrics of the task."""
+        return Evaluator()
 
     def load_predict_input(self, item: str) -> Any:
         """One `hftl predict` argument as a pipeline input."""
+        return item
+
+    def predict(self, pipe: Any, inputs: list[Any], top_k: int) -> list[Any]:
+        """Pipeline outputs, one list of `{"label", "score"}` (or task-shaped dicts) per input."""
+        outputs = pipe(inputs, top_k=top_k)
+        return [out if isinstance(out, list) else [out] for out in outputs]
 
 
-def get_modality(task: str) -> Modality:
-    """The registered modality of `task`, or a ConfigError listing the tasks."""
-    from hftl.modalities import image
+def get_modality(task: str, cfg: Config | None = None) -> Modality:
+    """The modality of `task` (configured by `cfg`'s data options), or a ConfigError listing the tasks."""
+    from hftl.modalities import audio, image, text
 
-    registry: dict[str, Modality] = {image.ImageClassification.task: image.ImageClassification()}
+    registry: dict[str, type[Modality]] = {
+        cls.task: cls
+        for cls in (
+            image.ImageClassification,
+            text.TextClassification,
+            text.TokenClassification,
+            audio.AudioClassification,
+            audio.SpeechRecognition,
+        )
+    }
     if task not in registry:
         raise ConfigError(f"task must be one of {', '.join(registry)}; got {task!r}")
-    return registry[task]
+    return registry[task](cfg)

@@ -24,6 +24,7 @@ from PIL import Image, UnidentifiedImageError
 
 from hftl.data import SPLIT_DIRS, DataReport
 from hftl.errors import DataError, HftlError
+from hftl.modalities import Modality, check_model_path
 
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 INPUT_CANDIDATES = ("image", "img", "image_path", "image_file", "path", "file", "filepath", "file_path", "filename")
@@ -77,7 +78,7 @@ def target_size(processor: Any) -> tuple[int, int]:
     return 224, 224
 
 
-class ImageClassification:
+class ImageClassification(Modality):
     task = "image-classification"
     pipeline_task = "image-classification"
 
@@ -86,20 +87,12 @@ class ImageClassification:
 
         return AutoModelForImageClassification
 
-    def load_processor(self, name_or_path: str, revision: str | None, trust_remote_code: bool) -> Any:
+    def load_processor(
+        self, name_or_path: str, revision: str | None, trust_remote_code: bool, label_names: list[str] | None = None
+    ) -> Any:
         from transformers import AutoImageProcessor
 
-        local = Path(name_or_path).expanduser()
-        if not local.exists() and (name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1):
-            raise HftlError(
-                f"model.name_or_path={name_or_path}: no such directory. "
-                "Pass a folder written by save_pretrained, or a Hub id such as google/vit-base-patch16-224"
-            )
-        if local.is_dir() and not (local / "config.json").is_file():
-            raise HftlError(
-                f"model.name_or_path={name_or_path} is a folder but holds no model (no config.json); "
-                "pass a folder written by save_pretrained"
-            )
+        check_model_path(name_or_path, "google/vit-base-patch16-224")
         try:
             return AutoImageProcessor.from_pretrained(name_or_path, revision=revision, trust_remote_code=trust_remote_code)
         except (OSError, ValueError) as e:
