@@ -40,7 +40,10 @@ def export_model(model: nn.Module, processor: Any, run_dir: Path) -> nn.Module:
     """Save `model/` (LoRA merged into the weights) and, for LoRA, `adapter/`; return the saved model."""
     if hasattr(model, "peft_config"):
         tmp = run_dir / f".adapter.tmp-{uuid.uuid4().hex}"
-        model.save_pretrained(str(tmp))  # adapter weights + config; the trained head rides in modules_to_save
+        # Adapter weights + config; the trained head rides in modules_to_save. No strategy resizes input
+        # embeddings, so tell peft not to look for them: its "auto" check takes a CTC head's new
+        # vocab_size for a resized vocabulary and fails on models without input embeddings (wav2vec2).
+        model.save_pretrained(str(tmp), save_embedding_layers=False)
         _replace_dir(tmp, run_dir / "adapter")
         model = model.merge_and_unload()
     tmp = run_dir / f".model.tmp-{uuid.uuid4().hex}"

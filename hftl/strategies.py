@@ -104,10 +104,39 @@ STRATEGY_TRAINABLE: dict[str, Callable[[nn.Module, LayerMap, StrategyConfig], se
 }
 
 
+def feature_encoder_parameters(model: nn.Module) -> set[str]:
+    """Names of the parameters of a speech model's convolutional feature encoder; empty for other models.
+
+    Found generically through the `freeze_feature_encoder()` method transformers gives wav2vec2, HuBERT,
+    WavLM and their kin: call it on all-trainable parameters and see what it froze. It also sets the
+    encoder's own flag that stops it computing gradients for its input, which is what a frozen
+    encoder wants. Example:
+
+        >>> sorted(feature_encoder_parameters(Wav2Vec2ForCTC(config)))[:1]   # doctest: +SKIP
+        ['wav2vec2.feature_extractor.conv_layers.0.conv.weight']
+    """
+    freeze = getattr(model, "freeze_feature_encoder", None)
+    if not callable(freeze):
+        return set()
+    before = {name: param.requires_grad for name, param in model.named_parameters()}
+    for param in model.parameters():
+        param.requires_grad_(True)
+    freeze()
+    frozen = {name for name, param in model.named_parameters() if not param.requires_grad}
+    for name, param in model.named_parameters():
+        param.requires_grad_(before[name])
+    return frozen
+
+
 def build_plan(model: nn.Module, layer_map: LayerMap, cfg: Config) -> Plan:
-    """The phases of a run: an optional head warm-up, then the strategy for the remaining epochs."""
+    """The phases of a run: an optional head warm-up, then the strategy for the remaining epochs.
+
+    Speech models keep their convolutional feature encoder frozen in every phase (as the transformers
+    audio examples do) unless the strategy is scratch or strategy.freeze_feature_encoder is false.
+    """
     s = cfg.strategy
-    main = frozenset(STRATEGY_TRAINABLE[s.name](model, layer_map, s))
+    frozen = feature_encoder_parameters(model) if s.freeze_feature_encoder and s.name != "scratch" else set()
+    main = frozenset(STRATEGY_TRAINABLE[s.name](model, layer_map, s)) - frozen
     phases = []
     if s.head_warmup_epochs:
         phases.append(Phase("head_warmup", 0, s.head_warmup_epochs, frozenset(_head_names(model, layer_map))))
