@@ -111,6 +111,20 @@ def write_tone_sequences(root: Path, n: int = 48, seed: int = 0) -> Path:
     return root / "train.csv"
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models run faster on one thread, and far faster when other jobs share the cores.
+
+    Autouse in the modules that import it: `from .audio_fixtures import one_thread`.
+    """
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def tiny_w2v(tmp_path_factory) -> Path:
     return save_tiny_wav2vec2(tmp_path_factory.mktemp("tiny-w2v"))

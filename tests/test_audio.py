@@ -27,6 +27,7 @@ from hftl.modalities.audio import (
 from hftl.strategies import apply_lora, build_plan, default_lora_targets, feature_encoder_parameters
 
 from .audio_fixtures import RATE, tiny_wav2vec2_config, tone, write_tone_classes, write_tone_sequences
+from .audio_fixtures import one_thread as one_thread  # noqa: F401 - autouse: one torch thread
 from .audio_fixtures import tiny_w2v as tiny_w2v  # noqa: F401 - pytest fixture
 
 STRATEGIES = {
@@ -37,15 +38,6 @@ STRATEGIES = {
     "scratch": {"strategy.name": "scratch"},
     "hybrid": {"strategy.name": "full", "strategy.head_warmup_epochs": 1},
 }
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run faster on one thread, and far faster when other jobs share the cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def cfg(task: str, **overrides):
