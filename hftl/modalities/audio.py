@@ -138,7 +138,6 @@ class AudioAugment:
     resumes. `crop` is off for CTC: cutting audio would cut words its transcript still holds.
     """
 
-    rate: int
     max_samples: int | None = None
     crop: bool = True
 
@@ -172,10 +171,7 @@ def centre_crop(samples: np.ndarray, max_samples: int | None) -> np.ndarray:
 class _AudioBase(Modality):
     """What both speech tasks share: decoding, folders, checks, augmentation, batching."""
 
-    label_column_key = "data.label_column"
-
-    def model_class(self) -> Any:
-        raise NotImplementedError
+    report: DataReport | None = None  # the run's report, kept by check_inputs for encode_labels' skips
 
     def load_processor(
         self, name_or_path: str, revision: str | None, trust_remote_code: bool, label_names: list[str] | None = None
@@ -303,7 +299,7 @@ class _AudioBase(Modality):
         return lambda value: load_audio(value, rate)
 
     def augmenter(self, processor: Any) -> Callable[[Any], Any] | None:
-        return AudioAugment(feature_extractor_of(processor).sampling_rate, self.max_samples(processor))
+        return AudioAugment(self.max_samples(processor))
 
     def features(self, processor: Any, examples: list[dict]) -> dict[str, torch.Tensor]:
         """The feature extractor's batch (input values, attention mask if it uses one), padded per batch."""
@@ -488,7 +484,7 @@ class SpeechRecognition(_AudioBase):
                     f"{where}: row {row} of the {split} split: {problem} (vocabulary: {''.join(names[3:])!r}). "
                     "Fix the transcript, add training examples with these characters, or set data.on_bad_file=skip"
                 )
-            if getattr(self, "report", None) is not None:
+            if self.report is not None:
                 self.report.skip(split, f"row {row}", problem)
         ds = ds.select(good) if len(good) < len(ds) else ds
         if "labels" in ds.column_names:
@@ -496,7 +492,7 @@ class SpeechRecognition(_AudioBase):
         return ds.add_column("labels", texts)
 
     def augmenter(self, processor: Any) -> Callable[[Any], Any] | None:
-        return AudioAugment(feature_extractor_of(processor).sampling_rate, crop=False)
+        return AudioAugment(crop=False)
 
     def collator(self, processor: Any) -> Callable[[list[dict]], dict]:
         tokenizer = processor.tokenizer
