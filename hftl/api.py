@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 from accelerate.utils import set_seed
 
-from hftl.config import PIPELINE_TASKS, RUN_CONTROL_KEYS, Config, load_config
+from hftl.config import PIPELINE_TASKS, Config, config_diff, load_config
 from hftl.data import ExampleDataset, Splits, load_splits
 from hftl.errors import ConfigError, DataError, HftlError
 from hftl.export import METRICS_FILE, export_model, write_metrics, write_model_card
@@ -156,18 +156,7 @@ def prepare_run_dir(cfg: Config, run_dir: Path) -> bool:
 
 
 def _check_same_config(cfg: Config, saved_path: Path) -> None:
-    saved = load_config(yaml.safe_load(saved_path.read_text())).to_dict()
-    now = cfg.to_dict()
-    diffs = []
-
-    def walk(a: dict, b: dict, prefix: str) -> None:
-        for key in a:
-            if isinstance(a[key], dict):
-                walk(a[key], b[key], f"{prefix}{key}.")
-            elif a[key] != b[key] and f"{prefix}{key}" not in RUN_CONTROL_KEYS:
-                diffs.append(f"{prefix}{key} ({a[key]!r} -> {b[key]!r})")
-
-    walk(saved, now, "")
+    diffs = config_diff(load_config(yaml.safe_load(saved_path.read_text())), cfg)
     if diffs:
         raise ConfigError(
             f"resume=true, but the config differs from the run in {saved_path.parent}: {', '.join(diffs)}. "

@@ -1,9 +1,11 @@
-"""The `hftl` command: train, evaluate, predict.
+"""The `hftl` command: train, evaluate, predict, compare, demo.
 
 Example:
     $ hftl train configs/vision/vit-lora.yaml data.train=digits/ output_dir=runs/vit-lora
     $ hftl predict runs/vit-lora cat.png dog.jpg
     $ hftl predict runs/bert-full "a wonderful film" "dull and far too long"
+    $ hftl compare configs/text/bert-full.yaml --strategies scratch,head_only,lora,full data.train=reviews.csv
+    $ hftl demo
 """
 
 from __future__ import annotations
@@ -53,6 +55,35 @@ def format_prediction(p: dict) -> str:
     return f"{p['label']} ({p['score']:.3f})"
 
 
+def _print_study(study) -> None:
+    from hftl.report import format_table
+
+    print("\n" + format_table(study))
+    print(f"\nreport: {study.report_md}  (self-contained: {study.report_html})")
+    failed = [r for r in study.runs if r.error]
+    if failed:
+        raise HftlError(f"{len(failed)} run(s) failed: " + "; ".join(f"{r.strategy}: {r.error[:200]}" for r in failed))
+
+
+def _compare(args: argparse.Namespace) -> None:
+    from hftl.compare import compare
+
+    _print_study(compare(args.config, args.strategies, seeds=args.seeds, overrides=args.overrides))
+
+
+def _demo(args: argparse.Namespace) -> None:
+    from hftl.demo import check_installed
+
+    check_installed(args.task)  # before the heavy imports
+    from hftl.demo import run_demo
+
+    study = run_demo(
+        args.task, args.strategies, epochs=args.epochs, max_train_samples=args.max_train_samples,
+        seeds=args.seeds, output_dir=args.output_dir, overrides=args.overrides,
+    )  # fmt: skip
+    _print_study(study)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hftl", description="Transfer learning on the Hugging Face stack.")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks for errors")
@@ -75,11 +106,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=int, default=1)
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=_predict)
+
+    p = sub.add_parser("compare", help="several strategies on the same data, split and budget; one report")
+    p.add_argument("config", help="YAML config of the study (its strategy is replaced per run)")
+    p.add_argument(
+        "overrides", nargs="*", help="key=value for every run, or STRATEGY:key=value for one (lora:train.learning_rate=1e-3)"
+    )
+    p.add_argument("--strategies", default="scratch,head_only,freeze,lora,full", help="comma-separated (also: hybrid)")
+    p.add_argument("--seeds", type=int, default=1, help="repeat with this many seeds (mean ± std in the report)")
+    p.set_defaults(func=_compare)
+
+    p = sub.add_parser("demo", help="an offline strategy study on a real checkpoint and data set")
+    p.add_argument("overrides", nargs="*", help="key=value or STRATEGY:key=value, as for compare")
+    p.add_argument("--task", default="text", choices=["text", "image", "audio"], help="text: MiniLM on VADER words (default)")
+    p.add_argument("--strategies", default="scratch,head_only,freeze,lora,full")
+    p.add_argument("--epochs", type=int, default=None, help="epochs per run (default 2)")
+    p.add_argument("--max-train-samples", type=int, default=None, help="train on a subset: shorter")
+    p.add_argument("--seeds", type=int, default=1)
+    p.add_argument("--output-dir", default=None, help="study folder (default runs/demo-<task>)")
+    p.set_defaults(func=_demo)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    # `key=value` overrides may come after options (`--strategies a,b epochs=2`): argparse leaves those over.
+    if extra and hasattr(args, "overrides") and all("=" in e and not e.startswith("-") for e in extra):
+        args.overrides = [*args.overrides, *extra]
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         args.func(args)
     except HftlError as e:

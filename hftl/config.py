@@ -176,6 +176,27 @@ class Config:
         Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
 
 
+def config_diff(saved: Config, now: Config) -> list[str]:
+    """`key (old -> new)` for every setting that differs, run-control keys (resume, overwrite) aside.
+
+    Example:
+        >>> a = load_config({"model": {"name_or_path": "m"}, "data": {"train": "d"}})
+        >>> config_diff(a, load_config(a, ["epochs=5"]))
+        ['train.epochs (3 -> 5)']
+    """
+    diffs: list[str] = []
+
+    def walk(a: dict, b: dict, prefix: str) -> None:
+        for key in a:
+            if isinstance(a[key], dict):
+                walk(a[key], b[key], f"{prefix}{key}.")
+            elif a[key] != b[key] and f"{prefix}{key}" not in RUN_CONTROL_KEYS:
+                diffs.append(f"{prefix}{key} ({a[key]!r} -> {b[key]!r})")
+
+    walk(saved.to_dict(), now.to_dict(), "")
+    return diffs
+
+
 def best_metric_name(cfg: Config) -> str:
     """train.metric_for_best, or the task's default metric when it is null."""
     return cfg.train.metric_for_best or TASK_METRICS[cfg.task][0]

@@ -14,6 +14,7 @@ import math
 import os
 import resource
 import signal
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -116,10 +117,44 @@ def _hparams(cfg: Config) -> dict[str, Any]:
     return flat
 
 
-def _peak_memory_mb() -> float:
-    if torch.cuda.is_available():
-        return torch.cuda.max_memory_allocated() / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+class PeakMemory:
+    """Peak memory of one run: CUDA max allocated, else the process's resident set sampled in a thread.
+
+    ru_maxrss cannot be reset, so several runs in one process (`hftl compare`, notebooks) would all
+    report the largest so far; sampling /proc/self/statm gives each run its own peak.
+    """
+
+    def __init__(self, interval: float = 0.05) -> None:
+        self.interval, self.peak, self._stop = interval, 0, threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _rss(self) -> int:
+        try:
+            with open("/proc/self/statm") as f:
+                return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        except (OSError, ValueError, IndexError):
+            return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # no /proc: the process peak (KiB on Linux)
+
+    def _sample(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.peak = max(self.peak, self._rss())
+
+    def __enter__(self) -> PeakMemory:
+        if torch.cuda.is_available():
+            torch.cuda.reset_peak_memory_stats()
+        self.peak = self._rss()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self._rss())
+
+    def mb(self) -> float:
+        if torch.cuda.is_available():
+            return torch.cuda.max_memory_allocated() / 2**20
+        return self.peak / 2**20
 
 
 def _fault(name: str, step: int) -> None:
@@ -245,6 +280,7 @@ def fit(
             )
         accelerator.wait_for_everyone()
 
+    memory = PeakMemory().__enter__()  # stopped after the loop; a daemon thread if the run dies
     progress = tqdm(
         total=total_steps,
         initial=state.global_step,
@@ -337,6 +373,7 @@ def fit(
         save(state)
         _fault("HFTL_FAULT_KILL_AFTER_EPOCH", state.epoch)
     progress.close()
+    memory.__exit__()
 
     best_file = ckpt_dir / BEST_WEIGHTS
     if t.load_best_at_end and best_file.exists():  # end on the best epoch's weights, not merely the last
@@ -348,7 +385,7 @@ def fit(
         global_step=state.global_step,
         train_seconds=state.train_seconds,
         samples_per_second=state.samples_seen / max(state.train_seconds, 1e-9),
-        peak_memory_mb=_peak_memory_mb(),
+        peak_memory_mb=memory.mb(),
         stopped_early=stopped_early,
         log_history=state.log_history,
     )

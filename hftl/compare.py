@@ -1,0 +1,216 @@
+"""`hftl compare`: several strategies on the same data, split, seed and budget, then one report.
+
+Each strategy (and seed) is an ordinary run in its own folder under the study's output_dir, so every
+run is resumable and loadable on its own. A finished run is reused when the study is started again;
+an unfinished one resumes from its last checkpoint.
+
+Example:
+    >>> study = compare("configs/text/minilm-vader-full.yaml", ["scratch", "head_only", "full"])  # doctest: +SKIP
+    >>> study.report_md                                                                              # doctest: +SKIP
+    PosixPath('runs/study/report.md')
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from hftl.config import STRATEGIES, Config, config_diff, load_config
+from hftl.errors import ConfigError, HftlError
+from hftl.export import METRICS_FILE
+
+# Study names for strategies: the five of the config plus the head-first hybrid.
+STUDY_STRATEGIES = (*STRATEGIES, "hybrid")
+DEFAULT_STRATEGIES = ("scratch", "head_only", "freeze", "lora", "full")
+STUDY_FILE = "study.json"
+
+
+@dataclass
+class RunRecord:
+    """One strategy x seed of a study: where it ran and what it measured (None while unfinished)."""
+
+    strategy: str
+    seed: int
+    run_dir: Path
+    metrics: dict[str, Any] | None = None
+    error: str | None = None
+    reused: bool = False
+
+
+@dataclass
+class Study:
+    output_dir: Path
+    task: str
+    metric: str
+    strategies: list[str]
+    seeds: list[int]
+    runs: list[RunRecord] = field(default_factory=list)
+    report_md: Path | None = None
+    report_html: Path | None = None
+
+
+def parse_strategies(text: str | list[str]) -> list[str]:
+    """`scratch,head_only,lora` as a checked list (order kept, duplicates refused).
+
+    Example:
+        >>> parse_strategies("scratch, head_only,lora")
+        ['scratch', 'head_only', 'lora']
+    """
+    names = [s.strip() for s in text.split(",")] if isinstance(text, str) else list(text)
+    names = [n.replace("-", "_") for n in names if n]
+    unknown = [n for n in names if n not in STUDY_STRATEGIES]
+    if unknown or not names:
+        given = ", ".join(unknown) or "(none given)"
+        raise ConfigError(f"--strategies: unknown {given}; choose from {', '.join(STUDY_STRATEGIES)}")
+    if len(set(names)) != len(names):
+        raise ConfigError(f"--strategies lists a strategy twice: {', '.join(names)}")
+    return names
+
+
+def split_overrides(overrides: list[str], strategies: list[str]) -> tuple[list[str], dict[str, list[str]]]:
+    """Shared `key=value` overrides, and per-strategy ones written `STRATEGY:key=value`.
+
+    Example:
+        >>> split_overrides(["epochs=2", "lora:train.learning_rate=5e-4"], ["lora", "full"])
+        (['epochs=2'], {'lora': ['train.learning_rate=5e-4'], 'full': []})
+    """
+    shared: list[str] = []
+    per: dict[str, list[str]] = {s: [] for s in strategies}
+    for item in overrides:
+        head, sep, rest = item.partition(":")
+        if sep and "=" not in head:
+            name = head.strip().replace("-", "_")
+            if name not in per:
+                raise ConfigError(
+                    f"override {item!r} is for strategy {name!r}, which the study does not run ({', '.join(strategies)})"
+                )
+            per[name].append(rest)
+        else:
+            shared.append(item)
+    return shared, per
+
+
+def run_config(base: Config, strategy: str, seed: int, run_dir: Path, extra: list[str]) -> Config:
+    """The config of one study run: the base config with its strategy, seed and folder."""
+    raw = base.to_dict()
+    raw["output_dir"] = str(run_dir)
+    raw["train"]["seed"] = seed
+    raw["resume"], raw["overwrite"] = False, False
+    if strategy == "hybrid":
+        raw["strategy"]["name"] = "full"
+        raw["strategy"]["head_warmup_epochs"] = raw["strategy"]["head_warmup_epochs"] or 1
+    else:
+        raw["strategy"]["name"] = strategy
+        raw["strategy"]["head_warmup_epochs"] = 0
+    return load_config(raw, extra)
+
+
+def compare(
+    config: str | Path | dict | Config,
+    strategies: list[str] | str = DEFAULT_STRATEGIES,
+    seeds: int = 1,
+    overrides: list[str] | None = None,
+    output_dir: str | Path | None = None,
+) -> Study:
+    """Run every strategy (x seeds) of the study, reusing finished runs, then write the report."""
+    from hftl.api import resolve_builtins, run
+    from hftl.config import best_metric_name
+    from hftl.report import write_report
+
+    names = parse_strategies(strategies)
+    if seeds < 1:
+        raise ConfigError(f"--seeds must be >= 1, got {seeds}")
+    shared, per = split_overrides(overrides or [], names)
+    base = load_config(config, shared)
+    if output_dir is not None:
+        base.output_dir = str(output_dir)
+    study_dir = Path(base.output_dir)
+    resolve_builtins(base)
+    seed_list = [base.train.seed + i for i in range(seeds)]
+    # Check every run's config before the first one starts: a typo in `lora:...` fails now, not in an hour.
+    plans = []
+    for seed in seed_list:
+        for name in names:
+            run_dir = study_dir / name if seeds == 1 else study_dir / name / f"seed-{seed}"
+            plans.append((name, seed, run_dir, run_config(base, name, seed, run_dir, per[name])))
+    _claim_study_dir(study_dir, base, names, seed_list)
+
+    study = Study(study_dir, base.task, best_metric_name(base), names, seed_list)
+    for i, (name, seed, run_dir, cfg) in enumerate(plans, 1):
+        record = RunRecord(name, seed, run_dir)
+        study.runs.append(record)
+        print(f"\n=== [{i}/{len(plans)}] {name} (seed {seed}) -> {run_dir}", flush=True)
+        finished = run_dir / METRICS_FILE
+        if finished.exists():
+            _check_reusable(cfg, run_dir)
+            record.metrics, record.reused = json.loads(finished.read_text()), True
+            print(f"finished earlier: reusing {finished}")
+            continue
+        cfg.resume = (run_dir / "config.yaml").exists()  # an interrupted run continues from its checkpoint
+        try:
+            run(cfg)
+            record.metrics = json.loads(finished.read_text())
+        except HftlError as e:  # a strategy that cannot run here (e.g. no LoRA target) must not sink the study
+            record.error = str(e)
+            print(f"{name} failed: {e}")
+        except Exception as e:  # noqa: BLE001 - report, keep the other strategies' results
+            record.error = f"{type(e).__name__}: {e}"
+            print(f"{name} failed:\n{traceback.format_exc()}")
+    study.report_md, study.report_html = write_report(study)
+    return study
+
+
+def _claim_study_dir(study_dir: Path, base: Config, names: list[str], seeds: list[int]) -> None:
+    """A study folder holds a study.json; refuse a folder that holds something else."""
+    marker = study_dir / STUDY_FILE
+    if study_dir.is_dir() and any(study_dir.iterdir()) and not marker.exists():
+        raise HftlError(f"output_dir {study_dir} is not empty and holds no hftl study; choose a new or empty folder")
+    study_dir.mkdir(parents=True, exist_ok=True)
+    info = {"task": base.task, "strategies": names, "seeds": seeds, "base_config": base.to_dict()}
+    marker.write_text(json.dumps(info, indent=2))
+
+
+def _check_reusable(cfg: Config, run_dir: Path) -> None:
+    """A finished run is reused only if it was made with the same settings."""
+    diffs = config_diff(load_config(yaml.safe_load((run_dir / "config.yaml").read_text())), cfg)
+    if diffs:
+        raise HftlError(
+            f"{run_dir} holds a finished run with other settings ({', '.join(diffs[:5])}). "
+            "Use a new output_dir for the changed study, or delete that run folder to redo it"
+        )
+
+
+def summarize(study: Study) -> list[dict[str, Any]]:
+    """One row per strategy: mean (and std over seeds) of the headline numbers."""
+    rows = []
+    for name in study.strategies:
+        done = [r for r in study.runs if r.strategy == name and r.metrics]
+        failed = [r for r in study.runs if r.strategy == name and r.error]
+        if not done:
+            rows.append({"strategy": name, "error": failed[0].error if failed else "not run"})
+            continue
+        m0 = done[0].metrics
+        row: dict[str, Any] = {
+            "strategy": name,
+            "runs": len(done),
+            "trainable_parameters": m0["trainable_parameters"],
+            "total_parameters": m0["total_parameters"],
+            "trainable_percent": 100 * m0["trainable_parameters"] / max(m0["total_parameters"], 1),
+        }
+        for split in ("validation", "test"):
+            keys = sorted({k for r in done for k in (r.metrics.get(split) or {})})
+            for key in keys:
+                values = [r.metrics[split][key] for r in done if (r.metrics.get(split) or {}).get(key) is not None]
+                if values:
+                    row[f"{split}_{key}"] = statistics.fmean(values)
+                    row[f"{split}_{key}_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
+        for key in ("train_seconds", "samples_per_second", "peak_memory_mb", "best_epoch"):
+            row[key] = statistics.fmean(r.metrics[key] for r in done)
+        rows.append(row)
+    return rows

@@ -1,0 +1,271 @@
+"""The study report: a table, PNG plots, the gap pretraining buys, and a recommendation from the numbers.
+
+`report.md` links the plots in `plots/`; `report.html` embeds them (base64), so it can be mailed or
+opened anywhere as one file. `study.json` holds the summary rows the tables are made from.
+
+Example:
+    >>> md, html = write_report(study)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from pathlib import Path
+from typing import Any
+
+from hftl.config import LOWER_IS_BETTER, TASK_METRICS
+
+PLOTS = "plots"
+
+
+def _better(metric: str, a: float, b: float) -> bool:
+    return a < b if metric in LOWER_IS_BETTER else a > b
+
+
+def _points(metric: str, a: float, b: float) -> float:
+    """How much better `a` is than `b`, in points (percentage points of a 0..1 metric)."""
+    return 100 * ((b - a) if metric in LOWER_IS_BETTER else (a - b))
+
+
+def _fmt_count(n: float) -> str:
+    for unit, size in (("B", 1e9), ("M", 1e6), ("k", 1e3)):
+        if n >= size:
+            return f"{n / size:.1f}{unit}"
+    return str(int(n))
+
+
+def recommend(rows: list[dict[str, Any]], metric: str) -> list[str]:
+    """Plain-language advice from the measured rows: best, best per second, smallest within 1 point."""
+    key = f"validation_{metric}"
+    done = [r for r in rows if key in r]
+    if not done:
+        return ["No strategy finished, so there is nothing to recommend yet."]
+    best = done[0]
+    for r in done[1:]:
+        if _better(metric, r[key], best[key]):
+            best = r
+    lines = [
+        f"**Best {metric}: `{best['strategy']}`** ({best[key]:.4f} on validation, "
+        f"{best['train_seconds']:.0f} s of training, {_fmt_count(best['trainable_parameters'])} trainable parameters)."
+    ]
+    close = [r for r in done if _points(metric, best[key], r[key]) <= 1.0]
+    fastest = min(close, key=lambda r: r["train_seconds"])
+    if fastest is not best:
+        lines.append(
+            f"**Fastest within 1 point of the best: `{fastest['strategy']}`** ({fastest[key]:.4f}, "
+            f"{fastest['train_seconds']:.0f} s, {best['train_seconds'] / max(fastest['train_seconds'], 1e-9):.1f}x less "
+            "training time)."
+        )
+    per_second = max(done, key=lambda r: (r[key] if metric not in LOWER_IS_BETTER else -r[key]) / max(r["train_seconds"], 1e-9))
+    lines.append(f"Best {metric} per second of training: `{per_second['strategy']}`.")
+    smallest = min(close, key=lambda r: r["trainable_parameters"])
+    lines.append(
+        f"**Smallest trainable set within 1 point of the best: `{smallest['strategy']}`** "
+        f"({_fmt_count(smallest['trainable_parameters'])} parameters, {smallest['trainable_percent']:.2f}% of the model): "
+        + ("what to ship when many fine-tuned variants must be stored." if smallest is not best else "also the best.")
+    )
+    scratch = next((r for r in done if r["strategy"] == "scratch"), None)
+    if scratch is not None and best is not scratch:
+        gap = _points(metric, best[key], scratch[key])
+        lines.append(f"Pretraining buys {gap:+.1f} points of {metric} over training the same architecture from scratch.")
+    return lines
+
+
+def write_plots(study: Any, rows: list[dict[str, Any]], folder: Path) -> dict[str, Path]:
+    """The study's PNG plots; returns {title: path}."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: no display needed, also headless in CI
+    import matplotlib.pyplot as plt
+
+    folder.mkdir(parents=True, exist_ok=True)
+    metric = study.metric
+    first = {name: next((r for r in study.runs if r.strategy == name and r.metrics), None) for name in study.strategies}
+    plots: dict[str, Path] = {}
+
+    def save(fig: Any, name: str, title: str) -> None:
+        path = folder / f"{name}.png"
+        fig.tight_layout()
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        plots[title] = path
+
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for name, record in first.items():
+        if record:
+            history = record.metrics["history"]
+            ax.plot([h["epoch"] for h in history], [h[f"eval_{metric}"] for h in history], marker="o", label=name)
+    ax.set(xlabel="epoch", ylabel=f"validation {metric}", title=f"Validation {metric} per epoch")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    save(fig, "validation_per_epoch", f"Validation {metric} per epoch")
+
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for name, record in first.items():
+        if record and record.metrics["log_history"]:
+            log = record.metrics["log_history"]
+            ax.plot([e["step"] for e in log], [e["loss"] for e in log], label=name)
+    ax.set(xlabel="optimizer step", ylabel="training loss", title="Training loss per step")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    save(fig, "train_loss", "Training loss per step")
+
+    done = [r for r in rows if f"validation_{metric}" in r]
+    for x_key, x_label, name, log_x in (
+        ("trainable_parameters", "trainable parameters", "metric_vs_parameters", True),
+        ("train_seconds", "training time (s)", "metric_vs_time", False),
+    ):
+        fig, ax = plt.subplots(figsize=(6.5, 4.2))
+        for r in done:
+            ax.errorbar(r[x_key], r[f"validation_{metric}"], yerr=r.get(f"validation_{metric}_std") or None, fmt="o", capsize=3)
+            ax.annotate(r["strategy"], (r[x_key], r[f"validation_{metric}"]), textcoords="offset points", xytext=(6, 4))
+        if log_x:
+            ax.set_xscale("log")
+        ax.set(xlabel=x_label, ylabel=f"validation {metric}", title=f"Validation {metric} vs {x_label}")
+        ax.grid(alpha=0.3)
+        save(fig, name, f"Validation {metric} vs {x_label}")
+
+    best = _best_record(study)
+    if best is not None and best.metrics.get("confusion_matrix"):
+        matrix = best.metrics["confusion_matrix"]
+        labels = best.metrics["data"]["labels"]
+        size = min(2 + 0.45 * len(labels), 12)
+        fig, ax = plt.subplots(figsize=(size + 1, size))
+        image = ax.imshow(matrix, cmap="Blues")
+        fig.colorbar(image, ax=ax, fraction=0.046)
+        if len(labels) <= 30:
+            ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
+            ax.set_yticks(range(len(labels)), labels)
+            peak = max(max(row) for row in matrix) or 1
+            for i, row in enumerate(matrix):
+                for j, value in enumerate(row):
+                    ax.text(j, i, value, ha="center", va="center", color="white" if value > peak / 2 else "black", fontsize=8)
+        ax.set(xlabel="predicted", ylabel="true", title=f"Confusion matrix: {best.strategy} (validation)")
+        save(fig, "confusion_matrix", f"Confusion matrix of the best run ({best.strategy})")
+    return plots
+
+
+def _best_record(study: Any) -> Any:
+    key = study.metric
+    done = [r for r in study.runs if r.metrics]
+    best = None
+    for r in done:
+        if best is None or _better(key, r.metrics["validation"][key], best.metrics["validation"][key]):
+            best = r
+    return best
+
+
+def _table(study: Any, rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
+    metrics = [m for m in TASK_METRICS[study.task] if m != "loss"]
+    has_test = any(f"test_{metrics[0]}" in r for r in rows)
+    header = ["strategy", "trainable params", *(f"val {m}" for m in metrics)]
+    header += [f"test {m}" for m in metrics] if has_test else []
+    header += ["train time (s)", "samples/s", "peak memory (MiB)", "best epoch"]
+    scratch = next((r for r in rows if r["strategy"] == "scratch" and f"validation_{study.metric}" in r), None)
+    if scratch:
+        header.append(f"vs scratch ({study.metric}, points)")
+    body = []
+    for r in rows:
+        if "error" in r:
+            body.append([r["strategy"], f"failed: {r['error'][:120]}"] + [""] * (len(header) - 2))
+            continue
+
+        def value(split: str, m: str, r: dict = r) -> str:
+            v = r.get(f"{split}_{m}")
+            if v is None:
+                return "-"
+            std = r.get(f"{split}_{m}_std")
+            return f"{v:.4f}" + (f" ± {std:.4f}" if r["runs"] > 1 else "")
+
+        cells = [r["strategy"], f"{_fmt_count(r['trainable_parameters'])} ({r['trainable_percent']:.2f}%)"]
+        cells += [value("validation", m) for m in metrics]
+        cells += [value("test", m) for m in metrics] if has_test else []
+        cells += [f"{r['train_seconds']:.1f}", f"{r['samples_per_second']:.1f}"]
+        cells += [f"{r['peak_memory_mb']:.0f}", f"{r['best_epoch']:.0f}"]
+        if scratch:
+            m = f"validation_{study.metric}"
+            cells.append("-" if r is scratch else f"{_points(study.metric, r[m], scratch[m]):+.1f}")
+        body.append(cells)
+    return header, body
+
+
+def write_report(study: Any) -> tuple[Path, Path]:
+    """study.json, plots/*.png, report.md and a self-contained report.html in the study folder."""
+    from hftl.checkpoint import atomic_write_text
+    from hftl.compare import STUDY_FILE, summarize
+
+    rows = summarize(study)
+    out = Path(study.output_dir)
+    plots = write_plots(study, rows, out / PLOTS)
+    advice = recommend(rows, study.metric)
+    header, body = _table(study, rows)
+    seeds = f"seed {study.seeds[0]}"
+    if len(study.seeds) > 1:
+        seeds = f"{len(study.seeds)} seeds ({', '.join(map(str, study.seeds))}), mean ± std"
+    first = next((r.metrics for r in study.runs if r.metrics), None)
+    data_line = (
+        f"{first['data']['train_examples']} train / {first['data']['validation_examples']} validation examples "
+        f"from `{first['data']['sources']['train']}`; base model `{first['base_model']}`"
+        if first
+        else ""
+    )
+
+    md = [f"# Strategy comparison: {study.task}", "", f"{data_line}. Same split, budget and {seeds}.", ""]
+    md += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    md += ["| " + " | ".join(cells) + " |" for cells in body]
+    md += ["", "## Recommendation", ""] + [f"- {line}" for line in advice] + ["", "## Plots", ""]
+    md += [f"![{title}]({PLOTS}/{path.name})" for title, path in plots.items()]
+    md += ["", "## Runs", ""]
+    for r in study.runs:
+        md.append(f"- `{r.strategy}` seed {r.seed}: `{r.run_dir}`" + (" (reused)" if r.reused else ""))
+        if r.error:
+            md[-1] += f" FAILED: {r.error}"
+    report_md = out / "report.md"
+    atomic_write_text(report_md, "\n".join(md) + "\n")
+
+    def inline(text: str) -> str:  # the few markdown marks the advice uses
+        text = html.escape(text)
+        while "**" in text:
+            text = text.replace("**", "<b>", 1).replace("**", "</b>", 1)
+        while text.count("`") >= 2:
+            text = text.replace("`", "<code>", 1).replace("`", "</code>", 1)
+        return text
+
+    images = "".join(
+        f'<figure><img alt="{html.escape(t)}" src="data:image/png;base64,{base64.b64encode(p.read_bytes()).decode()}">'
+        f"<figcaption>{html.escape(t)}</figcaption></figure>"
+        for t, p in plots.items()
+    )
+    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>hftl study: {html.escape(study.task)}</title>
+<style>body{{font-family:system-ui,sans-serif;margin:2em;max-width:1200px}}table{{border-collapse:collapse}}
+td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}td:first-child,th:first-child{{text-align:left}}
+figure{{display:inline-block;margin:1em}}img{{max-width:560px}}</style></head><body>
+<h1>Strategy comparison: {html.escape(study.task)}</h1><p>{inline(data_line)}. Same split, budget and {html.escape(seeds)}.</p>
+<table><tr>{"".join(f"<th>{html.escape(h)}</th>" for h in header)}</tr>
+{"".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>" for cells in body)}</table>
+<h2>Recommendation</h2><ul>{"".join(f"<li>{inline(line)}</li>" for line in advice)}</ul>
+<h2>Plots</h2>{images}</body></html>
+"""
+    report_html = out / "report.html"
+    atomic_write_text(report_html, page)
+    marker = out / STUDY_FILE
+    info = json.loads(marker.read_text()) if marker.exists() else {}
+    info.update({"metric": study.metric, "rows": rows, "recommendation": advice})
+    info["runs"] = [{"strategy": r.strategy, "seed": r.seed, "run_dir": str(r.run_dir), "error": r.error} for r in study.runs]
+    atomic_write_text(marker, json.dumps(info, indent=2))
+    return report_md, report_html
+
+
+def format_table(study: Any) -> str:
+    """The report's table as aligned plain text, for the terminal."""
+    from hftl.compare import summarize
+
+    header, body = _table(study, summarize(study))
+    keep = [i for i, h in enumerate(header) if not h.startswith("test ")]
+    header, body = [header[i] for i in keep], [[c[i] if i < len(c) else "" for i in keep] for c in body]
+    widths = [max(len(h), *(len(c[i]) for c in body)) for i, h in enumerate(header)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths))]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(cells, widths)) for cells in body]
+    return "\n".join(lines)
