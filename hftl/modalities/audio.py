@@ -35,7 +35,7 @@ from hftl.audio_io import EXTENSIONS, audio_problem, describe, duration_seconds,
 from hftl.data import FILE_BUILDERS, ROW, SPLIT_DIRS, DataReport
 from hftl.errors import DataError, HftlError
 from hftl.metrics import IGNORE, Evaluator
-from hftl.modalities import Modality
+from hftl.modalities import Modality, check_model_path
 
 INPUT = "audio"
 INPUT_CANDIDATES = (
@@ -105,17 +105,7 @@ def load_feature_extractor(name_or_path: str, revision: str | None, trust_remote
     """The checkpoint's feature extractor, or an error saying how to save one next to the weights."""
     from transformers import AutoFeatureExtractor
 
-    local = Path(name_or_path).expanduser()
-    if not local.exists() and (name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1):
-        raise HftlError(
-            f"model.name_or_path={name_or_path}: no such directory. "
-            "Pass a folder written by save_pretrained, or a Hub id such as facebook/wav2vec2-base"
-        )
-    if local.is_dir() and not (local / "config.json").is_file():
-        raise HftlError(
-            f"model.name_or_path={name_or_path} is a folder but holds no model (no config.json); "
-            "pass a folder written by save_pretrained"
-        )
+    check_model_path(name_or_path, "facebook/wav2vec2-base")
     try:
         return AutoFeatureExtractor.from_pretrained(name_or_path, revision=revision, trust_remote_code=trust_remote_code)
     except (OSError, ValueError, KeyError) as e:
