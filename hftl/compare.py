@@ -13,6 +13,7 @@ Example:
 from __future__ import annotations
 
 import json
+import shutil
 import statistics
 import traceback
 from dataclasses import dataclass, field
@@ -118,7 +119,10 @@ def compare(
     overrides: list[str] | None = None,
     output_dir: str | Path | None = None,
 ) -> Study:
-    """Run every strategy (x seeds) of the study, reusing finished runs, then write the report."""
+    """Run every strategy (x seeds) of the study, reusing finished runs, then write the report.
+
+    `overwrite=true` among the overrides redoes finished runs instead of reusing them.
+    """
     from hftl.api import resolve_builtins, run
     from hftl.config import best_metric_name
     from hftl.report import write_report
@@ -147,6 +151,8 @@ def compare(
         study.runs.append(record)
         print(f"\n=== [{i}/{len(plans)}] {name} (seed {seed}) -> {run_dir}", flush=True)
         finished = run_dir / METRICS_FILE
+        if finished.exists() and base.overwrite:  # overwrite=true redoes the study's finished runs
+            shutil.rmtree(run_dir)
         if finished.exists():
             _check_reusable(cfg, run_dir)
             record.metrics, record.reused = json.loads(finished.read_text()), True

