@@ -145,3 +145,18 @@ def test_strategy_lists_and_overrides_are_checked():
 def test_demo_names_what_to_install_for_audio():
     proc = run_cli("demo", "--task", "audio", check=False, in_process=True)
     assert proc.returncode == 2 and "no pretrained speech checkpoint" in proc.stderr
+
+
+def test_recommendation_reads_error_rates_as_lower_is_better():
+    from hftl.report import recommend
+
+    def row(name, wer, seconds, params):
+        return {"strategy": name, "validation_wer": wer, "train_seconds": seconds, "trainable_parameters": params,
+                "trainable_percent": 100 * params / 1e6}  # fmt: skip
+
+    rows = [row("scratch", 0.90, 100, 1e6), row("lora", 0.205, 40, 1e4), row("full", 0.20, 100, 1e6)]
+    advice = "\n".join(recommend(rows, "wer"))
+    assert "Best wer: `full`" in advice
+    assert "Fastest within 1 point of the best: `lora`" in advice and "2.5x less" in advice
+    assert "Smallest trainable set within 1 point of the best: `lora`" in advice
+    assert "+70.0 points of wer over" in advice  # 0.90 -> 0.20 is 70 points better
