@@ -78,6 +78,17 @@ def run(cfg: Config) -> FinetuneResult:
     data = setup_data(cfg, modality, processor, splits)
     result = fit(cfg, model, layer_map, plan, data, run_dir, accelerator)
     summary = finish_run(cfg, accelerator, splits, model, processor, layer_map, plan, result)
+    if cfg.push_to_hub and accelerator.is_main_process:
+        from hftl.hub import push_run
+
+        try:
+            url = push_run(run_dir, cfg.hub_repo_id, private=cfg.hub_private)
+        except HftlError as e:
+            raise HftlError(
+                f"the run finished in {run_dir}, but the push failed: {e}. "
+                f"Retry with: hftl push {run_dir} --repo-id {cfg.hub_repo_id}"
+            ) from None
+        accelerator.print(f"pushed to {cfg.hub_repo_id}: {url}")
     return FinetuneResult(
         output_dir=run_dir,
         metrics=result.best_metrics,

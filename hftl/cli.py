@@ -1,4 +1,4 @@
-"""The `hftl` command: train, evaluate, predict, compare, demo.
+"""The `hftl` command: train, evaluate, predict, compare, demo, push.
 
 Example:
     $ hftl train configs/vision/vit-lora.yaml data.train=digits/ output_dir=runs/vit-lora
@@ -6,6 +6,7 @@ Example:
     $ hftl predict runs/bert-full "a wonderful film" "dull and far too long"
     $ hftl compare configs/text/bert-full.yaml --strategies scratch,head_only,lora,full data.train=reviews.csv
     $ hftl demo
+    $ hftl push runs/vit-lora --repo-id me/vit-lora-digits --private
 """
 
 from __future__ import annotations
@@ -84,6 +85,13 @@ def _demo(args: argparse.Namespace) -> None:
     _print_study(study)
 
 
+def _push(args: argparse.Namespace) -> None:
+    from hftl.hub import push_run
+
+    url = push_run(args.run_dir, args.repo_id, private=args.private, adapter_only=args.adapter_only, endpoint=args.endpoint)
+    print(f"pushed {args.run_dir} to {args.repo_id}: {url}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hftl", description="Transfer learning on the Hugging Face stack.")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks for errors")
@@ -106,6 +114,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=int, default=1)
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=_predict)
+
+    p = sub.add_parser("push", help="upload a finished run (model, card, metrics) to the Hugging Face Hub")
+    p.add_argument("run_dir")
+    p.add_argument("--repo-id", required=True, help="OWNER/NAME; created if missing")
+    p.add_argument("--private", action="store_true", help="create the repo private")
+    p.add_argument("--adapter-only", action="store_true", help="LoRA runs: push adapter/ (load with peft on the base)")
+    p.add_argument("--endpoint", default=None, help="Hub URL (default: HF_ENDPOINT or huggingface.co)")
+    p.set_defaults(func=_push)
 
     p = sub.add_parser("compare", help="several strategies on the same data, split and budget; one report")
     p.add_argument("config", help="YAML config of the study (its strategy is replaced per run)")

@@ -167,6 +167,11 @@ class Config:
     output_dir: str = field(default="runs/run", metadata=_help("Run folder."))
     resume: bool = field(default=False, metadata=_help("Continue the unfinished run in output_dir."))
     overwrite: bool = field(default=False, metadata=_help("Replace a finished run in output_dir."))
+    push_to_hub: bool = field(
+        default=False, metadata=_help("Push the finished run to hub_repo_id (token: HF_TOKEN / hf auth login).")
+    )
+    hub_repo_id: str | None = field(default=None, metadata=_help("OWNER/NAME of the Hub repo push_to_hub creates or updates."))
+    hub_private: bool = field(default=False, metadata=_help("Create the Hub repo private."))
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -205,7 +210,7 @@ def best_metric_name(cfg: Config) -> str:
 # Top-level keys that take a bare value for their section's main field: `strategy=lora`, `model=DIR`.
 _SECTION_SHORTHAND = {"strategy": "name", "model": "name_or_path"}
 # Run-control keys that do not change what is trained (ignored when comparing a resumed config).
-RUN_CONTROL_KEYS = ("resume", "overwrite")
+RUN_CONTROL_KEYS = ("resume", "overwrite", "push_to_hub", "hub_repo_id", "hub_private")
 
 
 def load_config(
@@ -496,3 +501,11 @@ def validate(cfg: Config) -> None:
     _require(s.lora.r >= 1 and s.lora.alpha >= 1, "strategy.lora.r and strategy.lora.alpha must be >= 1")
     _require(0 <= s.lora.dropout < 1, "strategy.lora.dropout must be in [0, 1)")
     _require(not (cfg.resume and cfg.overwrite), "resume=true and overwrite=true contradict each other; pick one")
+    _require(not cfg.push_to_hub or bool(cfg.hub_repo_id), "push_to_hub=true needs hub_repo_id=OWNER/NAME")
+    if cfg.hub_repo_id:
+        from hftl.hub import check_repo_id
+
+        try:
+            check_repo_id(cfg.hub_repo_id)
+        except Exception as e:  # noqa: BLE001 - re-raised as a config error naming the key
+            raise ConfigError(f"hub_repo_id: {e}") from None
