@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 from accelerate.utils import set_seed
 
-from hftl.config import PIPELINE_TASKS, Config, config_diff, load_config
+from hftl.config import PIPELINE_TASKS, Config, best_metric_name, config_diff, load_config
 from hftl.data import ExampleDataset, Splits, load_splits
 from hftl.errors import ConfigError, DataError, HftlError
 from hftl.export import METRICS_FILE, export_model, write_metrics, write_model_card
@@ -131,6 +131,9 @@ def finish_run(
     if accelerator.is_main_process:
         export_model(accelerator.unwrap_model(model), processor, run_dir)
         write_model_card(run_dir, cfg, summary)
+        from hftl.report import write_run_plots
+
+        write_run_plots(summary, best_metric_name(cfg), run_dir / "plots")
         write_metrics(run_dir, summary)
         pipeline_task = PIPELINE_TASKS.get(cfg.task, cfg.task)
         accelerator.print(f"finished: {run_dir} (model/ loads with transformers.pipeline({pipeline_task!r}))")

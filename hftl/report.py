@@ -131,22 +131,62 @@ def write_plots(study: Any, rows: list[dict[str, Any]], folder: Path) -> dict[st
 
     best = _best_record(study)
     if best is not None and best.metrics.get("confusion_matrix"):
-        matrix = best.metrics["confusion_matrix"]
-        labels = best.metrics["data"]["labels"]
-        size = min(2 + 0.45 * len(labels), 12)
-        fig, ax = plt.subplots(figsize=(size + 1, size))
-        image = ax.imshow(matrix, cmap="Blues")
-        fig.colorbar(image, ax=ax, fraction=0.046)
-        if len(labels) <= 30:
-            ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
-            ax.set_yticks(range(len(labels)), labels)
-            peak = max(max(row) for row in matrix) or 1
-            for i, row in enumerate(matrix):
-                for j, value in enumerate(row):
-                    ax.text(j, i, value, ha="center", va="center", color="white" if value > peak / 2 else "black", fontsize=8)
-        ax.set(xlabel="predicted", ylabel="true", title=f"Confusion matrix: {best.strategy} (validation)")
+        fig = confusion_figure(best.metrics["confusion_matrix"], best.metrics["data"]["labels"], f"{best.strategy} (validation)")
         save(fig, "confusion_matrix", f"Confusion matrix of the best run ({best.strategy})")
     return plots
+
+
+def confusion_figure(matrix: list[list[int]], labels: list[str], title: str) -> Any:
+    """A confusion-matrix figure (rows true, columns predicted), counts written in when it stays legible."""
+    import matplotlib.pyplot as plt
+
+    size = min(2 + 0.45 * len(labels), 12)
+    fig, ax = plt.subplots(figsize=(size + 1, size))
+    image = ax.imshow(matrix, cmap="Blues")
+    fig.colorbar(image, ax=ax, fraction=0.046)
+    if len(labels) <= 30:
+        ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
+        ax.set_yticks(range(len(labels)), labels)
+        peak = max(max(row) for row in matrix) or 1
+        for i, row in enumerate(matrix):
+            for j, value in enumerate(row):
+                ax.text(j, i, value, ha="center", va="center", color="white" if value > peak / 2 else "black", fontsize=8)
+    ax.set(xlabel="predicted", ylabel="true", title=f"Confusion matrix: {title}")
+    return fig
+
+
+def write_run_plots(summary: dict[str, Any], metric: str, folder: Path) -> list[Path]:
+    """A run's own PNGs: learning curves (training loss per step, validation metric per epoch) and,
+    for classification, the confusion matrix of the best epoch on validation."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker
+
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    fig, (loss_ax, metric_ax) = plt.subplots(1, 2, figsize=(11, 4))
+    log = summary["log_history"]
+    loss_ax.plot([e["step"] for e in log], [e["loss"] for e in log])
+    loss_ax.set(xlabel="optimizer step", ylabel="training loss", title="Training loss")
+    history = summary["history"]
+    metric_ax.plot([h["epoch"] for h in history], [h[f"eval_{metric}"] for h in history], marker="o")
+    metric_ax.set(xlabel="epoch", ylabel=f"validation {metric}", title=f"Validation {metric}")
+    metric_ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    for ax in (loss_ax, metric_ax):
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(folder / "learning_curves.png", dpi=110)
+    plt.close(fig)
+    written.append(folder / "learning_curves.png")
+    if summary.get("confusion_matrix"):
+        fig = confusion_figure(summary["confusion_matrix"], summary["data"]["labels"], "validation, best epoch")
+        fig.tight_layout()
+        fig.savefig(folder / "confusion_matrix.png", dpi=110)
+        plt.close(fig)
+        written.append(folder / "confusion_matrix.png")
+    return written
 
 
 def _best_record(study: Any) -> Any:

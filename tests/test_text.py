@@ -105,6 +105,8 @@ def test_full_fine_tuning_learns_and_predicts_through_the_cli(tiny_bert, reviews
     run_cli("train", str(config), f"output_dir={run_dir}", "strategy=full", "data.group_by_length=true", in_process=True)
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["validation"]["accuracy"] >= 0.8, metrics["history"]  # chance is 0.5
+    for png in ("learning_curves.png", "confusion_matrix.png"):  # every run draws its own curves
+        assert (run_dir / "plots" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     proc = run_cli("predict", str(run_dir), "a very good film", "the plot was awful", "--json", in_process=True)
     out = json.loads(proc.stdout)
     assert [o["predictions"][0]["label"] for o in out] == ["pos", "neg"]
