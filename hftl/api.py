@@ -299,7 +299,9 @@ def evaluate_run(run_dir: str | Path, data: str, batch_size: int | None = None) 
     ds = modality.encode_labels(ds, label_column, label_names, "evaluation", data).remove_columns(ROW)
     if report.total():
         print(report.summary())
-    accelerator = Accelerator()
+    import torch
+
+    accelerator = Accelerator(cpu=not torch.cuda.is_available())  # several processes on CPUs too (gloo)
     loader = DataLoader(
         ExampleDataset(ds, column, modality.loader(processor)),
         batch_size=batch_size or cfg.train.eval_batch_size or cfg.train.batch_size,

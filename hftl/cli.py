@@ -19,6 +19,12 @@ import sys
 from hftl.errors import HftlError
 
 
+def _is_main_process() -> bool:
+    from accelerate import PartialState
+
+    return PartialState().is_main_process
+
+
 def _train(args: argparse.Namespace) -> None:
     from hftl.config import load_config
 
@@ -26,14 +32,16 @@ def _train(args: argparse.Namespace) -> None:
     from hftl.api import run
 
     result = run(cfg)
-    print(json.dumps({"output_dir": str(result.output_dir), "best_epoch": result.best_epoch, **result.metrics}, indent=2))
+    if _is_main_process():  # one summary under torchrun / accelerate launch
+        print(json.dumps({"output_dir": str(result.output_dir), "best_epoch": result.best_epoch, **result.metrics}, indent=2))
 
 
 def _evaluate(args: argparse.Namespace) -> None:
     from hftl.api import evaluate_run
 
     metrics = evaluate_run(args.run_dir, args.data, args.batch_size)
-    print(json.dumps(metrics, indent=2))
+    if _is_main_process():
+        print(json.dumps(metrics, indent=2))
 
 
 def _predict(args: argparse.Namespace) -> None:

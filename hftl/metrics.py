@@ -107,11 +107,24 @@ class Evaluator:
     def compute(self, predictions: list, references: list) -> dict[str, float]:
         return classification_metrics(predictions, references)
 
+    def example_losses(self, logits: Any, labels: Any) -> Any:
+        """Loss per example (the model's cross-entropy, unreduced), or None where the task has none.
+
+        Per-example losses gather exactly across processes; a batch's mean would carry the samples
+        Accelerate repeats to even out the last batches into the result.
+        """
+        import torch
+
+        return torch.nn.functional.cross_entropy(logits.float(), labels, reduction="none")
+
 
 class TokenClassificationEvaluator(Evaluator):
     """Entity F1 over words: only positions with a label (each word's first sub-token) are scored."""
 
     classification = False
+
+    def example_losses(self, logits: Any, labels: Any) -> Any:
+        return None  # token-weighted within a batch: the batch mean is used
 
     def __init__(self, label_names: list[str]) -> None:
         self.tags = iob_tags(label_names)

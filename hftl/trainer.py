@@ -90,6 +90,9 @@ def make_accelerator(cfg: Config, run_dir: Path, multi_phase: bool) -> Accelerat
     kwargs = [DistributedDataParallelKwargs(find_unused_parameters=True)] if multi_phase else []
     try:
         return Accelerator(
+            # Without a GPU, launchers (torchrun, accelerate launch) give several processes but
+            # Accelerate stays single-process unless told to use the CPU backend (gloo).
+            cpu=not torch.cuda.is_available(),
             mixed_precision=t.mixed_precision,
             gradient_accumulation_steps=t.gradient_accumulation_steps,
             log_with=None if t.report_to == "none" else t.report_to,
@@ -183,7 +186,10 @@ def evaluate_loop(
                 p = accelerator.pad_across_processes(p.contiguous(), dim=1, pad_index=IGNORE)
                 r = accelerator.pad_across_processes(r.contiguous(), dim=1, pad_index=IGNORE)
             p, r = accelerator.gather_for_metrics((p, r))
-            loss = accelerator.gather_for_metrics(out.loss.detach().float().repeat(len(batch["labels"])))
+            per_example = evaluator.example_losses(out.logits.detach(), batch["labels"])
+            if per_example is None:  # sequence tasks: the batch mean, once per example
+                per_example = out.loss.detach().float().repeat(len(batch["labels"]))
+            loss = accelerator.gather_for_metrics(per_example)
             preds += p.tolist()
             refs += r.tolist()
             losses += loss.sum().item()

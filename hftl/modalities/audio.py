@@ -379,6 +379,9 @@ class CTCEvaluator(Evaluator):
     def __init__(self, tokenizer: Any) -> None:
         self.tokenizer = tokenizer
 
+    def example_losses(self, logits: Any, labels: Any) -> Any:
+        return None  # the CTC loss needs input lengths: the model's batch mean is used
+
     def predictions(self, logits: Any, batch: dict[str, Any], model: Any) -> Any:
         ids = logits.argmax(-1)
         mask = batch.get("attention_mask")
