@@ -11,7 +11,7 @@ from hftl.config import STRATEGIES, Config, load_config
 from hftl.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
-CONFIGS = sorted((REPO / "configs").rglob("*.yaml"))
+CONFIGS = sorted(p for p in (REPO / "configs").rglob("*.yaml") if p.parent.name != "accelerate")  # those are Accelerate's
 BASE = {"model": {"name_or_path": "some/model"}, "data": {"train": "data/"}}
 
 
@@ -225,3 +225,11 @@ def test_every_config_loads_and_names_its_command(path):
     relative = path.relative_to(REPO).as_posix()
     assert first.startswith("#"), f"{relative} must start with a comment giving the command that runs it"
     assert f"hftl train {relative}" in first, f"{relative}: first line should say `hftl train {relative} ...`, got {first!r}"
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "configs" / "accelerate").glob("*.yaml")), ids=lambda p: p.name)
+def test_accelerate_configs_load_in_accelerate(path):
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    config = load_config_from_file(str(path))
+    assert config.distributed_type.value in ("NO", "MULTI_GPU") and config.mixed_precision == "bf16"
