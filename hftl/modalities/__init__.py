@@ -145,6 +145,52 @@ class Modality:
         return [out if isinstance(out, list) else [out] for out in outputs]
 
 
+class FileModality(Modality):
+    """Inputs are files (images, audio): a path column, or a datasets Image/Audio feature.
+
+    Subclasses name their `file_feature` (datasets.Image, datasets.Audio), the column names to look
+    for, and the word for one input ("image", "audio").
+    """
+
+    file_feature: Any = None
+    input_candidates: tuple[str, ...] = ()
+    kind: str = "file"
+    column_key: str = "input_column"
+
+    def detect_input_column(self, ds: datasets.Dataset, where: str) -> str:
+        for name, feature in ds.features.items():
+            if isinstance(feature, self.file_feature):
+                return name
+        for name in self.input_candidates:
+            if name in ds.column_names:
+                return name
+        raise DataError(
+            f"{where}: no {self.kind} column found among {ds.column_names}; "
+            f"name it {self.kind!r} or set data.{self.column_key}=<name>"
+        )
+
+    def prepare_inputs(self, ds: datasets.Dataset, column: str, where: str) -> datasets.Dataset:
+        """A feature column is cast to undecoded (hftl decodes per example); paths in a table resolve
+        against the table's own folder, empty cells stay None for check_inputs to report."""
+        feature = ds.features[column]
+        if isinstance(feature, self.file_feature):
+            return ds.cast_column(column, self.file_feature(decode=False))
+        if not (isinstance(feature, datasets.Value) and feature.dtype in ("string", "large_string")):
+            raise DataError(
+                f"{where}: column {column!r} must hold {self.kind} file paths (strings) or {self.kind} data, not {feature}"
+            )
+        base = Path(where).expanduser().resolve().parent if Path(where).is_file() else Path.cwd()
+
+        def resolve(batch: dict[str, list]) -> dict[str, list]:
+            out = []
+            for value in batch[column]:
+                path = Path(value).expanduser() if value else None
+                out.append(None if path is None else str(path if path.is_absolute() else base / path))
+            return {column: out}
+
+        return ds.map(resolve, batched=True, desc=f"resolving {self.kind} paths")
+
+
 def get_modality(task: str, cfg: Config | None = None) -> Modality:
     """The modality of `task` (configured by `cfg`'s data options), or a ConfigError listing the tasks."""
     from hftl.modalities import audio, image, text

@@ -35,7 +35,7 @@ from hftl.audio_io import EXTENSIONS, audio_problem, describe, duration_seconds,
 from hftl.data import FILE_BUILDERS, ROW, SPLIT_DIRS, DataReport
 from hftl.errors import DataError, HftlError
 from hftl.metrics import IGNORE, Evaluator
-from hftl.modalities import Modality, check_model_path
+from hftl.modalities import FileModality, check_model_path
 
 INPUT = "audio"
 INPUT_CANDIDATES = (
@@ -158,9 +158,13 @@ def centre_crop(samples: np.ndarray, max_samples: int | None) -> np.ndarray:
     return samples[start : start + max_samples]
 
 
-class _AudioBase(Modality):
+class _AudioBase(FileModality):
     """What both speech tasks share: decoding, folders, checks, augmentation, batching."""
 
+    file_feature = datasets.Audio
+    input_candidates = INPUT_CANDIDATES
+    kind = "audio"
+    column_key = "audio_column"
     report: DataReport | None = None  # the run's report, kept by check_inputs for encode_labels' skips
 
     def load_processor(
@@ -233,34 +237,6 @@ class _AudioBase(Modality):
         return ds.remove_columns("file_name")
 
     # -- columns and checks ------------------------------------------------------------------------
-    def detect_input_column(self, ds: datasets.Dataset, where: str) -> str:
-        for name, feature in ds.features.items():
-            if isinstance(feature, datasets.Audio):
-                return name
-        for name in INPUT_CANDIDATES:
-            if name in ds.column_names:
-                return name
-        raise DataError(
-            f"{where}: no audio column found among {ds.column_names}; name it 'audio' or set data.audio_column=<name>"
-        )
-
-    def prepare_inputs(self, ds: datasets.Dataset, column: str, where: str) -> datasets.Dataset:
-        feature = ds.features[column]
-        if isinstance(feature, datasets.Audio):
-            return ds.cast_column(column, datasets.Audio(decode=False))  # hftl decodes, not torchcodec
-        if not (isinstance(feature, datasets.Value) and feature.dtype in ("string", "large_string")):
-            raise DataError(f"{where}: column {column!r} must hold audio file paths (strings) or audio, not {feature}")
-        base = Path(where).expanduser().resolve().parent if Path(where).is_file() else Path.cwd()
-
-        def resolve(batch: dict[str, list]) -> dict[str, list]:
-            out = []
-            for value in batch[column]:
-                path = Path(value).expanduser() if value else None
-                out.append(None if path is None else str(path if path.is_absolute() else base / path))
-            return {column: out}
-
-        return ds.map(resolve, batched=True, desc="resolving audio paths")
-
     def example_checker(self, ds: datasets.Dataset) -> Callable[[int, Any], str | None]:
         """Task-specific reason to drop example i with audio `value` (beyond unusable audio); none here."""
         return lambda i, value: None

@@ -24,7 +24,7 @@ from PIL import Image, UnidentifiedImageError
 
 from hftl.data import SPLIT_DIRS, DataReport
 from hftl.errors import DataError, HftlError
-from hftl.modalities import Modality, check_model_path
+from hftl.modalities import FileModality, check_model_path
 
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 INPUT_CANDIDATES = ("image", "img", "image_path", "image_file", "path", "file", "filepath", "file_path", "filename")
@@ -78,9 +78,12 @@ def target_size(processor: Any) -> tuple[int, int]:
     return 224, 224
 
 
-class ImageClassification(Modality):
+class ImageClassification(FileModality):
     task = "image-classification"
     pipeline_task = "image-classification"
+    file_feature = datasets.Image
+    input_candidates = INPUT_CANDIDATES
+    kind = "image"
 
     def model_class(self) -> Any:
         from transformers import AutoModelForImageClassification
@@ -133,37 +136,6 @@ class ImageClassification(Modality):
                 f"{root} holds no images in class folders; expected {root}/<label>/<image> with one of {', '.join(EXTENSIONS)}"
             )
         return datasets.Dataset.from_dict({INPUT: paths, "label": labels})
-
-    def detect_input_column(self, ds: datasets.Dataset, where: str) -> str:
-        for name, feature in ds.features.items():
-            if isinstance(feature, datasets.Image):
-                return name
-        for name in INPUT_CANDIDATES:
-            if name in ds.column_names:
-                return name
-        raise DataError(
-            f"{where}: no image column found among {ds.column_names}; name it 'image' or set data.input_column=<name>"
-        )
-
-    def prepare_inputs(self, ds: datasets.Dataset, column: str, where: str) -> datasets.Dataset:
-        feature = ds.features[column]
-        if isinstance(feature, datasets.Image):
-            return ds.cast_column(column, datasets.Image(decode=False))  # decode lazily, per example
-        if not (isinstance(feature, datasets.Value) and feature.dtype in ("string", "large_string")):
-            raise DataError(f"{where}: column {column!r} must hold image paths (strings) or images, not {feature}")
-        base = Path(where).expanduser().resolve().parent if Path(where).is_file() else Path.cwd()
-
-        def resolve(batch: dict[str, list]) -> dict[str, list]:
-            out = []
-            for value in batch[column]:
-                if value is None:
-                    out.append(None)
-                else:
-                    path = Path(value).expanduser()
-                    out.append(str(path if path.is_absolute() else base / path))
-            return {column: out}
-
-        return ds.map(resolve, batched=True, desc="resolving image paths")
 
     def check_inputs(self, ds: datasets.Dataset, column: str, split: str, on_bad: str, report: DataReport) -> datasets.Dataset:
         good, bad = [], []
