@@ -215,7 +215,7 @@ def _label_text(value: Any, names: list[str] | None) -> str | None:
     return str(value)
 
 
-def _rows(ds: datasets.Dataset) -> list[int]:
+def source_rows(ds: datasets.Dataset) -> list[int]:
     """1-based source rows of `ds` (kept in ROW through skips), for messages."""
     return ds[ROW] if ROW in ds.column_names else list(range(1, len(ds) + 1))
 
@@ -226,7 +226,7 @@ def label_names_of(ds: datasets.Dataset, column: str, where: str) -> list[str]:
     if isinstance(feature, datasets.ClassLabel):
         return list(feature.names)
     values = ds[column]
-    for row, value in zip(_rows(ds), values):
+    for row, value in zip(source_rows(ds), values):
         if _label_text(value, None) is None or (isinstance(value, str) and not value.strip()):
             raise DataError(f"{where}: row {row} has no label in column {column!r}; fill it in or drop the row")
         if isinstance(value, (list, dict)):
@@ -248,7 +248,7 @@ def encode_labels(ds: datasets.Dataset, column: str, label_names: list[str], spl
     names = list(feature.names) if isinstance(feature, datasets.ClassLabel) else None
     index = {name: i for i, name in enumerate(label_names)}
     ids = []
-    for row, value in zip(_rows(ds), ds[column]):
+    for row, value in zip(source_rows(ds), ds[column]):
         text = _label_text(value, names)
         if text is None:
             raise DataError(f"{where}: row {row} of the {split} split has no label in column {column!r}")

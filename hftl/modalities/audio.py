@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from hftl.audio_io import EXTENSIONS, audio_problem, describe, duration_seconds, load_audio, read_audio, resample, to_mono
-from hftl.data import FILE_BUILDERS, ROW, SPLIT_DIRS, DataReport
+from hftl.data import FILE_BUILDERS, SPLIT_DIRS, DataReport, source_rows
 from hftl.errors import DataError, HftlError
 from hftl.metrics import IGNORE, Evaluator
 from hftl.modalities import FileModality, check_model_path
@@ -114,10 +114,6 @@ def load_feature_extractor(name_or_path: str, revision: str | None, trust_remote
             f"({str(e).strip().splitlines()[0][:200]}). Save one next to the weights: "
             "AutoFeatureExtractor.from_pretrained(<its base>).save_pretrained(<dir>)"
         ) from None
-
-
-def _rows(ds: datasets.Dataset) -> list[int]:
-    return ds[ROW] if ROW in ds.column_names else list(range(1, len(ds) + 1))
 
 
 @dataclass
@@ -246,7 +242,7 @@ class _AudioBase(FileModality):
         reported, or refused with on_bad == "error"."""
         self.report = report  # encode_labels files its skips (characters outside the vocabulary) here too
         good, task_problem = [], self.example_checker(ds)
-        for i, (row, value) in enumerate(zip(_rows(ds), ds[column])):
+        for i, (row, value) in enumerate(zip(source_rows(ds), ds[column])):
             problem = audio_problem(value) or task_problem(i, value)
             if problem is None:
                 good.append(i)
@@ -440,7 +436,7 @@ class SpeechRecognition(_AudioBase):
         possible outside train) is skipped and reported, or refused with data.on_bad_file=error."""
         vocab = set(names)
         texts, good = [], []
-        for i, (row, text) in enumerate(zip(_rows(ds), ds[column])):
+        for i, (row, text) in enumerate(zip(source_rows(ds), ds[column])):
             text = normalize_transcript(text) if isinstance(text, str) else ""
             unknown = sorted(set(text.replace(" ", WORD_DELIMITER)) - vocab)
             if text and not unknown:

@@ -18,7 +18,7 @@ from typing import Any
 import datasets
 import torch
 
-from hftl.data import ROW, DataReport
+from hftl.data import DataReport, source_rows
 from hftl.errors import DataError, HftlError
 from hftl.metrics import IGNORE, Evaluator, TokenClassificationEvaluator
 from hftl.modalities import Modality, check_model_path
@@ -119,7 +119,7 @@ class TextClassification(_TextBase):
 
     def check_inputs(self, ds: datasets.Dataset, column: str, split: str, on_bad: str, report: DataReport) -> datasets.Dataset:
         """Non-string cells are refused (a wrong column, most likely); empty texts skipped or refused."""
-        rows = ds[ROW] if ROW in ds.column_names else list(range(1, len(ds) + 1))
+        rows = source_rows(ds)
         keep = []
         for name in self._columns(column):
             if name not in ds.column_names:
@@ -212,7 +212,7 @@ class TokenClassification(_TextBase):
         return ds
 
     def check_inputs(self, ds: datasets.Dataset, column: str, split: str, on_bad: str, report: DataReport) -> datasets.Dataset:
-        rows = ds[ROW] if ROW in ds.column_names else list(range(1, len(ds) + 1))
+        rows = source_rows(ds)
         good = []
         for i, (row, words) in enumerate(zip(rows, ds[column])):
             if words is not None and (not isinstance(words, list) or not all(isinstance(w, str) for w in words)):
@@ -244,7 +244,7 @@ class TokenClassification(_TextBase):
         values, names = self._tags(ds, column)
         if names is not None:
             return names
-        rows = ds[ROW] if ROW in ds.column_names else list(range(1, len(ds) + 1))
+        rows = source_rows(ds)
         distinct: set[Any] = set()
         for row, tags in zip(rows, values):
             if not isinstance(tags, list) or any(t is None or isinstance(t, (list, dict, float)) for t in tags):
@@ -261,7 +261,7 @@ class TokenClassification(_TextBase):
     def encode_labels(self, ds: datasets.Dataset, column: str, names: list[str], split: str, where: str) -> datasets.Dataset:
         values, own_names = self._tags(ds, column)
         index = {name: i for i, name in enumerate(names)}
-        rows = ds[ROW] if ROW in ds.column_names else list(range(1, len(ds) + 1))
+        rows = source_rows(ds)
         words_column = self.cfg.data.input_column or self.detect_input_column(ds, where)
         encoded = []
         for row, tags, words in zip(rows, values, ds[words_column]):
