@@ -198,6 +198,7 @@ def setup_data(cfg: Config, modality: Modality, processor: Any, splits: Splits) 
         test=ExampleDataset(splits.test, col, load) if splits.test is not None else None,
         collate=modality.collator(processor),
         evaluator=modality.evaluator(processor, splits.label_names),
+        processor=processor,
         train_lengths=modality.lengths(splits.train, col, processor) if cfg.data.group_by_length else None,
     )
 
@@ -235,6 +236,7 @@ def run_summary(cfg: Config, splits: Splits, model: Any, layer_map: LayerMap, pl
         "train_seconds": result.train_seconds,
         "samples_per_second": result.samples_per_second,
         "peak_memory_mb": result.peak_memory_mb,
+        "feature_cache": result.feature_cache,
         "global_step": result.global_step,
         "trainable_parameters": trainable,
         "total_parameters": total,

@@ -90,7 +90,10 @@ class DataConfig:
         default="skip", metadata=_help("What to do with unreadable files: skip (counted, reported) or error.", ("skip", "error"))
     )
     max_train_samples: int | None = field(default=None, metadata=_help("Use at most this many training examples."))
-    num_workers: int = field(default=0, metadata=_help("DataLoader worker processes."))
+    num_workers: int | None = field(
+        default=None,
+        metadata=_help("DataLoader worker processes; null: none without a GPU (they would compete with it), else up to 8."),
+    )
 
 
 @dataclass
@@ -155,6 +158,20 @@ class TrainConfig:
     save_total_limit: int = field(default=2, metadata=_help("Resumable checkpoints kept (the newest)."))
     logging_steps: int = field(default=10, metadata=_help("Log training loss every N optimizer steps."))
     report_to: str = field(default="tensorboard", metadata=_help("Accelerate tracker, or 'none'."))
+    feature_cache: str = field(
+        default="auto",
+        metadata=_help(
+            "Train head_only / freeze on cached outputs of the frozen part: auto (where it reproduces uncached "
+            "training), on (refuse to run uncached), off.",
+            ("auto", "on", "off"),
+        ),
+    )
+    torch_compile: bool = field(
+        default=False, metadata=_help("Compile the model with torch.compile (inductor); the feature cache is then off.")
+    )
+    feature_cache_dir: str | None = field(
+        default=None, metadata=_help("Feature cache folder; $HFTL_FEATURE_CACHE or ~/.cache/hftl/features when null.")
+    )
 
 
 @dataclass
@@ -210,7 +227,11 @@ def best_metric_name(cfg: Config) -> str:
 # Top-level keys that take a bare value for their section's main field: `strategy=lora`, `model=DIR`.
 _SECTION_SHORTHAND = {"strategy": "name", "model": "name_or_path"}
 # Run-control keys that do not change what is trained (ignored when comparing a resumed config).
-RUN_CONTROL_KEYS = ("resume", "overwrite", "push_to_hub", "hub_repo_id", "hub_private")
+# Keys that do not change what a run computes (the feature cache reproduces uncached training), so a
+# different value neither blocks resume nor the reuse of a finished run in a study.
+RUN_CONTROL_KEYS = (
+    "resume", "overwrite", "push_to_hub", "hub_repo_id", "hub_private", "train.feature_cache", "train.feature_cache_dir",
+)  # fmt: skip
 
 
 def load_config(
@@ -477,7 +498,7 @@ def validate(cfg: Config) -> None:
     )
     _require(0 < d.validation_split < 1, f"data.validation_split must be between 0 and 1, got {d.validation_split}")
     _require(d.max_train_samples is None or d.max_train_samples >= 1, "data.max_train_samples must be >= 1 or null")
-    _require(d.num_workers >= 0, "data.num_workers must be >= 0")
+    _require(d.num_workers is None or d.num_workers >= 0, "data.num_workers must be >= 0, or null for automatic")
     _require(d.max_length is None or d.max_length >= 2, f"data.max_length must be >= 2 or null, got {d.max_length}")
     _require(
         d.max_duration_seconds is None or d.max_duration_seconds > 0,

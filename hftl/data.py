@@ -323,12 +323,22 @@ class ExampleDataset(torch.utils.data.Dataset):
         seed: int = 0,
     ) -> None:
         self.ds, self.column, self.load, self.augment, self.seed, self.epoch = ds, column, load, augment, seed, 0
+        self.cached: Any = None  # a feature_cache.CachedSplit while the run trains on cached features
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __len__(self) -> int:
         return len(self.ds)
+
+    def __getitems__(self, indices: list[int]) -> list[dict[str, Any]]:
+        """A batch's examples (the DataLoader asks for them together): cached features come as one
+        batched record, read with one gather instead of one read per example."""
+        if self.cached is not None:
+            from hftl.feature_cache import FEATURES
+
+            return [{FEATURES: self.cached.batch(indices)}]
+        return [self[i] for i in indices]
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         row = self.ds[i]
@@ -338,3 +348,19 @@ class ExampleDataset(torch.utils.data.Dataset):
                 torch.manual_seed((self.seed * 1_000_003 + self.epoch) * 10_000_019 + i)
                 x = self.augment(x)
         return {"input": x, LABELS: row[LABELS]}
+
+
+def loader_workers(cfg: Any, accelerator: Any) -> int:
+    """data.num_workers, or when null: none on a CPU (workers would take its cores from the model),
+    else up to 8 per process, leaving a core per process for the training loop.
+
+    Example:
+        >>> loader_workers(cfg, accelerator)   # 0 here, no GPU  # doctest: +SKIP
+        0
+    """
+    if cfg.data.num_workers is not None:
+        return cfg.data.num_workers
+    if accelerator.device.type == "cpu":
+        return 0
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(0, min(8, cores // accelerator.num_processes - 1))

@@ -21,7 +21,7 @@ from torch import nn
 
 from hftl.config import Config, LoraConfig, StrategyConfig, TrainConfig
 from hftl.errors import ConfigError
-from hftl.layers import LayerMap
+from hftl.layers import _PEFT_PREFIX, LayerMap
 
 _NORM_TYPES = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
 # Attention projections LoRA adapts by default (Hu et al. adapt query and value).
@@ -157,11 +157,17 @@ def set_train_mode(model: nn.Module, layer_map: LayerMap, phase: Phase, batch_no
     a frozen BN would drift from the statistics it was pretrained with. With `freeze_stats`, every part
     with nothing to train runs in eval mode (BN statistics fixed, dropout off: frozen features are
     deterministic), and any norm layer whose own weights are frozen does too (LoRA's frozen backbone).
+    When the phase trains nothing inside the base model (head_only, head warm-up), the whole base runs
+    in inference mode, glue included: a speech encoder's own dropout and SpecAugment sit outside its
+    parts and would otherwise still perturb the features the head learns from.
     """
     model.train()
     if batch_norm != "freeze_stats":
         return
     trainable_parts = {layer_map.part_of(n) for n in phase.trainable}
+    if layer_map.base_prefix and trainable_parts <= {"head"}:
+        base = _PEFT_PREFIX + layer_map.base_prefix if hasattr(model, "peft_config") else layer_map.base_prefix
+        model.get_submodule(base).eval()
     for name, module in model.named_modules():
         part = layer_map.module_part(name)
         if part is None:  # encloses several parts (e.g. `vit`, `encoder`): leave the mode to its children

@@ -31,8 +31,9 @@ from tqdm.auto import tqdm
 
 from hftl.checkpoint import atomic_write_text, latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from hftl.config import LOWER_IS_BETTER, Config, best_metric_name
-from hftl.data import EpochSampler, ExampleDataset
+from hftl.data import EpochSampler, ExampleDataset, loader_workers
 from hftl.errors import ConfigError, HftlError
+from hftl.feature_cache import FeatureCache
 from hftl.layers import LayerMap, format_trainable
 from hftl.metrics import IGNORE, Evaluator
 from hftl.strategies import Plan, apply_phase, lr_lambda, param_groups, set_train_mode
@@ -48,6 +49,7 @@ class TrainData:
     test: ExampleDataset | None = None
     evaluator: Evaluator = field(default_factory=Evaluator)
     train_lengths: list[int] | None = None  # per example, for data.group_by_length
+    processor: Any = None  # part of the feature cache's key
 
 
 @dataclass
@@ -63,6 +65,7 @@ class TrainResult:
     confusion_matrix: list[list[int]] | None = None
     stopped_early: bool = False
     log_history: list[dict[str, float]] = field(default_factory=list)
+    feature_cache: dict[str, Any] | None = None
 
 
 @dataclass
@@ -86,6 +89,7 @@ class _State:
 def make_accelerator(cfg: Config, run_dir: Path, multi_phase: bool) -> Accelerator:
     """An Accelerator for the run: precision, accumulation, trackers writing to `run_dir/logs`."""
     t = cfg.train
+    _allow_new_settings(t.mixed_precision, t.torch_compile)
     # Phases toggle requires_grad after DDP is built; frozen-for-now parameters then get no grads.
     kwargs = [DistributedDataParallelKwargs(find_unused_parameters=True)] if multi_phase else []
     try:
@@ -94,6 +98,7 @@ def make_accelerator(cfg: Config, run_dir: Path, multi_phase: bool) -> Accelerat
             # Accelerate stays single-process unless told to use the CPU backend (gloo).
             cpu=not torch.cuda.is_available(),
             mixed_precision=t.mixed_precision,
+            dynamo_backend="inductor" if t.torch_compile else None,
             gradient_accumulation_steps=t.gradient_accumulation_steps,
             log_with=None if t.report_to == "none" else t.report_to,
             project_config=ProjectConfiguration(project_dir=str(run_dir), logging_dir=str(run_dir / "logs")),
@@ -104,6 +109,27 @@ def make_accelerator(cfg: Config, run_dir: Path, multi_phase: bool) -> Accelerat
             f"Accelerate refused train.mixed_precision={t.mixed_precision!r} / train.report_to={t.report_to!r}: "
             f"{str(e).splitlines()[0]}. fp16 needs a GPU (use bf16 or no on a CPU); a tracker must be installed."
         ) from None
+
+
+def _allow_new_settings(mixed_precision: str, compile_model: bool) -> None:
+    """Let one process (a notebook, `hftl compare`) run bf16 after fp32, or compiled after not: Accelerate
+    keeps these in a process-wide singleton that keeps the first run's values. Only a single process
+    resets it; launched processes were started with their settings."""
+    from accelerate.state import AcceleratorState, PartialState
+
+    state = AcceleratorState._shared_state
+    if not state or PartialState().num_processes != 1:
+        return
+    dynamo = state.get("dynamo_plugin")
+    compiled = dynamo is not None and str(getattr(dynamo, "backend", "NO")) != "NO"
+    if state.get("_mixed_precision") not in (None, mixed_precision) or compiled != compile_model:
+        AcceleratorState._reset_state()
+
+
+def _is_cnn(model: nn.Module) -> bool:
+    return any(isinstance(m, nn.Conv2d) for m in model.modules()) and not any(
+        "attention" in type(m).__name__.lower() for m in model.modules()
+    )
 
 
 def _hparams(cfg: Config) -> dict[str, Any]:
@@ -167,12 +193,18 @@ def _fault(name: str, step: int) -> None:
 
 
 def evaluate_loop(
-    accelerator: Accelerator, model: nn.Module, loader: DataLoader, evaluator: Evaluator | None = None, desc: str = "eval"
+    accelerator: Accelerator,
+    model: nn.Module,
+    loader: DataLoader,
+    evaluator: Evaluator | None = None,
+    desc: str = "eval",
+    feed: Callable[[dict], None] | None = None,
 ) -> tuple[dict[str, float], list[Any], list[Any]]:
     """Loss and the task's metrics over `loader`, gathered across processes without duplicates.
 
     Sequence predictions (tags, CTC frames) are padded with IGNORE to a common length before the
     gather, since processes' batches differ in length; the evaluator strips the padding.
+    `feed` hands a batch's cached features to the feature cache's stand-ins.
     """
     evaluator = evaluator or Evaluator()
     raw = accelerator.unwrap_model(model)
@@ -180,6 +212,8 @@ def evaluate_loop(
     preds, refs, losses, count = [], [], 0.0, 0
     with torch.no_grad():
         for batch in tqdm(loader, desc=desc, leave=False, disable=not accelerator.is_local_main_process):
+            if feed is not None:
+                feed(batch)
             out = model(**batch)
             p, r = evaluator.predictions(out.logits, batch, raw), batch["labels"]
             if p.dim() > 1:
@@ -213,21 +247,27 @@ def fit(
     metric_name = best_metric_name(cfg)
     accelerator = accelerator or make_accelerator(cfg, run_dir, len(plan.phases) > 1)
     ckpt_dir = run_dir / "checkpoints"
+    # The same module object DDP wraps and `unwrap_model` returns, so the stand-ins it installs are seen.
+    cache = FeatureCache(cfg, model, layer_map, data, accelerator)
+    collate = cache.collate(data.collate)
 
+    workers, pin = loader_workers(cfg, accelerator), accelerator.device.type == "cuda"
     train_loader = DataLoader(
         data.train,
         batch_size=t.batch_size,
         sampler=EpochSampler(len(data.train), t.seed, lengths=data.train_lengths, batch_size=t.batch_size),
-        collate_fn=data.collate,
-        num_workers=cfg.data.num_workers,
-        pin_memory=torch.cuda.is_available(),
+        collate_fn=collate,
+        num_workers=workers,
+        pin_memory=pin,
         generator=torch.Generator().manual_seed(t.seed),  # keeps the global RNG untouched by iteration
     )
     eval_loaders = [
-        DataLoader(ds, batch_size=t.eval_batch_size or t.batch_size, collate_fn=data.collate, num_workers=cfg.data.num_workers)
+        DataLoader(ds, batch_size=t.eval_batch_size or t.batch_size, collate_fn=collate, num_workers=workers, pin_memory=pin)
         for ds in (data.validation, data.test)
         if ds is not None
     ]
+    if pin and _is_cnn(model):  # cuDNN's fastest convolutions want NHWC; inputs follow the weights' format
+        model.to(memory_format=torch.channels_last)
     groups = param_groups(model, layer_map, plan, t)
     if not groups:
         raise HftlError("nothing to train: the strategy leaves no trainable parameter in this model")
@@ -296,11 +336,17 @@ def fit(
     )
     stopped_early = False
     running_loss, running_count = 0.0, 0
+    cached_phase = None
     while state.epoch < t.epochs and state.global_step < total_steps and not stopped_early:
+        epoch_started = time.perf_counter()
         phase = plan.phase_at(state.epoch)
         if phase.name != state.phase and state.phase:
             accelerator.print(f"phase {phase.name} from epoch {state.epoch + 1}:\n" + format_trainable_for(raw, layer_map, phase))
         state.phase = phase.name
+        if phase.name != cached_phase:  # fill or reuse the cache of what this phase keeps frozen
+            cache.activate(phase)
+            cached_phase = phase.name
+            state.train_seconds += time.perf_counter() - epoch_started
         apply_phase(raw, phase)
         set_train_mode(raw, layer_map, phase, cfg.strategy.batch_norm)
         train_loader.set_epoch(state.epoch)
@@ -311,6 +357,7 @@ def fit(
             resume_rng = None
         started = time.perf_counter()
         for batch in loader:
+            cache.feed_batch(batch)
             with accelerator.accumulate(model):
                 loss = model(**batch).loss
                 accelerator.backward(loss)
@@ -348,11 +395,15 @@ def fit(
                 break
         state.train_seconds += time.perf_counter() - started
 
-        metrics, _, _ = evaluate_loop(accelerator, model, eval_loaders[0], data.evaluator, desc="validation")
+        epoch_seconds = time.perf_counter() - epoch_started  # the cache fill counts in its epoch
+        metrics, _, _ = evaluate_loop(
+            accelerator, model, eval_loaders[0], data.evaluator, desc="validation", feed=cache.feed_batch
+        )
         record = {
             "epoch": state.epoch + 1,
             "step": state.global_step,
             "phase": phase.name,
+            "epoch_seconds": epoch_seconds,
             **{f"eval_{k}": v for k, v in metrics.items()},
         }
         state.history.append(record)
@@ -394,15 +445,21 @@ def fit(
         peak_memory_mb=memory.mb(),
         stopped_early=stopped_early,
         log_history=state.log_history,
+        feature_cache=cache.status.to_dict(),
     )
-    _, preds, refs = evaluate_loop(accelerator, model, eval_loaders[0], data.evaluator, desc="validation (best)")
+    _, preds, refs = evaluate_loop(
+        accelerator, model, eval_loaders[0], data.evaluator, desc="validation (best)", feed=cache.feed_batch
+    )
     from hftl.metrics import confusion
 
     if data.evaluator.classification:
         result.confusion_matrix = confusion(preds, refs, len(raw.config.id2label))
     if len(eval_loaders) > 1:
-        result.test_metrics, _, _ = evaluate_loop(accelerator, model, eval_loaders[1], data.evaluator, desc="test")
+        result.test_metrics, _, _ = evaluate_loop(
+            accelerator, model, eval_loaders[1], data.evaluator, desc="test", feed=cache.feed_batch
+        )
         accelerator.print("test " + " ".join(f"{k}={v:.4f}" for k, v in result.test_metrics.items()))
+    cache.close()  # the real frozen part again, for export
     if t.report_to != "none":
         # Close the trackers only: end_training() would also destroy the process group run() still needs.
         for tracker in accelerator.trackers:

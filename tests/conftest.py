@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,8 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Runs fill the feature cache; keep it out of the user's ~/.cache (subprocesses inherit this).
+os.environ.setdefault("HFTL_FEATURE_CACHE", tempfile.mkdtemp(prefix="hftl-test-feature-cache-"))
 
 REPO = Path(__file__).resolve().parents[1]
 
