@@ -347,6 +347,8 @@ def fit(
             cache.activate(phase)
             cached_phase = phase.name
             state.train_seconds += time.perf_counter() - epoch_started
+            for dl, ds in ((train_loader, data.train), *zip(eval_loaders, (data.validation, data.test))):
+                dl.num_workers = 0 if ds.cached is not None else workers  # workers only cost time on cached reads
         apply_phase(raw, phase)
         set_train_mode(raw, layer_map, phase, cfg.strategy.batch_norm)
         train_loader.set_epoch(state.epoch)
@@ -369,7 +371,7 @@ def fit(
                 optimizer.zero_grad(set_to_none=True)
             state.batch_in_epoch += 1
             state.samples_seen += len(batch["labels"]) * accelerator.num_processes
-            running_loss += loss.detach().float().item()
+            running_loss += loss.detach().float()  # summed on the device: an .item() per step would sync
             running_count += 1
             if not accelerator.sync_gradients:
                 continue
@@ -379,7 +381,7 @@ def fit(
                 entry = {
                     "step": state.global_step,
                     "epoch": state.epoch + state.batch_in_epoch / len(train_loader),
-                    "loss": running_loss / running_count,
+                    "loss": running_loss.item() / running_count,
                     "lr": scheduler.get_last_lr()[-1],
                 }
                 state.log_history.append(entry)
