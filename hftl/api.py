@@ -25,6 +25,7 @@ from hftl.layers import LayerMap, build_layer_map, describe
 from hftl.modalities import Modality, get_modality
 from hftl.models import load_model
 from hftl.strategies import Plan, apply_lora, build_plan, default_lora_targets
+from hftl.tracking import log_with
 from hftl.trainer import TrainData, TrainResult, evaluate_loop, fit, make_accelerator
 
 
@@ -62,6 +63,7 @@ def run(cfg: Config) -> FinetuneResult:
     """Train, export and describe one run of a resolved config."""
     run_dir = Path(cfg.output_dir)
     resolve_builtins(cfg)
+    log_with(cfg.train.report_to)  # a tracker that is not installed fails now, not after loading the data
     set_seed(cfg.train.seed)
     modality = get_modality(cfg.task, cfg)
     splits = load_splits(cfg.data, modality, cfg.train.seed)

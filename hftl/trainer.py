@@ -36,6 +36,7 @@ from hftl.errors import ConfigError, HftlError
 from hftl.layers import LayerMap, format_trainable
 from hftl.metrics import IGNORE, Evaluator
 from hftl.strategies import Plan, apply_phase, lr_lambda, param_groups, set_train_mode
+from hftl.tracking import finish_trackers, log_with, start_trackers
 
 BEST_WEIGHTS = "best.safetensors"
 
@@ -88,6 +89,7 @@ def make_accelerator(cfg: Config, run_dir: Path, multi_phase: bool) -> Accelerat
     t = cfg.train
     # Phases toggle requires_grad after DDP is built; frozen-for-now parameters then get no grads.
     kwargs = [DistributedDataParallelKwargs(find_unused_parameters=True)] if multi_phase else []
+    trackers = log_with(t.report_to)
     try:
         return Accelerator(
             # Without a GPU, launchers (torchrun, accelerate launch) give several processes but
@@ -95,29 +97,15 @@ def make_accelerator(cfg: Config, run_dir: Path, multi_phase: bool) -> Accelerat
             cpu=not torch.cuda.is_available(),
             mixed_precision=t.mixed_precision,
             gradient_accumulation_steps=t.gradient_accumulation_steps,
-            log_with=None if t.report_to == "none" else t.report_to,
+            log_with=trackers,
             project_config=ProjectConfiguration(project_dir=str(run_dir), logging_dir=str(run_dir / "logs")),
             kwargs_handlers=kwargs,
         )
     except (ValueError, ImportError) as e:
         raise ConfigError(
-            f"Accelerate refused train.mixed_precision={t.mixed_precision!r} / train.report_to={t.report_to!r}: "
-            f"{str(e).splitlines()[0]}. fp16 needs a GPU (use bf16 or no on a CPU); a tracker must be installed."
+            f"Accelerate refused train.mixed_precision={t.mixed_precision!r}: {str(e).splitlines()[0]}. "
+            "fp16 needs a GPU or a recent CPU build of torch (use bf16 or no on a CPU)."
         ) from None
-
-
-def _hparams(cfg: Config) -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-
-    def walk(d: dict, prefix: str) -> None:
-        for k, v in d.items():
-            if isinstance(v, dict):
-                walk(v, f"{prefix}{k}.")
-            else:
-                flat[f"{prefix}{k}"] = v if isinstance(v, (int, float, str, bool)) else str(v)
-
-    walk(cfg.to_dict(), "")
-    return flat
 
 
 class PeakMemory:
@@ -260,8 +248,7 @@ def fit(
         resume_rng = loaded["rng"]
         accelerator.print(f"resuming from {latest} (epoch {state.epoch + 1}, step {state.global_step}, phase {state.phase})")
 
-    if t.report_to != "none":
-        accelerator.init_trackers("tensorboard", config=_hparams(cfg))
+    start_trackers(accelerator, cfg, run_dir)
     accelerator.print(format_trainable_for(raw, layer_map, plan.phase_at(state.epoch)))
 
     def save(final_epoch_state: _State) -> None:
@@ -403,10 +390,7 @@ def fit(
     if len(eval_loaders) > 1:
         result.test_metrics, _, _ = evaluate_loop(accelerator, model, eval_loaders[1], data.evaluator, desc="test")
         accelerator.print("test " + " ".join(f"{k}={v:.4f}" for k, v in result.test_metrics.items()))
-    if t.report_to != "none":
-        # Close the trackers only: end_training() would also destroy the process group run() still needs.
-        for tracker in accelerator.trackers:
-            tracker.finish()
+    finish_trackers(accelerator, cfg, result)
     return result
 
 
