@@ -29,7 +29,14 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from hftl.checkpoint import atomic_write_text, latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from hftl.checkpoint import (
+    atomic_write_text,
+    gather_rng_states,
+    latest_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+    set_rng_state,
+)
 from hftl.config import LOWER_IS_BETTER, Config, best_metric_name
 from hftl.data import EpochSampler, ExampleDataset
 from hftl.errors import ConfigError, HftlError
@@ -82,6 +89,7 @@ class _State:
     epochs_without_improvement: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
     log_history: list[dict[str, float]] = field(default_factory=list)
+    num_processes: int = 0  # that wrote the checkpoint; 0 in checkpoints from before it was stored
 
 
 def make_accelerator(cfg: Config, run_dir: Path, multi_phase: bool) -> Accelerator:
@@ -235,7 +243,7 @@ def fit(
     state = _State()
     resume_rng = None
     if cfg.resume and (latest := latest_checkpoint(ckpt_dir)) is not None:
-        loaded = load_checkpoint(latest, accelerator.process_index)
+        loaded = load_checkpoint(latest, accelerator.process_index, accelerator.num_processes)
         missing = [k for k in loaded["tensors"] if k not in raw.state_dict()]
         if missing:
             raise HftlError(
@@ -247,13 +255,20 @@ def fit(
         state = _State(**loaded["state"])
         resume_rng = loaded["rng"]
         accelerator.print(f"resuming from {latest} (epoch {state.epoch + 1}, step {state.global_step}, phase {state.phase})")
+        moved = _rescale_position(state, accelerator.num_processes, scheduler, steps_per_epoch, t.gradient_accumulation_steps)
+        if moved or not loaded["rng_exact"]:
+            accelerator.print(
+                (moved or "the checkpoint holds no RNG state for each of these processes")
+                + ": dropout draws will differ from an uninterrupted run"
+            )
+    state.num_processes = accelerator.num_processes
 
     start_trackers(accelerator, cfg, run_dir)
     accelerator.print(format_trainable_for(raw, layer_map, plan.phase_at(state.epoch)))
 
     def save(final_epoch_state: _State) -> None:
         accelerator.wait_for_everyone()
-        rngs = [rng_state()]  # TODO(scale-out): gather every rank's RNG state
+        rngs = gather_rng_states()  # every rank's, so each resumes its own stream
         if accelerator.is_main_process:
             tensors = {k: v for k, v in raw.state_dict().items() if k in checkpointed}
             if os.environ.get("HFTL_FAULT_KILL_IN_CHECKPOINT") == str(final_epoch_state.global_step):
@@ -392,6 +407,29 @@ def fit(
         accelerator.print("test " + " ".join(f"{k}={v:.4f}" for k, v in result.test_metrics.items()))
     finish_trackers(accelerator, cfg, result)
     return result
+
+
+def _rescale_position(state: _State, processes: int, scheduler: Any, steps_per_epoch: int, accumulation: int) -> str | None:
+    """Carry a checkpoint's place in the epoch over to another process count, through samples consumed.
+
+    `batch_in_epoch` counts each process's batches, and the processes take the epoch's batches in
+    turn, so `batch_in_epoch x processes` batches of the epoch are done whatever the count. The step
+    (and the LR schedule with it) moves to where a run on `processes` processes would be at that point,
+    so the run ends at the step count and the LR an uninterrupted run on `processes` would.
+    Returns a line for the user, or None when the count is unchanged.
+    """
+    saved = state.num_processes or processes  # older checkpoints: assume unchanged, as they were read before
+    if saved == processes:
+        return None
+    done = state.batch_in_epoch * saved  # batch_size-sized batches of this epoch already trained on
+    state.batch_in_epoch = done // processes  # rounding down trains on at most processes - 1 batches twice
+    state.global_step = state.epoch * steps_per_epoch + state.batch_in_epoch // accumulation
+    scheduler.last_epoch = state.global_step - 1
+    scheduler.step()  # sets the learning rates for the new position
+    return (
+        f"checkpoint written by {saved} process(es), resumed on {processes}: epoch {state.epoch + 1} continues after "
+        f"{done} of its batches, at step {state.global_step}"
+    )
 
 
 def _save_best(raw: nn.Module, names: set[str], ckpt_dir: Path) -> None:
