@@ -42,6 +42,15 @@ from hftl.data import EpochSampler, ExampleDataset
 from hftl.errors import ConfigError, HftlError
 from hftl.layers import LayerMap, format_trainable
 from hftl.metrics import IGNORE, Evaluator
+from hftl.sharding import (
+    check_launch,
+    check_supported,
+    load_model_state,
+    load_optimizer_state,
+    model_state,
+    optimizer_state,
+    wrap_blocks,
+)
 from hftl.strategies import Plan, apply_phase, lr_lambda, param_groups, set_train_mode
 from hftl.tracking import finish_trackers, log_with, start_trackers
 
@@ -89,7 +98,7 @@ class _State:
     epochs_without_improvement: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
     log_history: list[dict[str, float]] = field(default_factory=list)
-    num_processes: int = 0  # that wrote the checkpoint; 0 in checkpoints from before it was stored
+    num_processes: int = 0  # processes that wrote the checkpoint; 0 in checkpoints from before it was stored
 
 
 def make_accelerator(cfg: Config, run_dir: Path, multi_phase: bool) -> Accelerator:
@@ -98,8 +107,9 @@ def make_accelerator(cfg: Config, run_dir: Path, multi_phase: bool) -> Accelerat
     # Phases toggle requires_grad after DDP is built; frozen-for-now parameters then get no grads.
     kwargs = [DistributedDataParallelKwargs(find_unused_parameters=True)] if multi_phase else []
     trackers = log_with(t.report_to)
+    check_launch()
     try:
-        return Accelerator(
+        accelerator = Accelerator(
             # Without a GPU, launchers (torchrun, accelerate launch) give several processes but
             # Accelerate stays single-process unless told to use the CPU backend (gloo).
             cpu=not torch.cuda.is_available(),
@@ -114,6 +124,11 @@ def make_accelerator(cfg: Config, run_dir: Path, multi_phase: bool) -> Accelerat
             f"Accelerate refused train.mixed_precision={t.mixed_precision!r}: {str(e).splitlines()[0]}. "
             "fp16 needs a GPU or a recent CPU build of torch (use bf16 or no on a CPU)."
         ) from None
+    check_supported(accelerator)
+    launched = os.environ.get("ACCELERATE_MIXED_PRECISION", t.mixed_precision)
+    if launched != t.mixed_precision:  # Accelerate takes the explicit argument over the launcher's setting
+        accelerator.print(f"train.mixed_precision={t.mixed_precision} overrides the launcher's {launched} (hftl's config wins)")
+    return accelerator
 
 
 class PeakMemory:
@@ -232,6 +247,7 @@ def fit(
     # any phase trains, then narrow to the current phase per epoch.
     for name, param in model.named_parameters():
         param.requires_grad_(name in plan.trainable_any)
+    wrap_blocks(accelerator, model, layer_map.blocks)
     model, optimizer, train_loader, *eval_loaders = accelerator.prepare(model, optimizer, train_loader, *eval_loaders)
     raw = accelerator.unwrap_model(model)
 
@@ -249,8 +265,8 @@ def fit(
             raise HftlError(
                 f"checkpoint {latest} does not fit this model (unknown tensors {missing[:3]}); was the config changed?"
             )
-        raw.load_state_dict(loaded["tensors"], strict=False)
-        optimizer.optimizer.load_state_dict(loaded["optimizer"])
+        load_model_state(accelerator, model, loaded["tensors"])
+        load_optimizer_state(accelerator, model, optimizer.optimizer, loaded["optimizer"])
         scheduler.load_state_dict(loaded["scheduler"])
         state = _State(**loaded["state"])
         resume_rng = loaded["rng"]
@@ -269,8 +285,10 @@ def fit(
     def save(final_epoch_state: _State) -> None:
         accelerator.wait_for_everyone()
         rngs = gather_rng_states()  # every rank's, so each resumes its own stream
+        # Collectives under FSDP (each process holds a shard): every process gathers, the main one writes.
+        tensors = {k: v for k, v in model_state(accelerator, model).items() if k in checkpointed}
+        optimizer_tensors = optimizer_state(accelerator, model, optimizer.optimizer)
         if accelerator.is_main_process:
-            tensors = {k: v for k, v in raw.state_dict().items() if k in checkpointed}
             if os.environ.get("HFTL_FAULT_KILL_IN_CHECKPOINT") == str(final_epoch_state.global_step):
                 partial = ckpt_dir / ".tmp-crash"
                 partial.mkdir(parents=True, exist_ok=True)
@@ -280,7 +298,7 @@ def fit(
                 ckpt_dir,
                 final_epoch_state.global_step,
                 tensors,
-                optimizer.optimizer.state_dict(),
+                optimizer_tensors,
                 scheduler.state_dict(),
                 final_epoch_state.__dict__,
                 rngs,
@@ -364,8 +382,7 @@ def fit(
         if state.best_metric is None or score > state.best_metric:
             state.best_metric, state.best_epoch, state.best_metrics = score, state.epoch + 1, metrics
             state.epochs_without_improvement = 0
-            if accelerator.is_main_process:
-                _save_best(raw, checkpointed, ckpt_dir)
+            _save_best(accelerator, model, checkpointed, ckpt_dir)
         else:
             state.epochs_without_improvement += 1
         accelerator.print(
@@ -385,7 +402,7 @@ def fit(
 
     best_file = ckpt_dir / BEST_WEIGHTS
     if t.load_best_at_end and best_file.exists():  # end on the best epoch's weights, not merely the last
-        raw.load_state_dict(load_file(str(best_file)), strict=False)
+        load_model_state(accelerator, model, load_file(str(best_file)))
     result = TrainResult(
         best_metrics=state.best_metrics,
         best_epoch=state.best_epoch,
@@ -432,10 +449,13 @@ def _rescale_position(state: _State, processes: int, scheduler: Any, steps_per_e
     )
 
 
-def _save_best(raw: nn.Module, names: set[str], ckpt_dir: Path) -> None:
+def _save_best(accelerator: Accelerator, model: nn.Module, names: set[str], ckpt_dir: Path) -> None:
+    tensors = model_state(accelerator, model)  # every process: a collective under FSDP
+    if not accelerator.is_main_process:
+        return
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     tmp = ckpt_dir / f".{BEST_WEIGHTS}.tmp"
-    save_file({k: v.detach().contiguous().cpu() for k, v in raw.state_dict().items() if k in names}, str(tmp))
+    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items() if k in names}, str(tmp))
     os.replace(tmp, ckpt_dir / BEST_WEIGHTS)
 
 
