@@ -24,7 +24,9 @@ from hftl.export import METRICS_FILE, export_model, write_metrics, write_model_c
 from hftl.layers import LayerMap, build_layer_map, describe
 from hftl.modalities import Modality, get_modality
 from hftl.models import load_model
+from hftl.sharding import check_launch, is_sharded, model_state
 from hftl.strategies import Plan, apply_lora, build_plan, default_lora_targets
+from hftl.tracking import log_with
 from hftl.trainer import TrainData, TrainResult, evaluate_loop, fit, make_accelerator
 
 
@@ -62,6 +64,8 @@ def run(cfg: Config) -> FinetuneResult:
     """Train, export and describe one run of a resolved config."""
     run_dir = Path(cfg.output_dir)
     resolve_builtins(cfg)
+    log_with(cfg.train.report_to)  # a tracker that is not installed fails now, not after loading the data
+    check_launch()
     set_seed(cfg.train.seed)
     modality = get_modality(cfg.task, cfg)
     splits = load_splits(cfg.data, modality, cfg.train.seed)
@@ -128,8 +132,10 @@ def finish_run(
     run_dir = Path(cfg.output_dir)
     accelerator.wait_for_everyone()
     summary = run_summary(cfg, splits, model, layer_map, plan, result)
+    full = model_state(accelerator, model) if is_sharded(accelerator) else None  # a collective: every process gathers
     if accelerator.is_main_process:
-        export_model(accelerator.unwrap_model(model), processor, run_dir)
+        plain = accelerator.unwrap_model(model) if full is None else unsharded(cfg, splits.label_names, full)
+        export_model(plain, processor, run_dir)
         write_model_card(run_dir, cfg, summary)
         from hftl.report import write_run_plots
 
@@ -185,6 +191,14 @@ def setup_model(cfg: Config, modality: Modality, label_names: list[str]) -> tupl
     if cfg.strategy.name == "lora":
         model = apply_lora(model, layer_map, cfg.strategy.lora)
     return model, processor, layer_map, build_plan(model, layer_map, cfg)
+
+
+def unsharded(cfg: Config, label_names: list[str], tensors: dict[str, Any]) -> Any:
+    """A plain copy of an FSDP-trained model: its parameters are shards, and save_pretrained and the LoRA
+    merge need whole ones. Built as the run built its model, then given the gathered weights."""
+    model, *_ = setup_model(cfg, get_modality(cfg.task, cfg), label_names)
+    model.load_state_dict(tensors)
+    return model
 
 
 def setup_data(cfg: Config, modality: Modality, processor: Any, splits: Splits) -> TrainData:

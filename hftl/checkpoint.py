@@ -13,6 +13,7 @@ Example:
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import random
@@ -59,6 +60,18 @@ def rng_state() -> dict[str, Any]:
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
+
+
+def gather_rng_states() -> list[dict[str, Any]]:
+    """Every process's `rng_state()`, in rank order, on every process (the state alone without a process group).
+
+    Each state travels as `torch.save` bytes: `all_gather_object` on tensors fails to unpickle them in torch 2.14.
+    """
+    from accelerate.utils import gather_object
+
+    buffer = io.BytesIO()
+    torch.save(rng_state(), buffer)
+    return [torch.load(io.BytesIO(b), weights_only=True) for b in gather_object([buffer.getvalue()])]
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
@@ -113,11 +126,22 @@ def save_checkpoint(
 
 
 def list_checkpoints(directory: Path) -> list[Path]:
-    """Complete checkpoints, oldest first."""
+    """Complete checkpoints, oldest first.
+
+    Ordered by samples trained on, then step: a run resumed on more processes continues at a lower
+    step number (steps are bigger), so an older checkpoint can carry a higher one.
+    """
     if not directory.is_dir():
         return []
     found = [p for p in directory.iterdir() if p.is_dir() and p.name.startswith(PREFIX) and (p / STATE).is_file()]
-    return sorted(found, key=lambda p: int(p.name[len(PREFIX) :]))
+    return sorted(found, key=lambda p: (_samples_seen(p), int(p.name[len(PREFIX) :])))
+
+
+def _samples_seen(path: Path) -> int:
+    try:
+        return int(json.loads((path / STATE).read_text()).get("samples_seen", 0))
+    except (OSError, ValueError, AttributeError):
+        return 0  # unreadable: ordered by step among its peers, and never preferred over a readable one
 
 
 def latest_checkpoint(directory: Path) -> Path | None:
@@ -125,15 +149,20 @@ def latest_checkpoint(directory: Path) -> Path | None:
     return found[-1] if found else None
 
 
-def load_checkpoint(path: Path, rank: int = 0) -> dict[str, Any]:
-    """Everything `save_checkpoint` wrote, loaded without unpickling arbitrary objects."""
-    rng_file = path / f"rng_{rank}.pt"
-    if not rng_file.exists():  # resumed on more processes than saved: reuse rank 0's stream
-        rng_file = path / "rng_0.pt"
+def load_checkpoint(path: Path, rank: int = 0, processes: int = 1) -> dict[str, Any]:
+    """Everything `save_checkpoint` wrote, loaded without unpickling arbitrary objects.
+
+    `rng` is this rank's RNG state when the checkpoint was written by as many processes (one
+    `rng_<rank>.pt` each), else rank 0's, and `rng_exact` says which: a fresh run seeds every rank
+    alike, so rank 0's state is the closest stand-in for a process count the run never had.
+    """
+    saved = len(list(path.glob("rng_*.pt")))
+    exact = saved == processes
     return {
         "tensors": load_file(str(path / WEIGHTS)),
         "optimizer": torch.load(path / "optimizer.pt", weights_only=True),
         "scheduler": torch.load(path / "scheduler.pt", weights_only=True),
-        "rng": torch.load(rng_file, weights_only=True),
+        "rng": torch.load(path / f"rng_{rank if exact else 0}.pt", weights_only=True),
+        "rng_exact": exact,
         "state": json.loads((path / STATE).read_text()),
     }

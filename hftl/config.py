@@ -34,6 +34,8 @@ TASK_METRICS = {
 # transformers.pipeline task names, where they differ from hftl's.
 PIPELINE_TASKS = {"speech-recognition": "automatic-speech-recognition"}
 LOWER_IS_BETTER = frozenset({"loss", "wer", "cer"})
+# Experiment trackers Accelerate supports (its LoggerType, less "all"); train.report_to takes any of them.
+TRACKERS = ("tensorboard", "wandb", "mlflow", "comet_ml", "aim", "clearml", "dvclive", "swanlab", "trackio")
 # Modality-flavoured names for the generic data keys, accepted in YAML and overrides.
 KEY_ALIASES = {
     "data.text_column": "data.input_column",
@@ -157,7 +159,10 @@ class TrainConfig:
     save_steps: int | None = field(default=None, metadata=_help("Also checkpoint every N optimizer steps."))
     save_total_limit: int = field(default=2, metadata=_help("Resumable checkpoints kept (the newest)."))
     logging_steps: int = field(default=10, metadata=_help("Log training loss every N optimizer steps."))
-    report_to: str = field(default="tensorboard", metadata=_help("Accelerate tracker, or 'none'."))
+    report_to: str = field(
+        default="tensorboard",
+        metadata=_help(f"Accelerate tracker(s), comma-separated ({', '.join(TRACKERS)}), 'all' (every installed one) or 'none'."),
+    )
     feature_cache: str = field(
         default="auto",
         metadata=_help(
@@ -463,6 +468,27 @@ def _check_choices(obj: Any, prefix: str) -> None:
             raise ConfigError(f"{prefix}{f.name} must be one of {', '.join(choices)}; got {value!r}")
 
 
+def tracker_names(report_to: str) -> list[str]:
+    """train.report_to as a list of tracker names: [] for none, ["all"] for all; a ConfigError for unknown names.
+
+    Example:
+        >>> tracker_names("tensorboard, mlflow")
+        ['tensorboard', 'mlflow']
+    """
+    names = [n.strip().lower() for n in report_to.split(",") if n.strip()]
+    allowed = f"use none, all, or one or more of {', '.join(TRACKERS)} separated by commas (e.g. tensorboard,mlflow)"
+    for name in names:
+        if name not in (*TRACKERS, "all", "none"):
+            hint = difflib.get_close_matches(name, TRACKERS, n=1)
+            close = f" (did you mean {hint[0]!r}?)" if hint else ""
+            raise ConfigError(f"train.report_to={report_to!r}: unknown tracker {name!r}{close}; {allowed}")
+    if not names or names == ["none"]:
+        return []
+    if len(names) > 1 and ("none" in names or "all" in names):
+        raise ConfigError(f"train.report_to={report_to!r}: 'none' and 'all' stand alone; {allowed}")
+    return list(dict.fromkeys(names))
+
+
 def _require(ok: bool, message: str) -> None:
     if not ok:
         raise ConfigError(message)
@@ -493,6 +519,7 @@ def validate(cfg: Config) -> None:
     _require(t.save_steps is None or t.save_steps >= 1, "train.save_steps must be >= 1 or null")
     _require(t.save_total_limit >= 1, "train.save_total_limit must be >= 1")
     _require(t.logging_steps >= 1, "train.logging_steps must be >= 1")
+    tracker_names(t.report_to)
     _require(
         t.early_stopping_patience is None or t.early_stopping_patience >= 1, "train.early_stopping_patience must be >= 1 or null"
     )

@@ -47,6 +47,7 @@ from hftl.data import loader_workers
 from hftl.errors import ConfigError
 from hftl.layers import LayerMap
 from hftl.metrics import IGNORE
+from hftl.sharding import is_sharded
 
 FEATURES = "hftl_features"  # batch key of the stored tensors; the trainer hands it to the stand-ins
 CACHE_VERSION = 1
@@ -530,6 +531,9 @@ class FeatureCache:
             return
         if self.cfg.train.torch_compile:  # the compiled graph would not see the stand-ins
             self._refuse("train.torch_compile=true compiles the frozen part into the graph")
+            return
+        if is_sharded(self.accelerator):  # FSDP gathers each block's weights around its forward
+            self._refuse("the model is sharded with FSDP, which the stand-ins are not tested with")
             return
         cut = find_cut(self.model, self.layer_map, phase.trainable)
         if cut is None:

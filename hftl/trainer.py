@@ -29,14 +29,31 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from hftl.checkpoint import atomic_write_text, latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from hftl.checkpoint import (
+    atomic_write_text,
+    gather_rng_states,
+    latest_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+    set_rng_state,
+)
 from hftl.config import LOWER_IS_BETTER, Config, best_metric_name
 from hftl.data import EpochSampler, ExampleDataset, loader_workers
 from hftl.errors import ConfigError, HftlError
 from hftl.feature_cache import FeatureCache
 from hftl.layers import LayerMap, format_trainable
 from hftl.metrics import IGNORE, Evaluator
+from hftl.sharding import (
+    check_launch,
+    check_supported,
+    load_model_state,
+    load_optimizer_state,
+    model_state,
+    optimizer_state,
+    wrap_blocks,
+)
 from hftl.strategies import Plan, apply_phase, lr_lambda, param_groups, set_train_mode
+from hftl.tracking import finish_trackers, log_with, start_trackers
 
 BEST_WEIGHTS = "best.safetensors"
 
@@ -84,6 +101,7 @@ class _State:
     epochs_without_improvement: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
     log_history: list[dict[str, float]] = field(default_factory=list)
+    num_processes: int = 0  # processes that wrote the checkpoint; 0 in checkpoints from before it was stored
 
 
 def make_accelerator(cfg: Config, run_dir: Path, multi_phase: bool) -> Accelerator:
@@ -92,23 +110,30 @@ def make_accelerator(cfg: Config, run_dir: Path, multi_phase: bool) -> Accelerat
     _allow_new_settings(t.mixed_precision, t.torch_compile)
     # Phases toggle requires_grad after DDP is built; frozen-for-now parameters then get no grads.
     kwargs = [DistributedDataParallelKwargs(find_unused_parameters=True)] if multi_phase else []
+    trackers = log_with(t.report_to)
+    check_launch()
     try:
-        return Accelerator(
+        accelerator = Accelerator(
             # Without a GPU, launchers (torchrun, accelerate launch) give several processes but
             # Accelerate stays single-process unless told to use the CPU backend (gloo).
             cpu=not torch.cuda.is_available(),
             mixed_precision=t.mixed_precision,
             dynamo_backend="inductor" if t.torch_compile else None,
             gradient_accumulation_steps=t.gradient_accumulation_steps,
-            log_with=None if t.report_to == "none" else t.report_to,
+            log_with=trackers,
             project_config=ProjectConfiguration(project_dir=str(run_dir), logging_dir=str(run_dir / "logs")),
             kwargs_handlers=kwargs,
         )
     except (ValueError, ImportError) as e:
         raise ConfigError(
-            f"Accelerate refused train.mixed_precision={t.mixed_precision!r} / train.report_to={t.report_to!r}: "
-            f"{str(e).splitlines()[0]}. fp16 needs a GPU (use bf16 or no on a CPU); a tracker must be installed."
+            f"Accelerate refused train.mixed_precision={t.mixed_precision!r}: {str(e).splitlines()[0]}. "
+            "fp16 needs a GPU or a recent CPU build of torch (use bf16 or no on a CPU)."
         ) from None
+    check_supported(accelerator)
+    launched = os.environ.get("ACCELERATE_MIXED_PRECISION", t.mixed_precision)
+    if launched != t.mixed_precision:  # Accelerate takes the explicit argument over the launcher's setting
+        accelerator.print(f"train.mixed_precision={t.mixed_precision} overrides the launcher's {launched} (hftl's config wins)")
+    return accelerator
 
 
 def _allow_new_settings(mixed_precision: str, compile_model: bool) -> None:
@@ -130,20 +155,6 @@ def _is_cnn(model: nn.Module) -> bool:
     return any(isinstance(m, nn.Conv2d) for m in model.modules()) and not any(
         "attention" in type(m).__name__.lower() for m in model.modules()
     )
-
-
-def _hparams(cfg: Config) -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-
-    def walk(d: dict, prefix: str) -> None:
-        for k, v in d.items():
-            if isinstance(v, dict):
-                walk(v, f"{prefix}{k}.")
-            else:
-                flat[f"{prefix}{k}"] = v if isinstance(v, (int, float, str, bool)) else str(v)
-
-    walk(cfg.to_dict(), "")
-    return flat
 
 
 class PeakMemory:
@@ -276,6 +287,7 @@ def fit(
     # any phase trains, then narrow to the current phase per epoch.
     for name, param in model.named_parameters():
         param.requires_grad_(name in plan.trainable_any)
+    wrap_blocks(accelerator, model, layer_map.blocks)
     model, optimizer, train_loader, *eval_loaders = accelerator.prepare(model, optimizer, train_loader, *eval_loaders)
     raw = accelerator.unwrap_model(model)
 
@@ -287,28 +299,36 @@ def fit(
     state = _State()
     resume_rng = None
     if cfg.resume and (latest := latest_checkpoint(ckpt_dir)) is not None:
-        loaded = load_checkpoint(latest, accelerator.process_index)
+        loaded = load_checkpoint(latest, accelerator.process_index, accelerator.num_processes)
         missing = [k for k in loaded["tensors"] if k not in raw.state_dict()]
         if missing:
             raise HftlError(
                 f"checkpoint {latest} does not fit this model (unknown tensors {missing[:3]}); was the config changed?"
             )
-        raw.load_state_dict(loaded["tensors"], strict=False)
-        optimizer.optimizer.load_state_dict(loaded["optimizer"])
+        load_model_state(accelerator, model, loaded["tensors"])
+        load_optimizer_state(accelerator, model, optimizer.optimizer, loaded["optimizer"])
         scheduler.load_state_dict(loaded["scheduler"])
         state = _State(**loaded["state"])
         resume_rng = loaded["rng"]
         accelerator.print(f"resuming from {latest} (epoch {state.epoch + 1}, step {state.global_step}, phase {state.phase})")
+        moved = _rescale_position(state, accelerator.num_processes, scheduler, steps_per_epoch, t.gradient_accumulation_steps)
+        if moved or not loaded["rng_exact"]:
+            accelerator.print(
+                (moved or "the checkpoint holds no RNG state for each of these processes")
+                + ": dropout draws will differ from an uninterrupted run"
+            )
+    state.num_processes = accelerator.num_processes
 
-    if t.report_to != "none":
-        accelerator.init_trackers("tensorboard", config=_hparams(cfg))
+    start_trackers(accelerator, cfg, run_dir)
     accelerator.print(format_trainable_for(raw, layer_map, plan.phase_at(state.epoch)))
 
     def save(final_epoch_state: _State) -> None:
         accelerator.wait_for_everyone()
-        rngs = [rng_state()]  # TODO(scale-out): gather every rank's RNG state
+        rngs = gather_rng_states()  # every rank's, so each resumes its own stream
+        # Collectives under FSDP (each process holds a shard): every process gathers, the main one writes.
+        tensors = {k: v for k, v in model_state(accelerator, model).items() if k in checkpointed}
+        optimizer_tensors = optimizer_state(accelerator, model, optimizer.optimizer)
         if accelerator.is_main_process:
-            tensors = {k: v for k, v in raw.state_dict().items() if k in checkpointed}
             if os.environ.get("HFTL_FAULT_KILL_IN_CHECKPOINT") == str(final_epoch_state.global_step):
                 partial = ckpt_dir / ".tmp-crash"
                 partial.mkdir(parents=True, exist_ok=True)
@@ -318,7 +338,7 @@ def fit(
                 ckpt_dir,
                 final_epoch_state.global_step,
                 tensors,
-                optimizer.optimizer.state_dict(),
+                optimizer_tensors,
                 scheduler.state_dict(),
                 final_epoch_state.__dict__,
                 rngs,
@@ -415,8 +435,7 @@ def fit(
         if state.best_metric is None or score > state.best_metric:
             state.best_metric, state.best_epoch, state.best_metrics = score, state.epoch + 1, metrics
             state.epochs_without_improvement = 0
-            if accelerator.is_main_process:
-                _save_best(raw, checkpointed, ckpt_dir)
+            _save_best(accelerator, model, checkpointed, ckpt_dir)
         else:
             state.epochs_without_improvement += 1
         accelerator.print(
@@ -436,7 +455,7 @@ def fit(
 
     best_file = ckpt_dir / BEST_WEIGHTS
     if t.load_best_at_end and best_file.exists():  # end on the best epoch's weights, not merely the last
-        raw.load_state_dict(load_file(str(best_file)), strict=False)
+        load_model_state(accelerator, model, load_file(str(best_file)))
     result = TrainResult(
         best_metrics=state.best_metrics,
         best_epoch=state.best_epoch,
@@ -462,17 +481,40 @@ def fit(
         )
         accelerator.print("test " + " ".join(f"{k}={v:.4f}" for k, v in result.test_metrics.items()))
     cache.close()  # the real frozen part again, for export
-    if t.report_to != "none":
-        # Close the trackers only: end_training() would also destroy the process group run() still needs.
-        for tracker in accelerator.trackers:
-            tracker.finish()
+    finish_trackers(accelerator, cfg, result)
     return result
 
 
-def _save_best(raw: nn.Module, names: set[str], ckpt_dir: Path) -> None:
+def _rescale_position(state: _State, processes: int, scheduler: Any, steps_per_epoch: int, accumulation: int) -> str | None:
+    """Carry a checkpoint's place in the epoch over to another process count, through samples consumed.
+
+    `batch_in_epoch` counts each process's batches, and the processes take the epoch's batches in
+    turn, so `batch_in_epoch x processes` batches of the epoch are done whatever the count. The step
+    (and the LR schedule with it) moves to where a run on `processes` processes would be at that point,
+    so the run ends at the step count and the LR an uninterrupted run on `processes` would.
+    Returns a line for the user, or None when the count is unchanged.
+    """
+    saved = state.num_processes or processes  # older checkpoints: assume unchanged, as they were read before
+    if saved == processes:
+        return None
+    done = state.batch_in_epoch * saved  # batch_size-sized batches of this epoch already trained on
+    state.batch_in_epoch = done // processes  # rounding down trains on at most processes - 1 batches twice
+    state.global_step = state.epoch * steps_per_epoch + state.batch_in_epoch // accumulation
+    scheduler.last_epoch = state.global_step - 1
+    scheduler.step()  # sets the learning rates for the new position
+    return (
+        f"checkpoint written by {saved} process(es), resumed on {processes}: epoch {state.epoch + 1} continues after "
+        f"{done} of its batches, at step {state.global_step}"
+    )
+
+
+def _save_best(accelerator: Accelerator, model: nn.Module, names: set[str], ckpt_dir: Path) -> None:
+    tensors = model_state(accelerator, model)  # every process: a collective under FSDP
+    if not accelerator.is_main_process:
+        return
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     tmp = ckpt_dir / f".{BEST_WEIGHTS}.tmp"
-    save_file({k: v.detach().contiguous().cpu() for k, v in raw.state_dict().items() if k in names}, str(tmp))
+    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items() if k in names}, str(tmp))
     os.replace(tmp, ckpt_dir / BEST_WEIGHTS)
 
 

@@ -227,9 +227,51 @@ def test_every_config_loads_and_names_its_command(path):
     assert f"hftl train {relative}" in first, f"{relative}: first line should say `hftl train {relative} ...`, got {first!r}"
 
 
-@pytest.mark.parametrize("path", sorted((REPO / "configs" / "accelerate").glob("*.yaml")), ids=lambda p: p.name)
+ACCELERATE_CONFIGS = sorted((REPO / "configs" / "accelerate").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", ACCELERATE_CONFIGS, ids=lambda p: p.name)
 def test_accelerate_configs_load_in_accelerate(path):
     from accelerate.commands.config.config_args import load_config_from_file
 
     config = load_config_from_file(str(path))
-    assert config.distributed_type.value in ("NO", "MULTI_GPU") and config.mixed_precision == "bf16"
+    assert config.distributed_type.value in ("NO", "MULTI_GPU", "FSDP", "DEEPSPEED") and config.mixed_precision == "bf16"
+    first = path.read_text().splitlines()[0]
+    assert first.startswith("#") and f"accelerate launch --config_file configs/accelerate/{path.name}" in first
+
+
+def launcher_env(path: Path) -> dict[str, str]:
+    """The environment `accelerate launch --config_file PATH` gives the training processes."""
+    from accelerate.commands.launch import _validate_launch_command, launch_command_parser
+    from accelerate.utils.launch import prepare_deepspeed_cmd_env, prepare_multi_gpu_env
+
+    args = launch_command_parser().parse_args(["--config_file", str(path), "-m", "hftl.cli", "train", "c.yaml"])
+    args, defaults, _ = _validate_launch_command(args)
+    if not args.use_deepspeed:
+        return prepare_multi_gpu_env(args)
+    args.deepspeed_fields_from_accelerate_config = ",".join(defaults.deepspeed_config)  # as launch_command sets it
+    return prepare_deepspeed_cmd_env(args)[1]
+
+
+def test_fsdp_config_builds_accelerates_fsdp2_plugin(monkeypatch):
+    from accelerate.utils import FullyShardedDataParallelPlugin
+    from torch.distributed.fsdp import StateDictType
+
+    for key, value in launcher_env(REPO / "configs" / "accelerate" / "fsdp.yaml").items():
+        monkeypatch.setenv(key, value)
+    plugin = FullyShardedDataParallelPlugin()  # reads and checks the launcher's FSDP_* variables
+    assert plugin.fsdp_version == 2 and plugin.reshard_after_forward is True
+    assert plugin.state_dict_type == StateDictType.FULL_STATE_DICT and plugin.auto_wrap_policy is not None
+
+
+@pytest.mark.parametrize("stage", [2, 3])
+def test_deepspeed_configs_build_accelerates_deepspeed_plugin(stage, monkeypatch):
+    from accelerate.utils import DeepSpeedPlugin
+
+    for key, value in launcher_env(REPO / "configs" / "accelerate" / f"deepspeed_zero{stage}.yaml").items():
+        monkeypatch.setenv(key, value)
+    plugin = DeepSpeedPlugin()  # the DeepSpeed config Accelerate would hand to deepspeed.initialize
+    zero = plugin.deepspeed_config["zero_optimization"]
+    assert zero["stage"] == stage and zero["offload_optimizer"]["device"] == "none"
+    assert zero["stage3_gather_16bit_weights_on_model_save"] is (stage == 3)
+    assert plugin.deepspeed_config["gradient_accumulation_steps"] == 1 and plugin.deepspeed_config["gradient_clipping"] == 1.0

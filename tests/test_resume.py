@@ -95,3 +95,36 @@ def test_resume_is_refused_for_a_finished_run_and_restarts_when_nothing_to_resum
     assert "starting from the beginning" in fresh.stdout
     again = run_cli("train", str(cfg), f"output_dir={out}", "resume=true", "train.epochs=2", "train.save_steps=null", check=False)
     assert again.returncode == 2 and "already holds a finished run" in again.stderr and "Traceback" not in again.stderr
+
+
+def draws() -> tuple:
+    import random
+
+    import numpy as np
+
+    return torch.rand(4).tolist(), random.random(), float(np.random.rand())
+
+
+def test_each_rank_resumes_its_own_rng_stream_and_another_process_count_gets_rank_zeros(tmp_path):
+    from hftl.checkpoint import gather_rng_states, load_checkpoint, save_checkpoint, set_rng_state
+    from hftl.trainer import _State
+
+    states, expected = [], []
+    for rank in range(2):  # two ranks' streams, as gather_rng_states collects them in a 2-process run
+        torch.manual_seed(rank)
+        states.append(gather_rng_states()[0])  # one process: just this process's state
+        expected.append(draws())
+    assert expected[0] != expected[1]
+    state = _State(global_step=5, num_processes=2).__dict__
+    path = save_checkpoint(tmp_path, 5, {"w": torch.zeros(1)}, {}, {}, state, states, keep=2)
+
+    for rank in range(2):  # same count: every rank continues its own stream exactly
+        loaded = load_checkpoint(path, rank, processes=2)
+        assert loaded["rng_exact"] and _State(**loaded["state"]).num_processes == 2
+        set_rng_state(loaded["rng"])
+        assert draws() == expected[rank]
+    for rank in range(3):  # another count: rank 0's stream everywhere, as a fresh run seeds every rank alike
+        loaded = load_checkpoint(path, rank, processes=3)
+        assert not loaded["rng_exact"]
+        set_rng_state(loaded["rng"])
+        assert draws() == expected[0]

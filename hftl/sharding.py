@@ -1,0 +1,117 @@
+"""Sharded training: what hftl runs under FSDP2, and the full state dicts its checkpoints and export need.
+
+Under FSDP each process holds a shard of every parameter and of the optimizer state. Checkpoints,
+the best epoch's weights and `model/` need whole tensors: every process takes part in gathering them
+(a collective), and only the main process writes. Without FSDP these are the plain state dicts.
+DeepSpeed and FSDP1 are refused with what to use instead: hftl's checkpoints, phases (requires_grad
+toggled after wrapping) and parameter groups are built for plain and FSDP2 models only.
+
+Example:
+    >>> check_launch()                             # doctest: +SKIP
+    >>> tensors = model_state(accelerator, model)  # doctest: +SKIP  (every process calls it)
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import DistributedType
+from torch import nn
+
+from hftl.errors import ConfigError, HftlError
+
+DEEPSPEED = (
+    "DeepSpeed is not supported by hftl yet: its checkpoints, phases (requires_grad toggled after wrapping) and "
+    "parameter groups are built for plain and FSDP2 models. Shard with FSDP2 instead: "
+    "accelerate launch --config_file configs/accelerate/fsdp.yaml -m hftl.cli train ..."
+)
+CPU_PROCESSES = "torchrun --nproc_per_node N -m hftl.cli train ... (or accelerate launch --multi_gpu --num_processes N)"
+
+
+def _asked(variable: str) -> bool:
+    return os.environ.get(variable, "false").lower() == "true"
+
+
+def check_launch() -> None:
+    """Refuse, before any work, a launch hftl would not run as asked: DeepSpeed, or FSDP without a GPU.
+
+    Reads what `accelerate launch` tells the processes; on CPUs Accelerate would silently run FSDP
+    as plain data parallel, and DeepSpeed fails inside Accelerate with an unrelated message.
+    """
+    if _asked("ACCELERATE_USE_DEEPSPEED"):
+        raise ConfigError(DEEPSPEED)
+    if _asked("ACCELERATE_USE_FSDP") and not torch.cuda.is_available():
+        raise ConfigError(
+            "this launch asked for FSDP, but Accelerate runs FSDP on GPUs only and this machine has none (it would "
+            f"train unsharded). On CPUs, drop the FSDP config and use {CPU_PROCESSES}"
+        )
+
+
+def check_supported(accelerator: Accelerator) -> None:
+    """Refuse an Accelerator hftl cannot train with: DeepSpeed or FSDP1."""
+    if accelerator.distributed_type == DistributedType.DEEPSPEED:
+        raise ConfigError(DEEPSPEED)
+    if accelerator.distributed_type == DistributedType.FSDP and not accelerator.is_fsdp2:
+        raise ConfigError(
+            "FSDP1 is not supported by hftl (frozen and trainable parameters share its flat parameters): "
+            "set fsdp_version: 2 in the accelerate config, as configs/accelerate/fsdp.yaml does"
+        )
+
+
+def wrap_blocks(accelerator: Accelerator, model: nn.Module, blocks: list[str]) -> None:
+    """Under FSDP, shard each backbone block (the layer map's) as one unit, unless the accelerate config names classes.
+
+    Accelerate's default, the model's `_no_split_modules`, can name the embeddings module too (BERT's
+    BertEmbeddings), whose word embeddings Accelerate 1.15 then shards a second time, and fails.
+    """
+    if not is_sharded(accelerator) or not blocks:
+        return  # (no fsdp_plugin on the state without FSDP)
+    plugin = accelerator.state.fsdp_plugin
+    if plugin.transformer_cls_names_to_wrap is None:
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model  # LoRA: the peft-wrapped task model
+        plugin.transformer_cls_names_to_wrap = sorted({type(base.get_submodule(name)).__name__ for name in blocks})
+
+
+def is_sharded(accelerator: Accelerator) -> bool:
+    return accelerator.distributed_type == DistributedType.FSDP
+
+
+def model_state(accelerator: Accelerator, model: nn.Module) -> dict[str, torch.Tensor]:
+    """Full model state dict; under FSDP a collective every process must call, whole on the main one only."""
+    return accelerator.get_state_dict(model)
+
+
+def optimizer_state(accelerator: Accelerator, model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    """Full optimizer state dict; under FSDP gathered (a collective) and keyed by parameter name."""
+    if not is_sharded(accelerator):
+        return optimizer.state_dict()
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+
+    return get_optimizer_state_dict(model, optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+
+def load_model_state(accelerator: Accelerator, model: nn.Module, tensors: dict[str, torch.Tensor]) -> None:
+    """Load full tensors (a subset of the model's) into a plain or FSDP-sharded model."""
+    if not is_sharded(accelerator):
+        accelerator.unwrap_model(model).load_state_dict(tensors, strict=False)
+        return
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+    set_model_state_dict(model, tensors, options=StateDictOptions(full_state_dict=True, strict=False))
+
+
+def load_optimizer_state(accelerator: Accelerator, model: nn.Module, optimizer: torch.optim.Optimizer, state: dict) -> None:
+    """Load an optimizer state written by `optimizer_state` under the same kind of launch."""
+    by_name = any(isinstance(p, str) for group in state["param_groups"] for p in group["params"])
+    if by_name != is_sharded(accelerator):
+        written = "with FSDP" if by_name else "without FSDP"
+        raise HftlError(f"this checkpoint was written {written}; resume it the same way (with or without the FSDP config)")
+    if not is_sharded(accelerator):
+        optimizer.load_state_dict(state)
+        return
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+    set_optimizer_state_dict(model, optimizer, state, options=StateDictOptions(full_state_dict=True))

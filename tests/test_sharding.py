@@ -1,0 +1,46 @@
+"""What hftl refuses to run rather than run differently from what was asked: DeepSpeed, and FSDP where
+Accelerate cannot shard (CPUs); and checkpoints written under FSDP are not resumed without it."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import yaml
+
+from .conftest import run_cli
+from .text_data import sentiment_rows, write_csv
+
+
+@pytest.mark.parametrize(
+    ("variable", "message"),
+    [
+        ("ACCELERATE_USE_FSDP", "this launch asked for FSDP, but Accelerate runs FSDP on GPUs only and this machine has none"),
+        ("ACCELERATE_USE_DEEPSPEED", "DeepSpeed is not supported by hftl yet"),
+    ],
+    ids=["fsdp-on-cpu", "deepspeed"],
+)
+def test_launches_hftl_cannot_run_as_asked_are_refused(variable, message, tiny_bert, tmp_path):
+    if variable == "ACCELERATE_USE_FSDP" and torch.cuda.is_available():
+        pytest.skip("with a GPU, FSDP runs (scripts/gpu_checks.py)")
+    data = write_csv(tmp_path / "d.csv", sentiment_rows(16))
+    config = {"task": "text-classification", "model": {"name_or_path": str(tiny_bert)}, "data": {"train": str(data)}}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
+    # What `accelerate launch --config_file configs/accelerate/{fsdp,deepspeed_zero2}.yaml` sets for the processes.
+    proc = run_cli("train", str(tmp_path / "c.yaml"), f"output_dir={tmp_path / 'run'}", env={variable: "true"}, check=False)
+    assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr
+    assert "configs/accelerate/fsdp.yaml" in proc.stderr or "torchrun" in proc.stderr  # says what to use instead
+    assert not (tmp_path / "run").exists()  # refused before the data loaded and the run folder was claimed
+
+
+def test_an_fsdp_checkpoint_is_not_resumed_without_fsdp():
+    from accelerate import Accelerator
+
+    from hftl.errors import HftlError
+    from hftl.sharding import load_optimizer_state
+
+    model = torch.nn.Linear(2, 2)
+    optimizer = torch.optim.AdamW(model.parameters())
+    # Under FSDP the optimizer state is gathered keyed by parameter name, not by position.
+    by_name = {"state": {}, "param_groups": [{**optimizer.state_dict()["param_groups"][0], "params": ["weight", "bias"]}]}
+    with pytest.raises(HftlError, match="written with FSDP; resume it the same way"):
+        load_optimizer_state(Accelerator(cpu=True), model, optimizer, by_name)
