@@ -153,11 +153,14 @@ SUITES = {
 
 
 def cases_for(suite: Suite, patterns: list[str] | None = None) -> list[Case]:
-    """The suite's cases (model x strategy), filtered by shell patterns on their names (`vit-*`, `*-lora`)."""
+    """The suite's cases (model x strategy), or those matching shell patterns on their names (`vit-*`, `*-lora`)
+    in the order of the patterns (most wanted first: an interrupted run keeps the cases it finished)."""
     cases = [Case(suite, m, s) for m in suite.models for s in STRATEGIES]
     if not patterns:
         return cases
-    chosen = [c for c in cases if any(fnmatch.fnmatchcase(c.name, p) for p in patterns)]
+    names = [c.name for p in patterns for c in cases if fnmatch.fnmatchcase(c.name, p)]
+    by_name = {c.name: c for c in cases}
+    chosen = [by_name[n] for n in dict.fromkeys(names)]  # a case matched by two patterns runs once
     if not chosen:
         raise SystemExit(f"no case matches {patterns}; cases are: {', '.join(c.name for c in cases)}")
     return chosen
