@@ -173,6 +173,7 @@ def execute(spec: dict[str, Any]) -> int:
     s = spec["settings"]
     if s["threads"]:
         torch.set_num_threads(s["threads"])
+    threads_at_start = torch.get_num_threads()
     started = time.perf_counter()
     status = 0
     try:
@@ -194,7 +195,8 @@ def execute(spec: dict[str, Any]) -> int:
         peak_rss_mb=own.ru_maxrss / 1024,  # KiB on Linux
         dataloader_workers_peak_rss_mb=children.ru_maxrss / 1024 if s["num_workers"] else None,
         peak_gpu_mb=_peak_gpu_mb(),
-        torch_threads=torch.get_num_threads(),
+        torch_threads=threads_at_start,
+        torch_threads_at_end=torch.get_num_threads(),  # a library that changes it would show here
         device=torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
     )
     tmp = Path(spec["result"]).with_suffix(".tmp")
