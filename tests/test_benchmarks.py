@@ -1,0 +1,66 @@
+"""benchmarks/: both sides freeze the same parameters, and one tiny case runs end to end (no timing asserted)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from benchmarks import cases as C
+from benchmarks.baseline import apply_strategy
+from hftl.api import setup_model
+from hftl.config import load_config
+from hftl.modalities import get_modality
+
+QUICK = C.with_overrides(C.SUITES["quick"], pretraining=False)
+
+
+@pytest.fixture(scope="module")
+def quick_models(tmp_path_factory) -> dict[str, object]:
+    cache = tmp_path_factory.mktemp("bench-cache")
+    return {m.key: C.build_model(m, QUICK, cache) for m in QUICK.models}
+
+
+@pytest.mark.parametrize("strategy", C.STRATEGIES)
+@pytest.mark.parametrize("key", [m.key for m in QUICK.models])
+def test_trainer_side_trains_what_hftl_trains(quick_models, key, strategy):
+    """The hand-written Trainer set-up and hftl's layer map agree on every trainable parameter."""
+    spec = next(m for m in QUICK.models if m.key == key)
+    strategy_cfg = {"name": strategy, "trainable_blocks": spec.trainable_blocks, "lora": {"r": 4, "alpha": 8, "dropout": 0.0}}
+    cfg = load_config(
+        {"task": spec.task, "model": {"name_or_path": str(quick_models[key])}, "data": {"train": "-"}, "strategy": strategy_cfg}
+    )
+    modality = get_modality(spec.task, cfg)
+    model, _, _, plan = setup_model(cfg, modality, ["a", "b", "c"])
+    hftl_trainable = {n: p.numel() for n, p in model.named_parameters() if n in plan.trainable_any}
+
+    baseline = modality.model_class().from_pretrained(str(quick_models[key]), num_labels=3)
+    baseline = apply_strategy(baseline, {**strategy_cfg, "strategy": strategy})
+    trainer_trainable = {n: p.numel() for n, p in baseline.named_parameters() if p.requires_grad}
+    assert trainer_trainable == hftl_trainable
+
+
+def test_quick_case_end_to_end(tmp_path):
+    """One tiny case, one repeat per side: results.json holds both sides, the ratios and the accuracies."""
+    from benchmarks import run
+
+    out = tmp_path / "out"
+    args = ["--suite", "quick", "--cases", "bert-lora", "--repeats", "1", "--epochs", "2", "--examples", "48", "24"]
+    args += ["--no-pretraining", "--out", str(out), "--cache", str(tmp_path / "cache")]
+    run.main(args)
+
+    result = json.loads((out / "results.json").read_text())
+    assert [(r["side"], r["case"]) for r in result["runs"]] == [("hftl", "bert-lora"), ("trainer", "bert-lora")]
+    assert not [r["error"] for r in result["runs"] if "error" in r]
+    (summary,) = result["summary"]
+    for side in ("hftl", "trainer"):
+        s = summary[side]
+        assert s["repeats"] == 1 and s["train_examples"] == 48
+        assert 0.0 <= s["accuracy"] <= 1.0
+        assert s["first_epoch_s"] > 0 and s["later_epoch_s"] > 0 and s["peak_rss_mb"] > 0
+    for key in ("speedup_first", "speedup_later", "speedup_all", "memory_ratio", "accuracy_delta_points"):
+        assert isinstance(summary[key], float), key
+    assert summary["same_trainable_parameters"] is True
+    assert summary["target_met"] in (True, False)
+    report = (out / "results.md").read_text()
+    assert "| bert-lora |" in report and "## Machine" in report and result["command"] in report
