@@ -135,6 +135,9 @@ REAL_MODELS = (
     ModelSpec("minilm", "text-classification", "sentiment", trainable_blocks=1),  # top 1 of 6 BERT layers
 )
 
+# Rates for well-pretrained (or real-size) models, as in configs/: the real and full suites share them.
+_PRETRAINED_RATES = {"head_only": 1e-3, "freeze": 1e-4, "full": 5e-5, "lora": 5e-4}
+
 SUITES = {
     "quick": Suite(
         "quick",
@@ -151,7 +154,7 @@ SUITES = {
     "real": Suite(
         "real",
         REAL_MODELS,
-        learning_rates={"head_only": 1e-3, "freeze": 1e-4, "full": 5e-5, "lora": 5e-4},
+        learning_rates=_PRETRAINED_RATES,
         data_sizes={"digits": (300, 150), "sentiment": (300, 150)},
         max_length=64,
         threads=2,
@@ -160,7 +163,7 @@ SUITES = {
     "full": Suite(
         "full",
         FULL_MODELS,
-        learning_rates={"head_only": 1e-3, "freeze": 1e-4, "full": 5e-5, "lora": 5e-4},
+        learning_rates=_PRETRAINED_RATES,
         data_sizes={"digits": (1200, 500), "sentiment": (4000, 1000), "tones": (1200, 300)},
         num_workers=4,
         description="real sizes (ViT-B/16, ResNet-50, BERT-base, wav2vec2-base configs, EfficientNet-Lite0), for a GPU",

@@ -45,7 +45,7 @@ from tqdm.auto import tqdm
 
 from hftl.data import loader_workers
 from hftl.errors import ConfigError
-from hftl.layers import LayerMap
+from hftl.layers import LayerMap, full_name
 from hftl.metrics import IGNORE
 from hftl.sharding import is_sharded
 
@@ -80,20 +80,19 @@ class Cut:
 
 def find_cut(model: nn.Module, layer_map: LayerMap, trainable: frozenset[str]) -> Cut | None:
     """The cut for a phase training `trainable`, or None when nothing below the trained part is frozen."""
-    peft = "base_model.model." if hasattr(model, "peft_config") else ""
     parts = {name: layer_map.part_of(name) for name, _ in model.named_parameters()}
     trained = {parts[n] for n in trainable if n in parts}
     if layer_map.base_prefix and trained <= {"head"}:
         base_parts = frozenset(p for p in parts.values() if p != "head")
-        return Cut("base", peft + layer_map.base_prefix, prefix_parts=base_parts)
+        return Cut("base", full_name(model, layer_map.base_prefix), prefix_parts=base_parts)
     blocks = sorted(i for p in trained if (i := layer_map.block_index(p)) is not None)
     if "embeddings" in trained or not blocks or blocks[0] == 0:
         return None
     k = blocks[0]
     return Cut(
         "block",
-        peft + layer_map.blocks[k],
-        skipped=tuple(peft + b for b in layer_map.blocks[:k]),
+        full_name(model, layer_map.blocks[k]),
+        skipped=tuple(full_name(model, b) for b in layer_map.blocks[:k]),
         prefix_parts=frozenset({"embeddings", *(f"block.{i}" for i in range(k))}),
     )
 
@@ -343,12 +342,12 @@ class _Feed:
     def __init__(self) -> None:
         self.features: dict[str, Any] | None = None
 
-    def tensors(self, device: torch.device | None = None) -> dict[str, torch.Tensor]:
+    def tensors(self) -> dict[str, torch.Tensor]:
         if self.features is None:
             raise RuntimeError("feature cache: the model ran without cached features for this batch")
         out = dict(self.features["stored"])
-        ref = next(iter(out.values()), None)
-        device = ref.device if ref is not None else device
+        ref = next(iter(out.values()), None)  # shape-only placeholders go where the stored tensors are
+        device = ref.device if ref is not None else None
         for name, (shape, dtype) in self.features["shapes"].items():
             out[name] = torch.zeros((), dtype=_DTYPES[dtype], device=device).expand(shape)
         return out
@@ -630,13 +629,13 @@ class FeatureCache:
                 used.add(name)
                 continue
             poisoned = {**reference, name: torch.full_like(value, float("nan"))}
-            target = self.model.get_submodule(cut.module)
-            target.forward = lambda *a, _p=poisoned, **k: _rebuild(output_class, _p)
+            standin = _Installed()
+            standin.patch(self.model.get_submodule(cut.module), lambda _, p=poisoned: lambda *a, **k: _rebuild(output_class, p))
             try:
                 with torch.no_grad(), _eval_mode(self.model):
                     logits = self.model(**probe).logits
             finally:
-                target.__dict__.pop("forward", None)
+                standin.remove()
             if not torch.isfinite(logits.float()).all():
                 used.add(name)
         return used or set(reference)
@@ -848,8 +847,7 @@ def _spec_augment(model: nn.Module, layer_map: LayerMap) -> str | None:
     if not probs or not getattr(config, "apply_spec_augment", False) or not layer_map.base_prefix:
         return None
     # The masking lives in the speech base model's forward, under its own training flag.
-    peft = "base_model.model." if hasattr(model, "peft_config") else ""
-    return ", ".join(probs) if model.get_submodule(peft + layer_map.base_prefix).training else None
+    return ", ".join(probs) if model.get_submodule(full_name(model, layer_map.base_prefix)).training else None
 
 
 def _rng_devices() -> list[int]:

@@ -69,6 +69,11 @@ class LayerMap:
         return int(part.split(".", 1)[1]) if part.startswith("block.") else None
 
 
+def full_name(model: nn.Module, name: str) -> str:
+    """A layer-map module name as it is in `model`: under peft's LoRA wrapper it gains `base_model.model.`."""
+    return _PEFT_PREFIX + name if hasattr(model, "peft_config") else name
+
+
 def build_layer_map(model: nn.Module, blocks_path: str | None = None) -> LayerMap:
     """Find the layer map of a transformers task model (e.g. `ViTForImageClassification`).
 

@@ -21,7 +21,7 @@ from torch import nn
 
 from hftl.config import Config, LoraConfig, StrategyConfig, TrainConfig
 from hftl.errors import ConfigError
-from hftl.layers import _PEFT_PREFIX, LayerMap
+from hftl.layers import LayerMap, full_name
 
 _NORM_TYPES = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
 # Attention projections LoRA adapts by default (Hu et al. adapt query and value).
@@ -166,8 +166,7 @@ def set_train_mode(model: nn.Module, layer_map: LayerMap, phase: Phase, batch_no
         return
     trainable_parts = {layer_map.part_of(n) for n in phase.trainable}
     if layer_map.base_prefix and trainable_parts <= {"head"}:
-        base = _PEFT_PREFIX + layer_map.base_prefix if hasattr(model, "peft_config") else layer_map.base_prefix
-        model.get_submodule(base).eval()
+        model.get_submodule(full_name(model, layer_map.base_prefix)).eval()
     for name, module in model.named_modules():
         part = layer_map.module_part(name)
         if part is None:  # encloses several parts (e.g. `vit`, `encoder`): leave the mode to its children
