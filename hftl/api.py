@@ -205,15 +205,18 @@ def setup_data(cfg: Config, modality: Modality, processor: Any, splits: Splits) 
     """Torch datasets (augmentation on train only), the batch collator and the task's evaluator."""
     load = modality.loader(processor)
     augment = modality.augmenter(processor) if cfg.data.augment else None
-    col, seed = splits.input_column, cfg.train.seed
+    seed = cfg.train.seed
+    train, col = modality.encode(splits.train, splits.input_column, processor)
+    validation, _ = modality.encode(splits.validation, splits.input_column, processor)
+    test = modality.encode(splits.test, splits.input_column, processor)[0] if splits.test is not None else None
     return TrainData(
-        train=ExampleDataset(splits.train, col, load, augment, seed),
-        validation=ExampleDataset(splits.validation, col, load),
-        test=ExampleDataset(splits.test, col, load) if splits.test is not None else None,
+        train=ExampleDataset(train, col, load, augment, seed),
+        validation=ExampleDataset(validation, col, load),
+        test=ExampleDataset(test, col, load) if test is not None else None,
         collate=modality.collator(processor),
         evaluator=modality.evaluator(processor, splits.label_names),
         processor=processor,
-        train_lengths=modality.lengths(splits.train, col, processor) if cfg.data.group_by_length else None,
+        train_lengths=modality.lengths(train, col, processor) if cfg.data.group_by_length else None,
     )
 
 
@@ -318,6 +321,7 @@ def evaluate_run(run_dir: str | Path, data: str, batch_size: int | None = None) 
     import torch
 
     accelerator = Accelerator(cpu=not torch.cuda.is_available())  # several processes on CPUs too (gloo)
+    ds, column = modality.encode(ds, column, processor)
     loader = DataLoader(
         ExampleDataset(ds, column, modality.loader(processor)),
         batch_size=batch_size or cfg.train.eval_batch_size or cfg.train.batch_size,

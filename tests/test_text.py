@@ -145,6 +145,45 @@ def test_collator_pads_per_batch_and_truncates(tiny_bert):
     assert long["input_ids"].shape == (1, 6)
 
 
+@pytest.mark.parametrize("padding_side", ["right", "left"])
+def test_splits_tokenized_once_give_the_batches_per_batch_tokenizing_gives(tiny_bert, padding_side):
+    """`encode` (once per split, before training) + padding in the collator == the tokenizer padding each batch."""
+    import datasets
+
+    from hftl.data import ExampleDataset
+
+    raw = {"task": "text-classification", "model": {"name_or_path": str(tiny_bert)}, "data": {"train": "x"}}
+    modality = get_modality("text-classification", load_config(raw, {"max_length": 7}))
+    tokenizer = modality.load_processor(str(tiny_bert), None, False)
+    tokenizer.padding_side = padding_side
+    collate = modality.collator(tokenizer)
+    texts = ["good", "the film was very very good and it was nice", "bad film", "an awful , awful plot"]
+    for inputs in (texts, [[a, b] for a, b in zip(texts, reversed(texts))]):  # single texts, then pairs
+        ds = datasets.Dataset.from_dict({"text": inputs, "labels": [0, 1, 0, 1], "other": [1, 2, 3, 4]})
+        encoded, column = modality.encode(ds, "text", tokenizer)
+        examples = ExampleDataset(encoded, column, modality.loader(tokenizer)).__getitems__([3, 0, 1])
+        assert isinstance(examples[0]["input"], dict)
+        once = collate(examples)
+        per_batch = collate([{"input": inputs[i], "labels": [0, 1, 0, 1][i]} for i in (3, 0, 1)])
+        assert once.keys() == per_batch.keys() >= {"input_ids", "attention_mask", "token_type_ids", "labels"}
+        for key in once:
+            assert torch.equal(once[key], per_batch[key]), key
+        assert once["input_ids"].shape == (3, 7)  # truncated to max_length, padded to the batch
+        every = collate(ExampleDataset(encoded, column, modality.loader(tokenizer)).__getitems__([0, 1, 2, 3]))
+        assert modality.lengths(encoded, column, tokenizer) == every["attention_mask"].sum(1).tolist()
+
+    tagger = get_modality("token-classification", load_config({**raw, "task": "token-classification"}))
+    words = [["Alice", "visited", "Zurich"], ["new", "york"]]
+    ds = datasets.Dataset.from_dict({"tokens": words, "labels": [[1, 0, 3], [3, 4]]})
+    encoded, column = tagger.encode(ds, "tokens", tokenizer)
+    once = tagger.collator(tokenizer)(ExampleDataset(encoded, column, tagger.loader(tokenizer)).__getitems__([0, 1]))
+    per_batch = tagger.collator(tokenizer)([{"input": w, "labels": t} for w, t in zip(words, [[1, 0, 3], [3, 4]])])
+    assert once.keys() == per_batch.keys()
+    for key in once:
+        assert torch.equal(once[key], per_batch[key]), key
+    assert (once["labels"] != IGNORE).sum().item() == 5  # one label per word, whatever the padding side
+
+
 def test_length_grouped_sampler_batches_similar_lengths():
     lengths = [(i * 37) % 101 for i in range(400)]
     sampler = EpochSampler(400, seed=3, lengths=lengths, batch_size=8)

@@ -114,6 +114,13 @@ class Modality:
         """Add the `labels` column the collator reads."""
         return encode_labels(ds, column, names, split, where)
 
+    def encode(self, ds: datasets.Dataset, column: str, processor: Any) -> tuple[datasets.Dataset, str]:
+        """Work the collator would otherwise redo every epoch, done once per split (text: tokenizing).
+
+        Returns the split and the column the examples are now read from.
+        """
+        return ds, column
+
     def loader(self, processor: Any) -> Callable[[Any], Any]:
         """Turns one stored input value into what `augment` and `collate` take."""
         return lambda value: value

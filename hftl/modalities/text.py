@@ -1,9 +1,10 @@
 """Text: sequence classification (single texts or pairs) and token classification (NER), BERT family.
 
-Tokenization happens per batch in the collator with the checkpoint's own tokenizer: truncation to
-`data.max_length`, padding to the longest text of the batch only (dynamic padding). For token
-classification each word's label goes to its first sub-token; the other sub-tokens and the special
-tokens get -100, so neither the loss nor the metrics see them.
+Each split is tokenized once, before training, with the checkpoint's own tokenizer (truncation to
+`data.max_length`); the collator only pads each batch to its longest text (dynamic padding), so
+epochs after the first do no tokenizing. For token classification each word's label goes to its
+first sub-token; the other sub-tokens and the special tokens get -100, so neither the loss nor the
+metrics see them.
 
 Example:
     >>> align_labels([None, 0, 1, 1, 2, None], [3, 0, 5])
@@ -28,6 +29,8 @@ TOKEN_CANDIDATES = ("tokens", "words")
 TAG_CANDIDATES = ("ner_tags", "tags", "labels", "label")
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", "sentencepiece.bpe.model", "tokenizer.model")
 _MAX_AUTO_LENGTH = 512  # tokenizers without a limit report a huge model_max_length
+ENCODED = "__hftl_tokens__"  # the column holding each example's token ids once a split is tokenized
+_WORD_LABELS = "word_labels"  # token classification: sub-token labels, inside the encoded example
 
 
 def align_labels(word_ids: list[int | None], word_labels: list[int]) -> list[int]:
@@ -37,6 +40,41 @@ def align_labels(word_ids: list[int | None], word_labels: list[int]) -> list[int
         aligned.append(IGNORE if word is None or word == previous else word_labels[word])
         previous = word
     return aligned
+
+
+def pad_batch(encoded: list[dict[str, list[int]]], tokenizer: Any, pad_values: dict[str, int] | None = None) -> dict:
+    """Token-id lists padded to the batch's longest, as `tokenizer(texts, padding=True)` pads them.
+
+    Plain lists padded in Python and turned into one tensor per key: `tokenizer.pad` costs 5-10x more
+    for a batch of short texts.
+
+    Example:
+        >>> pad_batch([{"input_ids": [101, 7, 102]}, {"input_ids": [101, 102]}], tokenizer)["input_ids"]  # doctest: +SKIP
+        tensor([[101,   7, 102],
+                [101, 102,   0]])
+    """
+    values = {
+        "input_ids": tokenizer.pad_token_id,
+        "token_type_ids": getattr(tokenizer, "pad_token_type_id", 0),
+        "attention_mask": 0,
+        "special_tokens_mask": 1,
+        **(pad_values or {}),
+    }
+    width = max(len(e["input_ids"]) for e in encoded)
+    left = getattr(tokenizer, "padding_side", "right") == "left"
+    batch = {}
+    for key in encoded[0]:
+        pad = values.get(key, 0)
+        rows = [e[key] for e in encoded]
+        padded = [[pad] * (width - len(r)) + r for r in rows] if left else [r + [pad] * (width - len(r)) for r in rows]
+        batch[key] = torch.tensor(padded, dtype=torch.long)
+    return batch
+
+
+def _rows(encoding: Any, n: int) -> list[dict[str, list[int]]]:
+    """A batch encoding's lists, one dict per example."""
+    keys = list(encoding.keys())
+    return [{k: encoding[k][i] for k in keys} for i in range(n)]
 
 
 def load_tokenizer(name_or_path: str, revision: str | None, trust_remote_code: bool, **kwargs: Any) -> Any:
@@ -153,25 +191,39 @@ class TextClassification(_TextBase):
             ds = ds.map(lambda b: {column: [[a, p] for a, p in zip(b[column], b[pair])]}, batched=True, desc="pairing texts")
         return ds
 
-    def collator(self, processor: Any) -> Callable[[list[dict]], dict]:
-        max_length = self.max_length(processor)
+    def _tokenize(self, inputs: list[Any], processor: Any, **kwargs: Any) -> Any:
+        """Texts, or [text, pair] lists, through the tokenizer with the run's truncation."""
+        if inputs and isinstance(inputs[0], list):
+            texts, pairs = [a for a, _ in inputs], [p for _, p in inputs]
+        else:
+            texts, pairs = inputs, None
+        return processor(texts, pairs, truncation=True, max_length=self.max_length(processor), **kwargs)
 
+    def encode(self, ds: datasets.Dataset, column: str, processor: Any) -> tuple[datasets.Dataset, str]:
+        """Token ids per example, unpadded (in memory: nothing is written to the datasets cache)."""
+
+        def tokenize(batch: dict[str, list]) -> dict[str, list]:
+            return {ENCODED: _rows(self._tokenize(batch[column], processor), len(batch[column]))}
+
+        return ds.map(tokenize, batched=True, keep_in_memory=True, desc="tokenizing"), ENCODED
+
+    def collator(self, processor: Any) -> Callable[[list[dict]], dict]:
         def collate(examples: list[dict]) -> dict[str, torch.Tensor]:
             inputs = [e["input"] for e in examples]
-            if isinstance(inputs[0], list):
-                texts, pairs = [a for a, _ in inputs], [p for _, p in inputs]
+            if isinstance(inputs[0], dict):  # tokenized by `encode`
+                batch = pad_batch(inputs, processor)
             else:
-                texts, pairs = inputs, None
-            batch = processor(texts, pairs, truncation=True, max_length=max_length, padding=True, return_tensors="pt")
+                batch = dict(self._tokenize(inputs, processor, padding=True, return_tensors="pt"))
             batch["labels"] = torch.tensor([e["labels"] for e in examples], dtype=torch.long)
-            return dict(batch)
+            return batch
 
         return collate
 
     def lengths(self, ds: datasets.Dataset, column: str, processor: Any) -> list[int] | None:
         values = ds[column]
-        texts = [v[0] + " " + v[1] if isinstance(v, list) else v for v in values]
-        return [len(ids) for ids in processor(texts, truncation=True, max_length=self.max_length(processor))["input_ids"]]
+        if values and isinstance(values[0], dict):
+            return [len(v["input_ids"]) for v in values]
+        return [len(ids) for ids in self._tokenize(values, processor)["input_ids"]]
 
     def load_predict_input(self, item: str) -> Any:
         if not item.strip():
@@ -286,25 +338,36 @@ class TokenClassification(_TextBase):
             ds = ds.remove_columns("labels")
         return ds.add_column("labels", encoded)
 
-    def collator(self, processor: Any) -> Callable[[list[dict]], dict]:
-        max_length = self.max_length(processor)
+    def _encode_words(self, words: list[list[str]], word_labels: list[list[int]], processor: Any) -> list[dict[str, list[int]]]:
+        """Token ids per example, unpadded, with each sub-token's label (see `align_labels`)."""
+        encoding = processor(words, is_split_into_words=True, truncation=True, max_length=self.max_length(processor))
+        rows = _rows(encoding, len(words))
+        for i, row in enumerate(rows):
+            row[_WORD_LABELS] = align_labels(encoding.word_ids(i), word_labels[i])
+        return rows
 
+    def encode(self, ds: datasets.Dataset, column: str, processor: Any) -> tuple[datasets.Dataset, str]:
+        def tokenize(batch: dict[str, list]) -> dict[str, list]:
+            return {ENCODED: self._encode_words(batch[column], batch["labels"], processor)}
+
+        return ds.map(tokenize, batched=True, keep_in_memory=True, desc="tokenizing"), ENCODED
+
+    def collator(self, processor: Any) -> Callable[[list[dict]], dict]:
         def collate(examples: list[dict]) -> dict[str, torch.Tensor]:
-            words = [e["input"] for e in examples]
-            batch = processor(words, is_split_into_words=True, truncation=True, max_length=max_length, padding=True)
-            width = len(batch["input_ids"][0])
-            labels = []
-            for i, e in enumerate(examples):
-                aligned = align_labels(batch.word_ids(i), e["labels"])
-                labels.append(aligned + [IGNORE] * (width - len(aligned)))
-            out = {k: torch.tensor(v) for k, v in batch.items()}
-            out["labels"] = torch.tensor(labels, dtype=torch.long)
-            return out
+            inputs = [e["input"] for e in examples]
+            if not isinstance(inputs[0], dict):  # words not yet tokenized by `encode`
+                inputs = self._encode_words(inputs, [e["labels"] for e in examples], processor)
+            batch = pad_batch(inputs, processor, {_WORD_LABELS: IGNORE})
+            batch["labels"] = batch.pop(_WORD_LABELS)
+            return batch
 
         return collate
 
     def lengths(self, ds: datasets.Dataset, column: str, processor: Any) -> list[int] | None:
-        return [len(words) for words in ds[column]]
+        values = ds[column]
+        if values and isinstance(values[0], dict):
+            return [len(v["input_ids"]) for v in values]
+        return [len(words) for words in values]
 
     def evaluator(self, processor: Any, label_names: list[str]) -> Evaluator:
         return TokenClassificationEvaluator(label_names)
