@@ -13,9 +13,11 @@ Example:
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from hftl.checkpoint import atomic_write_text
 from hftl.config import Config, tracker_names
 from hftl.errors import ConfigError
 
@@ -26,6 +28,7 @@ if TYPE_CHECKING:
 
 # The PyPI package that makes each tracker importable.
 PIP_NAMES = {"comet_ml": "comet-ml"}
+TRACKER_IDS = "trackers.json"  # under logs/: the tracker runs a resumed run continues
 
 
 def log_with(report_to: str) -> list[str] | None:
@@ -65,12 +68,32 @@ def flat_config(cfg: Config) -> dict[str, Any]:
     return flat
 
 
-def start_trackers(accelerator: Accelerator, cfg: Config, run_dir: Path) -> None:
-    """Start the trackers under the run folder's name and log the hyperparameters."""
+def start_trackers(accelerator: Accelerator, cfg: Config, run_dir: Path, resumed: bool = False) -> None:
+    """Start the trackers under the run folder's name and log the hyperparameters.
+
+    A resumed run continues the tracker runs it started (MLflow and W&B by their run ids, kept in
+    `logs/trackers.json`; TensorBoard by writing to the same folder) rather than starting new ones,
+    so a killed and resumed run is one curve, not two.
+    """
     name = Path(run_dir).resolve().name
-    accelerator.init_trackers(name, init_kwargs={"mlflow": {"run_name": name}, "wandb": {"name": name}})
+    ids_file = Path(run_dir) / "logs" / TRACKER_IDS
+    saved = _read_ids(ids_file) if resumed else {}
+    init_kwargs: dict[str, dict[str, Any]] = {"mlflow": {"run_name": name}, "wandb": {"name": name}}
+    if "mlflow" in saved:
+        init_kwargs["mlflow"]["run_id"] = saved["mlflow"]
+    if "wandb" in saved:
+        init_kwargs["wandb"].update(id=saved["wandb"], resume="allow")
+    accelerator.init_trackers(name, init_kwargs=init_kwargs)
+    ids = {tracker.name: run_id for tracker in accelerator.trackers if (run_id := _run_id(tracker)) is not None}
+    continued = sorted(k for k in ids if saved.get(k) == ids[k]) + (["tensorboard"] if resumed else [])
+    if accelerator.is_main_process and ids:
+        ids_file.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(ids_file, json.dumps({**saved, **ids}, indent=2))
     hparams = flat_config(cfg)
     for tracker in accelerator.trackers:  # empty on every process but the main one
+        if tracker.name in continued:
+            accelerator.print(f"{tracker.name}: continuing this run's tracker run")
+            continue  # its hyperparameters are logged already (and MLflow refuses a param logged twice)
         if tracker.name == "tensorboard":
             # Accelerate's own TensorBoard hparams go to a timestamped sub-run with no metrics; one
             # session in the run itself lets the HParams tab pair them with the final/ scalars.
@@ -79,6 +102,23 @@ def start_trackers(accelerator: Accelerator, cfg: Config, run_dir: Path) -> None
             tracker.writer.flush()
         else:
             tracker.store_init_configuration(hparams)
+
+
+def _run_id(tracker: Any) -> str | None:
+    """The id a tracker's run can be reopened with, for the trackers whose Accelerate wrapper takes one."""
+    if tracker.name == "mlflow":
+        return tracker.active_run.info.run_id
+    if tracker.name == "wandb":
+        return tracker.run.id
+    return None
+
+
+def _read_ids(path: Path) -> dict[str, str]:
+    try:
+        ids = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}  # none saved (a run from before hftl kept them): the trackers start new runs
+    return {k: v for k, v in ids.items() if isinstance(v, str)} if isinstance(ids, dict) else {}
 
 
 def final_metrics(result: TrainResult) -> dict[str, float]:

@@ -301,7 +301,8 @@ def fit(
 
     state = _State()
     resume_rng = None
-    if cfg.resume and (latest := latest_checkpoint(ckpt_dir)) is not None:
+    latest = latest_checkpoint(ckpt_dir) if cfg.resume else None
+    if latest is not None:
         loaded = load_checkpoint(latest, accelerator.process_index, accelerator.num_processes)
         missing = [k for k in loaded["tensors"] if k not in raw.state_dict()]
         if missing:
@@ -322,7 +323,7 @@ def fit(
             )
     state.num_processes = accelerator.num_processes
 
-    start_trackers(accelerator, cfg, run_dir)
+    start_trackers(accelerator, cfg, run_dir, resumed=latest is not None)
     accelerator.print(format_trainable_for(raw, layer_map, plan.phase_at(state.epoch)))
 
     def save(final_epoch_state: _State) -> None:

@@ -126,3 +126,44 @@ def test_hparams_and_final_metrics_reach_tensorboard_and_mlflow(tiny_bert, tmp_p
     assert run.data.metrics["train/loss"] > 0
     history = client.get_metric_history(run.info.run_id, "final/validation_accuracy")
     assert [m.step for m in history] == [summary["global_step"]]  # logged once, at the last step
+
+
+def test_a_resumed_run_continues_its_tracker_runs(tiny_bert, tmp_path, monkeypatch):
+    """Killed after epoch 1 and resumed: one MLflow run and one TensorBoard folder hold all three epochs."""
+    pytest.importorskip("mlflow")
+    from mlflow.tracking import MlflowClient
+
+    store = f"file:{tmp_path / 'mlruns'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    train = write_csv(tmp_path / "train.csv", sentiment_rows(32))
+    config = {
+        "task": "text-classification",
+        "model": {"name_or_path": str(tiny_bert)},
+        "data": {"train": str(train), "validation_split": 0.25},
+        "train": {"epochs": 3, "batch_size": 8, "learning_rate": 1e-3, "report_to": "tensorboard,mlflow"},
+    }
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
+    run_dir = tmp_path / "resumed"
+    args = ["train", str(tmp_path / "c.yaml"), f"output_dir={run_dir}"]
+    killed = run_cli(*args, env={"HFTL_FAULT_KILL_AFTER_EPOCH": "1", "MLFLOW_TRACKING_URI": store}, check=False)
+    assert killed.returncode != 0 and not (run_dir / "metrics.json").exists()
+    ids = json.loads((run_dir / "logs" / "trackers.json").read_text())
+    proc = run_cli(*args, "resume=true", in_process=True)
+    assert "mlflow: continuing this run's tracker run" in proc.stdout
+    summary = json.loads((run_dir / "metrics.json").read_text())
+    steps = [h["step"] for h in summary["history"]]
+
+    client = MlflowClient(store)
+    (experiment,) = client.search_experiments(filter_string="name = 'resumed'")
+    (run,) = client.search_runs([experiment.experiment_id])  # one run, not one per launch
+    assert run.info.run_id == ids["mlflow"] and run.info.status == "FINISHED"
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "eval/accuracy")] == steps
+    assert run.data.params["train.epochs"] == "3"
+
+    scalars, hparams = tensorboard_run(run_dir / "logs" / "resumed")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run_dir / "logs" / "resumed"), size_guidance={"scalars": 0}).Reload()
+    assert [e.step for e in events.Scalars("eval/accuracy")] == steps
+    assert scalars["final/global_step"] == summary["global_step"] and hparams["train.epochs"] == 3
