@@ -15,6 +15,7 @@ import argparse
 import json
 import os
 import sys
+from pathlib import Path
 
 from hftl.errors import HftlError
 
@@ -100,6 +101,22 @@ def _push(args: argparse.Namespace) -> None:
     print(f"pushed {args.run_dir} to {args.repo_id}: {url}")
 
 
+def _cache(args: argparse.Namespace) -> None:
+    from hftl.cache_folder import entries, format_entries, prune
+    from hftl.feature_cache import default_cache_dir
+
+    root = Path(args.dir).expanduser() if args.dir else default_cache_dir()
+    if args.action == "list":
+        print(format_entries(entries(root), root))
+        return
+    # clear: everything, or down to --max-gb; by hand, so entries in use a moment ago go too.
+    cap = int(args.max_gb * 2**30) if args.max_gb is not None else 0
+    removed = prune(root, cap, min_idle_seconds=0.0)
+    freed = sum(e.size_bytes for e in removed)
+    left = entries(root)
+    print(f"removed {len(removed)} entries ({freed / 2**30:.2f} GB); {len(left)} left in {root}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hftl", description="Transfer learning on the Hugging Face stack.")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks for errors")
@@ -139,6 +156,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--strategies", default="scratch,head_only,freeze,lora,full", help="comma-separated (also: hybrid)")
     p.add_argument("--seeds", type=int, default=1, help="repeat with this many seeds (mean ± std in the report)")
     p.set_defaults(func=_compare)
+
+    p = sub.add_parser("cache", help="list or clear the feature cache (frozen-prefix features reused across runs)")
+    p.add_argument("action", choices=["list", "clear"])
+    p.add_argument("--dir", default=None, help="cache folder (default: $HFTL_FEATURE_CACHE or ~/.cache/hftl/features)")
+    p.add_argument("--max-gb", type=float, default=None, help="clear: only least recently used entries, down to this size")
+    p.set_defaults(func=_cache)
 
     p = sub.add_parser("demo", help="an offline strategy study on a real checkpoint and data set")
     p.add_argument("overrides", nargs="*", help="key=value or STRATEGY:key=value, as for compare")

@@ -177,6 +177,13 @@ class TrainConfig:
     feature_cache_dir: str | None = field(
         default=None, metadata=_help("Feature cache folder; $HFTL_FEATURE_CACHE or ~/.cache/hftl/features when null.")
     )
+    feature_cache_max_gb: float = field(
+        default=50.0,
+        metadata=_help(
+            "Size cap of the feature cache folder: after a fill, least recently used entries idle for an hour are "
+            "deleted to stay under it (0 = no cap). `hftl cache list` shows the folder, `hftl cache clear` empties it."
+        ),
+    )
 
 
 @dataclass
@@ -236,6 +243,7 @@ _SECTION_SHORTHAND = {"strategy": "name", "model": "name_or_path"}
 # different value neither blocks resume nor the reuse of a finished run in a study.
 RUN_CONTROL_KEYS = (
     "resume", "overwrite", "push_to_hub", "hub_repo_id", "hub_private", "train.feature_cache", "train.feature_cache_dir",
+    "train.feature_cache_max_gb",
 )  # fmt: skip
 
 
@@ -513,6 +521,7 @@ def validate(cfg: Config) -> None:
     _require(t.head_learning_rate is None or t.head_learning_rate > 0, "train.head_learning_rate must be > 0 or null")
     _require(0 < t.layer_lr_decay <= 1, f"train.layer_lr_decay must be in (0, 1], got {t.layer_lr_decay}")
     _require(t.weight_decay >= 0, f"train.weight_decay must be >= 0, got {t.weight_decay}")
+    _require(t.feature_cache_max_gb >= 0, f"train.feature_cache_max_gb must be >= 0 (0 = no cap), got {t.feature_cache_max_gb}")
     _require(0 <= t.warmup_ratio < 1, f"train.warmup_ratio must be in [0, 1), got {t.warmup_ratio}")
     _require(t.gradient_accumulation_steps >= 1, "train.gradient_accumulation_steps must be >= 1")
     _require(t.max_grad_norm is None or t.max_grad_norm > 0, "train.max_grad_norm must be > 0 or null")

@@ -43,6 +43,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from hftl.cache_folder import prune, touch
 from hftl.data import loader_workers
 from hftl.errors import ConfigError
 from hftl.layers import LayerMap, full_name
@@ -510,6 +511,7 @@ class FeatureCache:
         self.cfg, self.model, self.layer_map, self.data, self.accelerator = cfg, model, layer_map, data, accelerator
         self.mode = cfg.train.feature_cache
         self.root = Path(cfg.train.feature_cache_dir).expanduser() if cfg.train.feature_cache_dir else default_cache_dir()
+        self.folders: set[Path] = set()  # the entries this run uses: never pruned by it
         self.feed = _Feed()
         self.installed: _Installed | None = None
         self.main_input = getattr(model, "main_input_name", "input_ids")
@@ -707,9 +709,12 @@ class FeatureCache:
         material = {**key_base, "split_data": data_fingerprint(ds.ds, ds.column), "stored": sorted(stored)}
         key = hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()[:24]
         folder = self.root / key
+        self.folders.add(folder)
         there = [(folder / "meta.json").exists()]
         broadcast_object_list(there)  # every process must take the same branch
         if there[0]:
+            if accelerator.is_main_process:
+                touch(folder)  # its last use, for pruning least recently used entries
             return folder, True
         token = [f"{os.getpid()}-{time.time_ns()}"]
         broadcast_object_list(token)  # every process writes its shard into the same partial folder
@@ -750,14 +755,29 @@ class FeatureCache:
         writer.finish({})
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
-            meta = {"shards": [f"shard-{r}" for r in range(world)], "count": len(ds), "key": material}
+            about = {"split": split, "model": self.cfg.model.name_or_path}
+            meta = {"shards": [f"shard-{r}" for r in range(world)], "count": len(ds), "key": material, "about": about}
             (partial / "meta.json").write_text(json.dumps(meta, default=str))
             try:
                 os.replace(partial, folder)  # atomic: a cache is there whole or not at all
             except OSError:  # another run filled it meanwhile: keep theirs
                 shutil.rmtree(partial, ignore_errors=True)
+            self._prune()
         accelerator.wait_for_everyone()
         return folder, False
+
+    def _prune(self) -> None:
+        """Keep the cache folder under train.feature_cache_max_gb (least recently used entries go first)."""
+        cap = self.cfg.train.feature_cache_max_gb
+        if not cap:
+            return
+        removed = prune(self.root, int(cap * 2**30), protect=self.folders)
+        if removed:
+            freed = sum(e.size_bytes for e in removed) / 2**30
+            self.accelerator.print(
+                f"feature cache: removed {len(removed)} least recently used entries ({freed:.2f} GB) to stay under "
+                f"train.feature_cache_max_gb={cap:g} ({self.root})"
+            )
 
     def _verify(self, cut: Cut, cache: CachedSplit, probe: dict[str, Any], output_class: Any, block_kind: str) -> None:
         """The first validation batch, uncached vs cached: the logits must agree. Installs the stand-ins."""

@@ -263,3 +263,48 @@ def test_torch_compile_is_passed_to_accelerate_and_turns_the_cache_off(tiny_bert
     cache.activate(Phase("head_only", 0, 1, frozenset()))
     assert "torch_compile" in cache.status.note and not cache.status.train
     make_accelerator(load_config(cfg, ["train.torch_compile=false"]), tmp_path, multi_phase=False)
+
+
+def test_cache_folder_is_listed_capped_least_recently_used_first_and_cleared(tiny_bert, reviews, tmp_path, monkeypatch):
+    import os
+    import time
+
+    from hftl.cache_folder import entries
+
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("HFTL_FEATURE_CACHE", str(cache))
+    path = config(tmp_path, tiny_bert, reviews, "text-classification", epochs=1)
+    train(path, tmp_path / "a", "strategy.name=head_only", "data.max_length=16")
+    old = {e.path for e in entries(cache)}
+    assert len(old) == 2 and {e.split for e in entries(cache)} == {"train", "validation"}
+    assert all(e.model == str(tiny_bert) and e.examples > 0 and e.size_bytes > 0 for e in entries(cache))
+    listing = run_cli("cache", "list", in_process=True).stdout
+    assert "2 entries" in listing and "train" in listing and "validation" in listing
+
+    day_ago = time.time() - 86_400
+    for folder in old:  # last used a day ago: idle, so a capped run may prune them
+        os.utime(folder / "meta.json", (day_ago, day_ago))
+    crashed = cache / ".0123abcd.partial-1-2"  # a fill a crash left behind a day ago
+    (crashed / "shard-0").mkdir(parents=True)
+    (crashed / "shard-0" / "input.bin").write_bytes(b"x" * 100)
+    os.utime(crashed / "shard-0" / "input.bin", (day_ago, day_ago))
+    writing = cache / ".4567ef.partial-3-4"  # a fill writing right now: never deleted
+    (writing / "shard-0").mkdir(parents=True)
+    (writing / "shard-0" / "input.bin").write_bytes(b"x" * 100)
+
+    # A new key (another max_length), capped at 1 KB: the idle old entries go, its own two stay.
+    second = train(path, tmp_path / "b", "strategy.name=head_only", "data.max_length=12", "train.feature_cache_max_gb=0.000001")
+    assert "least recently used entries" in second["stdout"]
+    left = {e.path for e in entries(cache)}
+    assert not (left & old) and not crashed.exists() and writing.exists()
+    assert len([e for e in entries(cache) if not e.partial]) == 2  # over the cap, but in use by the run
+
+    # Reusing an entry records its use; the default cap (50 GB) removes nothing.
+    before = {e.path: e.last_used for e in entries(cache) if not e.partial}
+    time.sleep(0.05)
+    train(path, tmp_path / "c", "strategy.name=head_only", "data.max_length=12")
+    assert all(e.last_used > before[e.path] for e in entries(cache) if not e.partial)
+
+    out = run_cli("cache", "clear", in_process=True).stdout
+    assert "removed 2 entries" in out and [e.path for e in entries(cache)] == [writing]
+    assert run_cli("train", str(path), "train.feature_cache_max_gb=-1", check=False, in_process=True).returncode == 2
