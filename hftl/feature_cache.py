@@ -24,8 +24,10 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -70,12 +72,14 @@ def default_cache_dir() -> Path:
 class Cut:
     """Where the frozen prefix ends in one phase."""
 
-    kind: str  # "base" or "block"
-    module: str  # the base model, or the first trainable block (full module name)
+    kind: str  # "base", "block", or "input" (nothing frozen: the processed model inputs are cached)
+    module: str  # the base model, or the first trainable block (full module name); "" for inputs
     skipped: tuple[str, ...] = ()  # block cut: the frozen blocks below `module`
     prefix_parts: frozenset[str] = frozenset()  # layer-map parts whose tensors shape the features
 
     def describe(self) -> str:
+        if self.kind == "input":
+            return "model inputs (decoded and processed once)"
         return "base-model outputs" if self.kind == "base" else f"hidden states entering {self.module}"
 
 
@@ -516,6 +520,7 @@ class FeatureCache:
         self.installed: _Installed | None = None
         self.main_input = getattr(model, "main_input_name", "input_ids")
         self.pass_main = True
+        self._padding_marked = True  # input cut: whether a filled batch's padding can be cut off again
         self.status = CacheStatus()
         self._splits = [("train", data.train), ("validation", data.validation)]
         if data.test is not None:
@@ -537,9 +542,12 @@ class FeatureCache:
             self._refuse("the model is sharded with FSDP, which the stand-ins are not tested with")
             return
         cut = find_cut(self.model, self.layer_map, phase.trainable)
-        if cut is None:
+        if cut is None and self.main_input == "input_ids":  # text is tokenized once already (Modality.encode)
             self._refuse(f"the {phase.name} phase trains the lowest backbone block, so nothing below it is frozen to cache")
             return
+        # Nothing frozen below the trained part: cache what the model is fed (decoded, resized, resampled,
+        # normalised inputs), so later epochs skip decoding. Only where augmentation does not redraw them.
+        cut = cut or Cut("input", "")
         try:
             # Filling draws nothing a run should see (DataLoader seeds among it): the global RNG is kept.
             with torch.random.fork_rng(devices=_rng_devices()):
@@ -573,6 +581,9 @@ class FeatureCache:
         model = self.model
         started = time.perf_counter()
         probe = self._batch(self.data.validation, range(min(len(self.data.validation), self._batch_size())))
+        if cut.kind == "input":
+            self._activate_inputs(phase, cut, probe, started)
+            return
         with torch.no_grad(), _eval_mode(model):
             with _capture(model, cut) as got:
                 reference = _fields(_run_to_cut(model, probe, got))
@@ -594,6 +605,19 @@ class FeatureCache:
             reused &= was_there
             caches[split] = CachedSplit(folder)
         self._verify(cut, caches["validation"], probe, output_class, block_kind)
+        self._use(phase, cut, caches, train_ok, why_not, started, reused)
+
+    def _use(
+        self,
+        phase: Any,
+        cut: Cut,
+        caches: dict[str, CachedSplit],
+        train_ok: bool,
+        why_not: str | None,
+        started: float,
+        reused: bool,
+    ) -> None:
+        """Point the splits at their caches, record the status and say what runs cached."""
         for split, ds in self._splits:
             if split in caches:
                 ds.cached = caches[split]
@@ -614,9 +638,65 @@ class FeatureCache:
         if why_not:
             self.print(f"training examples run uncached: {why_not}")
 
+    def _activate_inputs(self, phase: Any, cut: Cut, probe: dict[str, Any], started: float) -> None:
+        """Cache the processed inputs of every split augmentation leaves alone; checked against the collator."""
+        augmented = self.data.train.augment is not None
+        splits = [(split, ds) for split, ds in self._splits if not (split == "train" and augmented)]
+        per_example = sum(t.numel() * t.element_size() for t in probe.values() if isinstance(t, torch.Tensor))
+        size = per_example / max(len(probe["labels"]), 1) * sum(len(ds) for _, ds in splits)
+        cap = self.cfg.train.feature_cache_max_gb * 2**30 or math.inf
+        existing = next((p for p in (self.root, *self.root.parents) if p.exists()), Path("/"))
+        free = shutil.disk_usage(existing).free
+        if size > min(cap / 2, free * 0.8):
+            why = "half of train.feature_cache_max_gb" if cap / 2 < free * 0.8 else "80% of the free disk space"
+            raise _Unsafe(f"the processed inputs would take {size / 2**30:.1f} GB, over {why} ({self.root})")
+        self._padding_marked = _unpadded_lengths(probe) is not None or self._fixed_size(probe)
+        key_base = self._key_material(cut)
+        caches: dict[str, CachedSplit] = {}
+        reused = True
+        for split, ds in splits:
+            folder, was_there = self._fill(split, ds, cut, set(), key_base)
+            reused &= was_there
+            caches[split] = CachedSplit(folder)
+        self._verify_inputs(caches["validation"])
+        self.pass_main = True
+        why_not = (
+            "data.augment is on, so training examples differ every epoch; set data.augment=false to cache them too"
+            if augmented
+            else None
+        )
+        self._use(phase, cut, caches, not augmented, why_not, started, reused)
+
+    def _fixed_size(self, probe: dict[str, Any]) -> bool:
+        """Whether examples collated alone have the batch's shape (images), so a batch holds no padding."""
+        plain = _plain(self.data.validation)
+        alone = [self.data.collate([plain[i]])[self.main_input].shape[1:] for i in range(min(len(plain), 4))]
+        return all(shape == probe[self.main_input].shape[1:] for shape in alone)
+
+    def _verify_inputs(self, cache: CachedSplit) -> None:
+        """Examples from different fill batches, collated by the modality and read from the cache: equal."""
+        ds = self.data.validation
+        indices = list(range(0, min(len(ds), 2 * self._fill_batch_size(Cut("input", ""))), 2))[: self._batch_size()]
+        expected = self.data.collate([_plain(ds)[i] for i in indices])
+        got = collate_cached(cache.batch(indices), self.main_input, pass_main=True)
+        got.pop(FEATURES)
+        same = expected.keys() == got.keys() and all(
+            isinstance(v, torch.Tensor) and v.shape == got[k].shape and torch.equal(v, got[k].to(v.dtype))
+            for k, v in expected.items()
+        )
+        if not same:
+            raise _Unsafe("the processed inputs depend on the batch they are padded in (no attention mask)")
+
     def _batch_size(self) -> int:
         t = self.cfg.train
         return t.eval_batch_size or t.batch_size
+
+    def _fill_batch_size(self, cut: Cut) -> int:
+        # Inputs are stored one example at a time when no attention mask marks their padding: each is
+        # then stored unpadded, as the processor makes it alone (checked by _verify_inputs).
+        if cut.kind == "input" and not self._padding_marked:
+            return 1
+        return self._batch_size()
 
     def _batch(self, ds: Any, indices: Any) -> dict[str, Any]:
         plain = _plain(ds)
@@ -689,6 +769,16 @@ class FeatureCache:
         import transformers
 
         cfg = self.cfg
+        if cut.kind == "input":  # the inputs depend on the data and the processor only
+            return {
+                "version": CACHE_VERSION,
+                "cut": [cut.kind],
+                "processor": processor_fingerprint(self.data.processor),
+                "task": cfg.task,
+                "data": {k: getattr(cfg.data, k) for k in ("max_length", "max_duration_seconds", "text_pair_column")},
+                "batch_size": self._fill_batch_size(cut),
+                "versions": [torch.__version__, transformers.__version__],
+            }
         return {
             "version": CACHE_VERSION,
             "model": type(self.model).__name__,
@@ -723,7 +813,7 @@ class FeatureCache:
         shard = partial / f"shard-{rank}"
         writer = _ShardWriter(shard)
         indices = list(range(rank, len(ds), world))
-        size = self._batch_size()
+        size = self._fill_batch_size(cut)
         loader = DataLoader(
             _plain(ds),
             batch_size=size,
@@ -734,17 +824,23 @@ class FeatureCache:
         quiet = not accelerator.is_local_main_process
         bar = tqdm(total=len(indices), desc=f"caching features ({split})", leave=False, disable=quiet)
         position = 0
-        with torch.no_grad(), _eval_mode(self.model), _capture(self.model, cut) as got:
+        inputs_only = cut.kind == "input"  # nothing to compute: the collated inputs are what is stored
+        capture = contextlib.nullcontext({}) if inputs_only else _capture(self.model, cut)
+        with torch.no_grad(), _eval_mode(self.model), capture as got:
             for batch in loader:
-                batch = send_to_device(batch, accelerator.device)
-                fields = _fields(_run_to_cut(self.model, batch, got))
+                if inputs_only:
+                    fields = {}
+                else:
+                    batch = send_to_device(batch, accelerator.device)
+                    fields = _fields(_run_to_cut(self.model, batch, got))
                 lengths = _unpadded_lengths(batch)
                 for row in range(len(batch["labels"])):
                     trim = _trimmer(lengths, row)
                     record: dict[str, tuple[torch.Tensor | None, tuple[int, ...], torch.dtype]] = {}
                     for name, value in batch.items():
                         kept = trim(value[row])
-                        record[f"input.{name}"] = (None if name == self.main_input else kept, tuple(kept.shape), value.dtype)
+                        keep = inputs_only or name != self.main_input
+                        record[f"input.{name}"] = (kept if keep else None, tuple(kept.shape), value.dtype)
                     for name, value in fields.items():
                         kept = trim(value[row])
                         record[f"feature.{name}"] = (kept if name in stored else None, tuple(kept.shape), value.dtype)

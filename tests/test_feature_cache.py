@@ -61,6 +61,9 @@ CASES = {
     "resnet-freeze": ("tiny_resnet", "image", ["strategy.name=freeze", "strategy.trainable_blocks=1"], "hidden states"),
     "bert-head_only": ("tiny_bert", "text", ["strategy.name=head_only"], "base-model outputs"),
     "bert-freeze": ("tiny_bert", "text", ["strategy.name=freeze", "strategy.trainable_blocks=1"], "hidden states entering"),
+    # Nothing frozen: the decoded, resized and normalised images are cached instead.
+    "vit-full": ("tiny_vit", "image", ["strategy.name=full"], "model inputs"),
+    "resnet-lora": ("tiny_resnet", "image", ["strategy.name=lora"], "model inputs"),
 }
 
 
@@ -244,6 +247,22 @@ def test_speech_head_only_trains_on_cached_features_and_freeze_says_why_not(tmp_
     frozen = train(path, tmp_path / "freeze", "strategy.name=freeze", "strategy.trainable_blocks=1")
     assert frozen["feature_cache"]["eval"] and not frozen["feature_cache"]["train"]
     assert "SpecAugment (mask_time_prob=0.05)" in frozen["stdout"]
+    # full: nothing frozen, so the decoded, resampled and normalised clips are cached, stored unpadded
+    # (the tones differ in length), and training equals training on clips decoded every epoch.
+    full = train(path, tmp_path / "full", "strategy.name=full")
+    train(path, tmp_path / "full-off", "strategy.name=full", "train.feature_cache=off")
+    assert full["feature_cache"]["train"] and "model inputs" in full["feature_cache"]["cut"]
+    assert_same_training(tmp_path / "full", tmp_path / "full-off")
+
+
+def test_inputs_cache_steps_aside_for_augmentation_and_size(tiny_vit, digits, tmp_path, monkeypatch):
+    monkeypatch.setenv("HFTL_FEATURE_CACHE", str(tmp_path / "cache"))
+    path = config(tmp_path, tiny_vit, digits, "image-classification", epochs=1)
+    augmented = train(path, tmp_path / "aug", "strategy.name=full", "data.augment=true")
+    assert augmented["feature_cache"]["eval"] and not augmented["feature_cache"]["train"]
+    assert "set data.augment=false to cache them too" in augmented["stdout"]
+    capped = train(path, tmp_path / "capped", "strategy.name=full", "train.feature_cache_max_gb=0.00001")
+    assert not capped["feature_cache"]["eval"] and "over half of train.feature_cache_max_gb" in capped["stdout"]
 
 
 def test_torch_compile_is_passed_to_accelerate_and_turns_the_cache_off(tiny_bert, tmp_path, monkeypatch):
