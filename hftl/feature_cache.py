@@ -52,6 +52,7 @@ from hftl.layers import LayerMap, full_name
 from hftl.metrics import IGNORE
 from hftl.sharding import is_sharded
 
+FULL = "@full"  # shape-only companion of a field stored at its first position (the CLS token) only
 FEATURES = "hftl_features"  # batch key of the stored tensors; the trainer hands it to the stand-ins
 CACHE_VERSION = 1
 _DTYPES = {str(d).removeprefix("torch."): d for d in (torch.float32, torch.float16, torch.bfloat16, torch.float64,
@@ -354,7 +355,10 @@ class _Feed:
         ref = next(iter(out.values()), None)  # shape-only placeholders go where the stored tensors are
         device = ref.device if ref is not None else None
         for name, (shape, dtype) in self.features["shapes"].items():
-            out[name] = torch.zeros((), dtype=_DTYPES[dtype], device=device).expand(shape)
+            if name.endswith(FULL):  # only the first position was stored: the head reads no other
+                out[name.removesuffix(FULL)] = out[name.removesuffix(FULL)].expand(shape)
+            else:
+                out[name] = torch.zeros((), dtype=_DTYPES[dtype], device=device).expand(shape)
         return out
 
 
@@ -521,6 +525,7 @@ class FeatureCache:
         self.main_input = getattr(model, "main_input_name", "input_ids")
         self.pass_main = True
         self._padding_marked = True  # input cut: whether a filled batch's padding can be cut off again
+        self._first: set[str] = set()  # base cut: fields stored at their first position only
         self.status = CacheStatus()
         self._splits = [("train", data.train), ("validation", data.validation)]
         if data.test is not None:
@@ -593,6 +598,7 @@ class FeatureCache:
             if not isinstance(value, torch.Tensor) or value.shape[:1] != probe[self.main_input].shape[:1]:
                 raise _Unsafe(f"the {cut.describe()} field {name!r} is not a per-example tensor")
         stored = self._used_fields(cut, probe, reference, output_class) if cut.kind == "base" else {"hidden"}
+        self._first = self._first_position_fields(cut, probe, reference, output_class, stored) if cut.kind == "base" else set()
         train_ok, why_not = self._train_safe(phase, cut, probe, reference)
 
         key_base = self._key_material(cut)
@@ -703,24 +709,42 @@ class FeatureCache:
         batch = self.data.collate([plain[i] for i in indices])
         return send_to_device(batch, self.accelerator.device)
 
+    def _reads(self, cut: Cut, probe: dict, poisoned: dict[str, torch.Tensor], output_class: Any) -> bool:
+        """Whether the head's logits turn NaN when the base model outputs `poisoned` (it reads the NaNs)."""
+        standin = _Installed()
+        standin.patch(self.model.get_submodule(cut.module), lambda _: lambda *a, **k: _rebuild(output_class, poisoned))
+        try:
+            with torch.no_grad(), _eval_mode(self.model):
+                logits = self.model(**probe).logits
+        finally:
+            standin.remove()
+        return not torch.isfinite(logits.float()).all()
+
     def _used_fields(self, cut: Cut, probe: dict, reference: dict[str, torch.Tensor], output_class: Any) -> set[str]:
         """The base-output fields the head reads: poison one with NaN; if the logits stay finite, it is unused."""
         used = set()
         for name, value in reference.items():
-            if not value.is_floating_point():
-                used.add(name)
-                continue
-            poisoned = {**reference, name: torch.full_like(value, float("nan"))}
-            standin = _Installed()
-            standin.patch(self.model.get_submodule(cut.module), lambda _, p=poisoned: lambda *a, **k: _rebuild(output_class, p))
-            try:
-                with torch.no_grad(), _eval_mode(self.model):
-                    logits = self.model(**probe).logits
-            finally:
-                standin.remove()
-            if not torch.isfinite(logits.float()).all():
+            if not value.is_floating_point() or self._reads(
+                cut, probe, {**reference, name: torch.full_like(value, float("nan"))}, output_class
+            ):
                 used.add(name)
         return used or set(reference)
+
+    def _first_position_fields(
+        self, cut: Cut, probe: dict, reference: dict[str, torch.Tensor], output_class: Any, used: set[str]
+    ) -> set[str]:
+        """Sequence fields the head reads at the first position only (ViT's CLS token): NaN everywhere
+        else leaves the logits finite. Those are stored at that position alone, 1/T of the size."""
+        first = set()
+        for name in used:
+            value = reference[name]
+            if not value.is_floating_point() or value.dim() < 3 or value.shape[1] < 2:
+                continue
+            poisoned = value.clone()
+            poisoned[:, 1:] = float("nan")
+            if not self._reads(cut, probe, {**reference, name: poisoned}, output_class):
+                first.add(name)
+        return first
 
     def _train_safe(self, phase: Any, cut: Cut, probe: dict, reference: dict[str, torch.Tensor]) -> tuple[bool, str | None]:
         """Whether the frozen prefix computes in training exactly what it computes in inference."""
@@ -796,7 +820,10 @@ class FeatureCache:
     def _fill(self, split: str, ds: Any, cut: Cut, stored: set[str], key_base: dict[str, Any]) -> tuple[Path, bool]:
         """The split's cache folder, computed now (sharded over processes) unless it exists."""
         accelerator = self.accelerator
+        first = self._first if cut.kind == "base" else set()
         material = {**key_base, "split_data": data_fingerprint(ds.ds, ds.column), "stored": sorted(stored)}
+        if first:
+            material["first_position"] = sorted(first)
         key = hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()[:24]
         folder = self.root / key
         self.folders.add(folder)
@@ -843,6 +870,10 @@ class FeatureCache:
                         record[f"input.{name}"] = (kept if keep else None, tuple(kept.shape), value.dtype)
                     for name, value in fields.items():
                         kept = trim(value[row])
+                        if name in first:
+                            record[f"feature.{name}"] = (kept[:1], (1, *kept.shape[1:]), value.dtype)
+                            record[f"feature.{name}{FULL}"] = (None, tuple(kept.shape), value.dtype)
+                            continue
                         record[f"feature.{name}"] = (kept if name in stored else None, tuple(kept.shape), value.dtype)
                     writer.add(indices[position], record)
                     position += 1

@@ -115,6 +115,23 @@ def test_cache_is_on_disk_memory_mapped_and_reused(tiny_bert, reviews, tmp_path,
     assert sorted((tmp_path / "cache").iterdir()) == folders
 
 
+def test_vit_head_only_stores_the_cls_token_only(tiny_vit, digits, tmp_path, monkeypatch):
+    """ViT's classifier reads the first token of the last hidden state: one position of ~17 is stored."""
+    from hftl.feature_cache import FEATURES, FULL, CachedSplit, _Feed, collate_cached
+
+    monkeypatch.setenv("HFTL_FEATURE_CACHE", str(tmp_path / "cache"))
+    path = config(tmp_path, tiny_vit, digits, "image-classification", epochs=1)
+    train(path, tmp_path / "a", "strategy.name=head_only")
+    split = CachedSplit(next(p for p in (tmp_path / "cache").iterdir() if json.loads((p / "meta.json").read_text())))
+    record = split.batch([0, 1])
+    tokens = record[f"feature.last_hidden_state{FULL}"][0]
+    assert record["feature.last_hidden_state"].shape == (2, 1, tokens[2]) and tokens[1] > 1
+    feed = _Feed()
+    feed.features = collate_cached(record, "pixel_values", pass_main=False)[FEATURES]
+    assert feed.tensors()["last_hidden_state"].shape == tokens  # handed to the head at full length
+    # (cached and uncached head_only training on ViT are compared in test_cached_training_equals_uncached)
+
+
 @pytest.mark.parametrize(
     "change",
     [
