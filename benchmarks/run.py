@@ -57,12 +57,25 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="quick suite: keep the tiny models random (faster set-up; frozen strategies then learn little)",
     )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="with --out: keep the cases results.json there already holds and run only the others",
+    )
+    p.add_argument(
+        "--budget-minutes",
+        type=float,
+        help="start no new case after this many minutes (the results so far are written; --resume goes on later): "
+        "fits a suite into time-limited sessions",
+    )
     p.add_argument("--list", action="store_true", help="print the cases and exit")
     args = p.parse_args(argv)
     if args.epochs is not None and args.epochs < 2:
         p.error("--epochs must be at least 2: the first epoch and the later ones are reported apart")
     if args.repeats is not None and args.repeats < 1:
         p.error("--repeats must be at least 1")
+    if args.resume and not args.out:
+        p.error("--resume needs --out, the folder of the results to go on with")
     return args
 
 
@@ -174,10 +187,27 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "runs": [],
         "summary": [],
     }
+    previous = out / "results.json"
+    if args.resume and previous.exists():
+        kept = json.loads(previous.read_text())
+        if kept["suite"] != suite.name or kept["suite_settings"]["epochs"] != suite.epochs:
+            raise SystemExit(f"--resume: {previous} holds suite {kept['suite']!r} with other settings; use another --out")
+        for key in ("cases", "runs", "summary", "skipped"):
+            result[key] = kept[key]
+        result["started"] = kept["started"]
+        result["command"] = kept["command"] + " ; " + result["command"]
+        print(f"resuming {out}: {len(result['summary'])} case(s) done")
+    finished = {s["case"] for s in result["summary"]}
+    cases = [c for c in cases if c.name not in finished]
     launcher = Launcher(isolation)
     total = sum(1 for c in cases if not C.model_available(c.model)) * suite.repeats * 2
     done = 0
+    clock = time.monotonic()
     for case in cases:
+        if args.budget_minutes is not None and time.monotonic() - clock > args.budget_minutes * 60:
+            left = [c.name for c in cases if c.name not in {s["case"] for s in result["summary"]}]
+            print(f"time budget spent; {len(left)} case(s) left. Go on with --out {out} --resume")
+            break
         why = C.model_available(case.model)
         if why:
             result["skipped"][case.name] = why

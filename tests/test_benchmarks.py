@@ -64,3 +64,11 @@ def test_quick_case_end_to_end(tmp_path):
     assert summary["target_met"] in (True, False)
     report = (out / "results.md").read_text()
     assert "| bert-lora |" in report and "## Machine" in report and result["command"] in report
+
+    # A suite split over time-limited sessions: nothing new starts once the budget is spent, and
+    # --resume keeps the finished case and runs only the others.
+    more = [a if a != "bert-lora" else "bert-*" for a in args]
+    run.main([*more, "--resume", "--budget-minutes", "0"])
+    again = json.loads((out / "results.json").read_text())
+    assert [s["case"] for s in again["summary"]] == ["bert-lora"] and len(again["runs"]) == 2
+    assert "--resume" in again["command"] and again["started"] == result["started"]
