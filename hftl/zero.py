@@ -178,19 +178,35 @@ def load_full_fp32_state(model: nn.Module, tensors: dict[str, torch.Tensor]) -> 
         param = params[name]
         if not param.requires_grad:
             raise HftlError(f"{name} is frozen in this run, but the weights being loaded hold a trained value for it")
-        safe_set_full_fp32_param(param, value.to(param.device))
+        if hasattr(param, "ds_id"):  # ZeRO-3: DeepSpeed's full setter overruns a padded last partition (3 labels on 2 ranks)
+            _set_zero3_master(param, value)
+        else:
+            safe_set_full_fp32_param(param, value.to(param.device))
         # The model's (possibly 16-bit) copy, as DeepSpeed derives it from the master after a step.
         with deepspeed.zero.GatheredParameters([param], modifier_rank=0):
             param.data.copy_(value)
 
 
+def _set_zero3_master(param: nn.Parameter, value: torch.Tensor) -> None:
+    """Write this process's slice of `value` (zero-padded at the end) into a ZeRO-3 parameter's fp32 master partition."""
+    from deepspeed import comm
+    from deepspeed.utils import safe_set_local_fp32_param
+
+    size = param.ds_tensor.numel()  # every partition has this size; the last one is padded
+    start = comm.get_rank(group=param.ds_process_group) * size
+    piece = value.flatten()[start : start + size]
+    piece = torch.cat([piece, piece.new_zeros(size - piece.numel())])
+    safe_set_local_fp32_param(param, piece.to(param.ds_tensor.device))
+
+
 def describe(engine: Any) -> str:
     """What the DeepSpeed engine trains with, read back from it (hftl's values, filled in by `configure`)."""
-    precision = "bf16" if engine.bfloat16_enabled() else "fp16" if engine.fp16_enabled() else "fp32"
+    half = "bf16" if engine.bfloat16_enabled() else "fp16" if engine.fp16_enabled() else None
+    precision = f"{half} model, fp32 masters of the trained weights" if half else "fp32"
     return (
         f"DeepSpeed ZeRO-{engine.zero_optimization_stage()}: batch {engine.train_micro_batch_size_per_gpu()} per process x "
         f"{engine.gradient_accumulation_steps()} accumulation x {engine.dp_world_size} processes = {engine.train_batch_size()}, "
-        f"gradient clipping {engine.gradient_clipping() or 'off'}, {precision} (fp32 masters of the trained weights)"
+        f"gradient clipping {engine.gradient_clipping() or 'off'}, {precision}"
     )
 
 
