@@ -88,6 +88,14 @@ def assert_same_run(ds: dict, plain: dict, loss: float, flipped: int = 0) -> Non
     assert ds["trainable_parameters"] == plain["trainable_parameters"] and ds["total_parameters"] == plain["total_parameters"]
 
 
+def head_trained(run: Path) -> bool:
+    """Whether the head moved between the run's two kept checkpoints (their weights: the fp32 masters)."""
+    first, last = (load_file(str(c / "weights.safetensors")) for c in sorted((run / "checkpoints").glob("step-*")))
+    # The head's weight; under LoRA peft's trained copy (modules_to_save), not the original.
+    head = next(k for k in first if "classifier" in k and k.endswith("weight") and "original_module" not in k)
+    return not torch.equal(first[head], last[head])
+
+
 def max_difference(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
     assert a.keys() == b.keys()
     return max((a[k].float() - b[k].float()).abs().max().item() for k in a)
@@ -115,7 +123,7 @@ def test_zero2_trains_like_one_plain_process(still_bert, tmp_path):
     frozen = [k for k in got if k.startswith(("bert.embeddings.", "bert.encoder.layer.0."))]
     assert len(frozen) == 21 and all(torch.equal(got[k], pretrained[k]) for k in frozen)
     top = "bert.encoder.layer.1.output.dense.weight"
-    assert not torch.equal(got[top], pretrained[top])
+    assert not torch.equal(got[top], pretrained[top]) and head_trained(ds)
 
     from transformers import pipeline
 
@@ -152,6 +160,7 @@ def test_zero3_lora_in_bf16_exports_fp32_weights_and_keeps_frozen_ones(zero3_lor
     # ... and the fp32 masters where trained: the merged LoRA update and the new head, not rounded to bf16.
     for key in adapted:
         assert not torch.equal(merged[key], pretrained[key])
+    assert head_trained(run)
     for key in [*adapted, "classifier.weight"]:
         assert not torch.equal(merged[key].bfloat16().float(), merged[key])
     plain_merged = load_file(str(plain / "model" / "model.safetensors"))
