@@ -28,7 +28,7 @@ from hftl.errors import ConfigError, HftlError
 INSTALL = "pip install 'hftl[deepspeed]'"
 SHARD = "zero_optimizer_rank{rank}.pt"
 # DeepSpeed's own checkpoint loader unpickles with weights_only=False; hftl reads its shards with
-# weights_only=True and lets through exactly these DeepSpeed classes (a loss scaler, an enum, a dataclass).
+# weights_only=True and lets through exactly these DeepSpeed classes (loss scalers, an enum, a dataclass).
 SHARD_CLASSES = (
     "deepspeed.runtime.fp16.loss_scaler.LossScaler",
     "deepspeed.runtime.fp16.loss_scaler.DynamicLossScaler",
@@ -223,6 +223,18 @@ def save_shard(folder: Path, rank: int, optimizer: Any) -> None:
         os.fsync(handle.fileno())
 
 
+def read_shard(path: Path) -> dict[str, Any]:
+    """A shard written by `save_shard`, unpickling nothing but tensors, containers and `SHARD_CLASSES`."""
+    import importlib
+
+    classes = []
+    for dotted in SHARD_CLASSES:
+        module, name = dotted.rsplit(".", 1)
+        classes.append(getattr(importlib.import_module(module), name))
+    with torch.serialization.safe_globals(classes):
+        return torch.load(path, weights_only=True, map_location="cpu")
+
+
 def load_shard(accelerator: Any, optimizer: Any, meta: dict[str, int], folder: Path) -> None:
     """Load this process's shard into the ZeRO optimizer; the checkpoint must come from the same stage and process count."""
     written = (meta["deepspeed_zero_stage"], meta["processes"])
@@ -232,14 +244,7 @@ def load_shard(accelerator: Any, optimizer: Any, meta: dict[str, int], folder: P
             f"split that way. Resume it with accelerate launch --config_file configs/accelerate/deepspeed_zero{written[0]}.yaml "
             f"--num_processes {written[1]} ... (this launch: ZeRO-{stage(accelerator)} on {accelerator.num_processes})"
         )
-    import importlib
-
-    classes = []
-    for dotted in SHARD_CLASSES:
-        module, name = dotted.rsplit(".", 1)
-        classes.append(getattr(importlib.import_module(module), name))
-    with torch.serialization.safe_globals(classes):
-        shard = torch.load(folder / SHARD.format(rank=accelerator.process_index), weights_only=True, map_location="cpu")
+    shard = read_shard(folder / SHARD.format(rank=accelerator.process_index))
     shards: list[dict | None] = [None] * accelerator.num_processes
     shards[accelerator.process_index] = shard  # ZeRO reads its own rank's entry
     # From the fp32 masters in the shard, not from the model's 16-bit copies (which would lose precision).

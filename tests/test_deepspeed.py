@@ -294,3 +294,20 @@ def test_a_deepspeed_checkpoint_is_not_resumed_without_deepspeed():
         load_optimizer_state(Accelerator(cpu=True), model, optimizer, {"deepspeed_zero_stage": 2, "processes": 4})
     assert "written under DeepSpeed ZeRO-2 on 4 process(es); resume it with accelerate launch" in str(refused.value)
     assert "configs/accelerate/deepspeed_zero2.yaml --num_processes 4" in str(refused.value)
+
+
+def test_optimizer_shards_are_read_without_unpickling_anything_else(tmp_path):
+    from deepspeed.runtime.fp16.loss_scaler import DynamicLossScaler
+
+    from hftl.zero import read_shard
+
+    # What ZeRO's state dict holds under fp16 (not run on CPUs): the dynamic loss scaler, with its scale.
+    scaler = DynamicLossScaler(2.0**16, 1000, 1, 2, False, dtype=torch.float16)
+    scaler.cur_scale = 1024.0
+    torch.save({"loss_scaler": scaler, "fp32_flat_groups": [torch.ones(3)]}, tmp_path / "shard.pt")
+    shard = read_shard(tmp_path / "shard.pt")
+    assert shard["loss_scaler"].cur_scale == 1024.0 and torch.equal(shard["fp32_flat_groups"][0], torch.ones(3))
+
+    torch.save({"loss_scaler": scaler, "other": HftlError("any class")}, tmp_path / "other.pt")
+    with pytest.raises(Exception, match="Weights only load failed"):
+        read_shard(tmp_path / "other.pt")
