@@ -8,8 +8,10 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,10 +23,10 @@ from hftl.config import PIPELINE_TASKS, Config, best_metric_name, config_diff, l
 from hftl.data import ExampleDataset, Splits, load_splits
 from hftl.errors import ConfigError, DataError, HftlError
 from hftl.export import METRICS_FILE, export_model, write_metrics, write_model_card
-from hftl.layers import LayerMap, build_layer_map, describe
+from hftl.layers import LayerMap, build_layer_map, describe, numel
 from hftl.modalities import Modality, get_modality
 from hftl.models import load_model
-from hftl.sharding import check_launch, is_sharded, model_state
+from hftl.sharding import check_launch, is_deepspeed, is_sharded, model_state
 from hftl.strategies import Plan, apply_lora, build_plan, default_lora_targets
 from hftl.tracking import log_with
 from hftl.trainer import TrainData, TrainResult, evaluate_loop, fit, make_accelerator
@@ -65,7 +67,7 @@ def run(cfg: Config) -> FinetuneResult:
     run_dir = Path(cfg.output_dir)
     resolve_builtins(cfg)
     log_with(cfg.train.report_to)  # a tracker that is not installed fails now, not after loading the data
-    check_launch()
+    check_launch(cfg)
     set_seed(cfg.train.seed)
     modality = get_modality(cfg.task, cfg)
     splits = load_splits(cfg.data, modality, cfg.train.seed)
@@ -132,9 +134,11 @@ def finish_run(
     run_dir = Path(cfg.output_dir)
     accelerator.wait_for_everyone()
     summary = run_summary(cfg, splits, model, layer_map, plan, result)
-    full = model_state(accelerator, model) if is_sharded(accelerator) else None  # a collective: every process gathers
+    gather = is_sharded(accelerator) or is_deepspeed(accelerator)
+    full = model_state(accelerator, model) if gather else None  # a collective: every process gathers
     if accelerator.is_main_process:
-        plain = accelerator.unwrap_model(model) if full is None else unsharded(cfg, splits.label_names, full)
+        partial = is_deepspeed(accelerator)  # frozen parameters: the pretrained ones, not DeepSpeed's 16-bit casts
+        plain = accelerator.unwrap_model(model) if full is None else unsharded(cfg, splits.label_names, full, partial)
         export_model(plain, processor, run_dir)
         write_model_card(run_dir, cfg, summary)
         from hftl.report import write_run_plots
@@ -193,12 +197,38 @@ def setup_model(cfg: Config, modality: Modality, label_names: list[str]) -> tupl
     return model, processor, layer_map, build_plan(model, layer_map, cfg)
 
 
-def unsharded(cfg: Config, label_names: list[str], tensors: dict[str, Any]) -> Any:
-    """A plain copy of an FSDP-trained model: its parameters are shards, and save_pretrained and the LoRA
-    merge need whole ones. Built as the run built its model, then given the gathered weights."""
-    model, *_ = setup_model(cfg, get_modality(cfg.task, cfg), label_names)
-    model.load_state_dict(tensors)
+def unsharded(cfg: Config, label_names: list[str], tensors: dict[str, Any], partial: bool = False) -> Any:
+    """A plain fp32 copy of an FSDP- or DeepSpeed-trained model: its parameters are shards (or 16-bit casts),
+    and save_pretrained and the LoRA merge need whole ones. Built as the run built its model (same seed),
+    then given the gathered weights; `partial` (DeepSpeed): only the trained ones, the rest stays pretrained."""
+    import torch
+
+    with torch.random.fork_rng(), _without_zero3_init():
+        set_seed(cfg.train.seed)
+        model, *_ = setup_model(cfg, get_modality(cfg.task, cfg), label_names)
+    result = model.load_state_dict(tensors, strict=False)
+    if result.unexpected_keys or (result.missing_keys and not partial):
+        wrong = result.unexpected_keys or result.missing_keys
+        raise HftlError(f"the trained weights do not fit the rebuilt model ({wrong[:3]}); was the config changed?")
     return model
+
+
+@contextlib.contextmanager
+def _without_zero3_init() -> Iterator[None]:
+    """Build a plain model even under a ZeRO-3 launch, where Accelerate has told transformers to partition new ones."""
+    from accelerate.state import AcceleratorState
+
+    plugin = AcceleratorState().deepspeed_plugin if AcceleratorState._shared_state else None
+    if plugin is None or getattr(plugin, "dschf", None) is None:
+        yield
+        return
+    from transformers.integrations.deepspeed import set_hf_deepspeed_config, unset_hf_deepspeed_config
+
+    unset_hf_deepspeed_config()
+    try:
+        yield
+    finally:
+        set_hf_deepspeed_config(plugin.dschf)
 
 
 def setup_data(cfg: Config, modality: Modality, processor: Any, splits: Splits) -> TrainData:
@@ -223,8 +253,8 @@ def setup_data(cfg: Config, modality: Modality, processor: Any, splits: Splits) 
 def run_summary(cfg: Config, splits: Splits, model: Any, layer_map: LayerMap, plan: Plan, result: TrainResult) -> dict[str, Any]:
     params = dict(model.named_parameters())
     # Count the merged model's parameters for LoRA too: adapters count as trainable extras.
-    trainable = sum(params[n].numel() for n in plan.trainable_any if n in params)
-    total = sum(p.numel() for n, p in params.items() if ".original_module." not in n)
+    trainable = sum(numel(params[n]) for n in plan.trainable_any if n in params)
+    total = sum(numel(p) for n, p in params.items() if ".original_module." not in n)
     for phase in plan.phases:  # per-part counts of the final phase, for the card
         for n, p in params.items():
             p.requires_grad_(n in phase.trainable)

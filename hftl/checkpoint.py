@@ -93,11 +93,17 @@ def save_checkpoint(
     trainer_state: dict[str, Any],
     rng_states: list[dict[str, Any]],
     keep: int,
+    tmp: Path | None = None,
 ) -> Path:
-    """Write one checkpoint atomically, then prune to the newest `keep`."""
+    """Write one checkpoint atomically, then prune to the newest `keep`.
+
+    `tmp`: a `.tmp-*` folder in `directory` where other processes already wrote their files (DeepSpeed's
+    optimizer shards); it becomes the checkpoint with the rest.
+    """
     directory.mkdir(parents=True, exist_ok=True)
-    tmp = directory / f".tmp-{uuid.uuid4().hex}"
-    tmp.mkdir()
+    if tmp is None:
+        tmp = directory / f".tmp-{uuid.uuid4().hex}"
+        tmp.mkdir()
     save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp / WEIGHTS))
     torch.save(optimizer_state, tmp / "optimizer.pt")
     torch.save(scheduler_state, tmp / "scheduler.pt")

@@ -543,8 +543,8 @@ class FeatureCache:
         if self.cfg.train.torch_compile:  # the compiled graph would not see the stand-ins
             self._refuse("train.torch_compile=true compiles the frozen part into the graph")
             return
-        if is_sharded(self.accelerator):  # FSDP gathers each block's weights around its forward
-            self._refuse("the model is sharded with FSDP, which the stand-ins are not tested with")
+        if is_sharded(self.accelerator) or self.accelerator.distributed_type == "DEEPSPEED":  # weights gathered or cast
+            self._refuse("the model is sharded with FSDP or DeepSpeed, which the stand-ins are not tested with")
             return
         cut = find_cut(self.model, self.layer_map, phase.trainable)
         if cut is None and self.main_input == "input_ids":  # text is tokenized once already (Modality.encode)

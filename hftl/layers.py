@@ -149,14 +149,19 @@ def _find_block_container(base: nn.Module) -> str | None:
     return best
 
 
+def numel(param: nn.Parameter) -> int:
+    """Elements of a parameter; under DeepSpeed ZeRO-3 the whole parameter's, not this process's partition's."""
+    return getattr(param, "ds_numel", param.numel())
+
+
 def describe(model: nn.Module, layer_map: LayerMap) -> list[tuple[str, int, int]]:
     """(part, trainable, total) parameter counts, bottom to top, with blocks summarised by range."""
     counts: dict[str, list[int]] = {part: [0, 0] for part in layer_map.parts}
     for name, param in model.named_parameters():
         row = counts[layer_map.part_of(name)]
-        row[1] += param.numel()
+        row[1] += numel(param)
         if param.requires_grad:
-            row[0] += param.numel()
+            row[0] += numel(param)
     return [(part, t, n) for part, (t, n) in counts.items() if n]
 
 

@@ -1,19 +1,20 @@
-"""Sharded training: what hftl runs under FSDP2, and the full state dicts its checkpoints and export need.
+"""Sharded training: what hftl runs under FSDP2 and DeepSpeed ZeRO, and the full state dicts its checkpoints and export need.
 
 Under FSDP each process holds a shard of every parameter and of the optimizer state. Checkpoints,
 the best epoch's weights and `model/` need whole tensors: every process takes part in gathering them
 (a collective), and only the main process writes. Without FSDP these are the plain state dicts.
-DeepSpeed and FSDP1 are refused with what to use instead: hftl's checkpoints, phases (requires_grad
-toggled after wrapping) and parameter groups are built for plain and FSDP2 models only.
+Under DeepSpeed the whole tensors are the trained parameters' fp32 masters (hftl/zero.py), and each
+process writes its own shard of the optimizer state. FSDP1 is refused with what to use instead.
 
 Example:
-    >>> check_launch()                             # doctest: +SKIP
+    >>> check_launch(cfg)                          # doctest: +SKIP
     >>> tensors = model_state(accelerator, model)  # doctest: +SKIP  (every process calls it)
 """
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -21,13 +22,10 @@ from accelerate import Accelerator
 from accelerate.utils import DistributedType
 from torch import nn
 
+from hftl import zero
+from hftl.config import Config
 from hftl.errors import ConfigError, HftlError
 
-DEEPSPEED = (
-    "DeepSpeed is not supported by hftl yet: its checkpoints, phases (requires_grad toggled after wrapping) and "
-    "parameter groups are built for plain and FSDP2 models. Shard with FSDP2 instead: "
-    "accelerate launch --config_file configs/accelerate/fsdp.yaml -m hftl.cli train ..."
-)
 CPU_PROCESSES = "torchrun --nproc_per_node N -m hftl.cli train ... (or accelerate launch --multi_gpu --num_processes N)"
 
 
@@ -35,14 +33,22 @@ def _asked(variable: str) -> bool:
     return os.environ.get(variable, "false").lower() == "true"
 
 
-def check_launch() -> None:
-    """Refuse, before any work, a launch hftl would not run as asked: DeepSpeed, or FSDP without a GPU.
+def deepspeed_launch() -> bool:
+    """Whether `accelerate launch` asked these processes for DeepSpeed."""
+    return _asked("ACCELERATE_USE_DEEPSPEED")
+
+
+def check_launch(cfg: Config | None = None) -> None:
+    """Refuse, before any work, a launch hftl would not run as asked: FSDP without a GPU, DeepSpeed
+    not installed, or a DeepSpeed config that disagrees with `cfg` (see `zero.configure`).
 
     Reads what `accelerate launch` tells the processes; on CPUs Accelerate would silently run FSDP
-    as plain data parallel, and DeepSpeed fails inside Accelerate with an unrelated message.
+    as plain data parallel.
     """
-    if _asked("ACCELERATE_USE_DEEPSPEED"):
-        raise ConfigError(DEEPSPEED)
+    if deepspeed_launch():
+        zero.require_deepspeed()
+        if cfg is not None:
+            zero.launch_config(cfg)
     if _asked("ACCELERATE_USE_FSDP") and not torch.cuda.is_available():
         raise ConfigError(
             "this launch asked for FSDP, but Accelerate runs FSDP on GPUs only and this machine has none (it would "
@@ -51,9 +57,7 @@ def check_launch() -> None:
 
 
 def check_supported(accelerator: Accelerator) -> None:
-    """Refuse an Accelerator hftl cannot train with: DeepSpeed or FSDP1."""
-    if accelerator.distributed_type == DistributedType.DEEPSPEED:
-        raise ConfigError(DEEPSPEED)
+    """Refuse an Accelerator hftl cannot train with (FSDP1)."""
     if accelerator.distributed_type == DistributedType.FSDP and not accelerator.is_fsdp2:
         raise ConfigError(
             "FSDP1 is not supported by hftl (frozen and trainable parameters share its flat parameters): "
@@ -79,13 +83,32 @@ def is_sharded(accelerator: Accelerator) -> bool:
     return accelerator.distributed_type == DistributedType.FSDP
 
 
+def is_deepspeed(accelerator: Accelerator) -> bool:
+    return accelerator.distributed_type == DistributedType.DEEPSPEED
+
+
+def torch_optimizer(accelerator: Accelerator, optimizer: Any) -> torch.optim.Optimizer:
+    """The torch optimizer whose param_groups' learning rates the step reads: under DeepSpeed the one inside ZeRO's."""
+    return optimizer.optimizer.optimizer if is_deepspeed(accelerator) else optimizer.optimizer
+
+
 def model_state(accelerator: Accelerator, model: nn.Module) -> dict[str, torch.Tensor]:
-    """Full model state dict; under FSDP a collective every process must call, whole on the main one only."""
+    """Full model state dict; under FSDP and DeepSpeed a collective every process must call, whole on the main one only.
+
+    Under DeepSpeed: the trained parameters (fp32 masters) and buffers only, frozen parameters are the pretrained ones.
+    """
+    if is_deepspeed(accelerator):
+        return zero.full_fp32_state(accelerator.unwrap_model(model), keep=accelerator.is_main_process)
     return accelerator.get_state_dict(model)
 
 
 def optimizer_state(accelerator: Accelerator, model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
-    """Full optimizer state dict; under FSDP gathered (a collective) and keyed by parameter name."""
+    """Full optimizer state dict; under FSDP gathered (a collective) and keyed by parameter name.
+
+    Under DeepSpeed only how the state is split: each process writes its own shard (`zero.save_shard`).
+    """
+    if is_deepspeed(accelerator):
+        return zero.optimizer_meta(accelerator)
     if not is_sharded(accelerator):
         return optimizer.state_dict()
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
@@ -94,7 +117,10 @@ def optimizer_state(accelerator: Accelerator, model: nn.Module, optimizer: torch
 
 
 def load_model_state(accelerator: Accelerator, model: nn.Module, tensors: dict[str, torch.Tensor]) -> None:
-    """Load full tensors (a subset of the model's) into a plain or FSDP-sharded model."""
+    """Load full tensors (a subset of the model's) into a plain, FSDP-sharded or DeepSpeed model (every process calls it)."""
+    if is_deepspeed(accelerator):
+        zero.load_full_fp32_state(accelerator.unwrap_model(model), tensors)
+        return
     if not is_sharded(accelerator):
         accelerator.unwrap_model(model).load_state_dict(tensors, strict=False)
         return
@@ -103,8 +129,23 @@ def load_model_state(accelerator: Accelerator, model: nn.Module, tensors: dict[s
     set_model_state_dict(model, tensors, options=StateDictOptions(full_state_dict=True, strict=False))
 
 
-def load_optimizer_state(accelerator: Accelerator, model: nn.Module, optimizer: torch.optim.Optimizer, state: dict) -> None:
-    """Load an optimizer state written by `optimizer_state` under the same kind of launch."""
+def load_optimizer_state(
+    accelerator: Accelerator, model: nn.Module, optimizer: torch.optim.Optimizer, state: dict, checkpoint: Path | None = None
+) -> None:
+    """Load an optimizer state written by `optimizer_state` under the same kind of launch (DeepSpeed: from `checkpoint`)."""
+    written_by_deepspeed = "deepspeed_zero_stage" in state
+    if written_by_deepspeed != is_deepspeed(accelerator):
+        how = (
+            f"under DeepSpeed ZeRO-{state['deepspeed_zero_stage']} on {state['processes']} process(es); resume it with "
+            f"accelerate launch --config_file configs/accelerate/deepspeed_zero{state['deepspeed_zero_stage']}.yaml "
+            f"--num_processes {state['processes']} -m hftl.cli train ... resume=true"
+            if written_by_deepspeed
+            else "without DeepSpeed; resume it without the DeepSpeed config (plain, DDP or FSDP, as it was written)"
+        )
+        raise HftlError(f"this checkpoint was written {how}")
+    if written_by_deepspeed:
+        zero.load_shard(accelerator, optimizer, state, checkpoint)
+        return
     by_name = any(isinstance(p, str) for group in state["param_groups"] for p in group["params"])
     if by_name != is_sharded(accelerator):
         written = "with FSDP" if by_name else "without FSDP"

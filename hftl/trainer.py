@@ -10,25 +10,28 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import resource
 import signal
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from accelerate import Accelerator, DistributedDataParallelKwargs
-from accelerate.utils import ProjectConfiguration
+from accelerate import Accelerator, DistributedDataParallelKwargs, InitProcessGroupKwargs
+from accelerate.utils import ProjectConfiguration, broadcast_object_list
 from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from hftl import zero
 from hftl.checkpoint import (
     atomic_write_text,
     gather_rng_states,
@@ -46,11 +49,14 @@ from hftl.metrics import IGNORE, Evaluator
 from hftl.sharding import (
     check_launch,
     check_supported,
+    deepspeed_launch,
+    is_deepspeed,
     is_sharded,
     load_model_state,
     load_optimizer_state,
     model_state,
     optimizer_state,
+    torch_optimizer,
     wrap_blocks,
 )
 from hftl.strategies import Plan, apply_phase, lr_lambda, param_groups, set_train_mode
@@ -112,12 +118,16 @@ def make_accelerator(cfg: Config, run_dir: Path, multi_phase: bool) -> Accelerat
     # Phases toggle requires_grad after DDP is built; frozen-for-now parameters then get no grads.
     kwargs = [DistributedDataParallelKwargs(find_unused_parameters=True)] if multi_phase else []
     trackers = log_with(t.report_to)
-    check_launch()
+    check_launch(cfg)
+    deepspeed = deepspeed_launch()
+    if deepspeed and not torch.cuda.is_available():  # DeepSpeed on CPUs: Accelerate finds no backend by itself
+        kwargs.append(InitProcessGroupKwargs(backend="gloo"))
     try:
         accelerator = Accelerator(
             # Without a GPU, launchers (torchrun, accelerate launch) give several processes but
-            # Accelerate stays single-process unless told to use the CPU backend (gloo).
-            cpu=not torch.cuda.is_available(),
+            # Accelerate stays single-process unless told to use the CPU backend (gloo). Not under
+            # DeepSpeed: cpu=True silently drops it (gloo comes from the kwargs handler above).
+            cpu=not torch.cuda.is_available() and not deepspeed,
             mixed_precision=t.mixed_precision,
             dynamo_backend="inductor" if t.torch_compile else None,
             gradient_accumulation_steps=t.gradient_accumulation_steps,
@@ -131,6 +141,8 @@ def make_accelerator(cfg: Config, run_dir: Path, multi_phase: bool) -> Accelerat
             "fp16 needs a GPU or a recent CPU build of torch (use bf16 or no on a CPU)."
         ) from None
     check_supported(accelerator)
+    if is_deepspeed(accelerator):  # hftl's batch size, accumulation, clipping become DeepSpeed's (refused if they differ)
+        zero.configure(accelerator.state.deepspeed_plugin.deepspeed_config, cfg, accelerator.num_processes)
     launched = os.environ.get("ACCELERATE_MIXED_PRECISION", t.mixed_precision)
     if launched != t.mixed_precision:  # Accelerate takes the explicit argument over the launcher's setting
         accelerator.print(f"train.mixed_precision={t.mixed_precision} overrides the launcher's {launched} (hftl's config wins)")
@@ -262,6 +274,8 @@ def fit(
     # The same module object DDP wraps and `unwrap_model` returns, so the stand-ins it installs are seen.
     cache = FeatureCache(cfg, model, layer_map, data, accelerator)
     collate = cache.collate(data.collate)
+    if is_deepspeed(accelerator) and (dtype := zero.compute_dtype(accelerator)) is not None:
+        collate = functools.partial(zero.cast_inputs, collate, dtype)
 
     workers, pin = loader_workers(cfg, accelerator), accelerator.device.type == "cuda"
     train_loader = DataLoader(
@@ -293,10 +307,14 @@ def fit(
     wrap_blocks(accelerator, model, layer_map.blocks)
     model, optimizer, train_loader, *eval_loaders = accelerator.prepare(model, optimizer, train_loader, *eval_loaders)
     raw = accelerator.unwrap_model(model)
+    if is_deepspeed(accelerator):
+        accelerator.print(zero.describe(model))
 
     steps_per_epoch = math.ceil(len(train_loader) / t.gradient_accumulation_steps)
     total_steps = min(t.epochs * steps_per_epoch, t.max_steps or math.inf)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer.optimizer, lr_lambda(plan, steps_per_epoch, total_steps, t))
+    # Under DeepSpeed the step reads the learning rates of the torch optimizer inside ZeRO's: schedule those.
+    schedule = lr_lambda(plan, steps_per_epoch, total_steps, t)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(torch_optimizer(accelerator, optimizer), schedule)
     checkpointed = plan.trainable_any | {name for name, _ in raw.named_buffers()}
 
     state = _State()
@@ -310,7 +328,7 @@ def fit(
                 f"checkpoint {latest} does not fit this model (unknown tensors {missing[:3]}); was the config changed?"
             )
         load_model_state(accelerator, model, loaded["tensors"])
-        load_optimizer_state(accelerator, model, optimizer.optimizer, loaded["optimizer"])
+        load_optimizer_state(accelerator, model, optimizer.optimizer, loaded["optimizer"], latest)
         scheduler.load_state_dict(loaded["scheduler"])
         state = _State(**loaded["state"])
         resume_rng = loaded["rng"]
@@ -332,6 +350,14 @@ def fit(
         # Collectives under FSDP (each process holds a shard): every process gathers, the main one writes.
         tensors = {k: v for k, v in model_state(accelerator, model).items() if k in checkpointed}
         optimizer_tensors = optimizer_state(accelerator, model, optimizer.optimizer)
+        tmp = None
+        if is_deepspeed(accelerator):  # each process writes its optimizer shard into the folder main then renames
+            tmp = ckpt_dir / broadcast_object_list([f".tmp-{uuid.uuid4().hex}"])[0]
+            if accelerator.is_main_process:
+                tmp.mkdir(parents=True)
+            accelerator.wait_for_everyone()
+            zero.save_shard(tmp, accelerator.process_index, optimizer.optimizer)
+            accelerator.wait_for_everyone()
         if accelerator.is_main_process:
             if os.environ.get("HFTL_FAULT_KILL_IN_CHECKPOINT") == str(final_epoch_state.global_step):
                 partial = ckpt_dir / ".tmp-crash"
@@ -347,6 +373,7 @@ def fit(
                 final_epoch_state.__dict__,
                 rngs,
                 t.save_total_limit,
+                tmp,
             )
         accelerator.wait_for_everyone()
 
@@ -387,7 +414,7 @@ def fit(
             cache.feed_batch(batch)
             with accelerator.accumulate(model):
                 loss = model(**batch).loss
-                accelerator.backward(loss)
+                accelerator.backward(loss)  # under DeepSpeed also the clipping and the optimizer step
                 if accelerator.sync_gradients and t.max_grad_norm:
                     accelerator.clip_grad_norm_(clipped, t.max_grad_norm)
                 optimizer.step()

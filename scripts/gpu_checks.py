@@ -1,14 +1,15 @@
-"""GPU checks for hftl: bf16 and fp16 training, and FSDP2 through `accelerate launch`, on tiny models
-built here with save_pretrained (no Hub, no network). One line per case, and gpu_checks.json.
+"""GPU checks for hftl: bf16 and fp16 training, and FSDP2 and DeepSpeed ZeRO-2/3 through `accelerate launch`,
+on tiny models built here with save_pretrained (no Hub, no network). One line per case, and gpu_checks.json.
 
     python scripts/gpu_checks.py                      # every case; those needing CUDA skip without it
     python scripts/gpu_checks.py --cases fp32,bf16 --out /tmp/checks
 
 Each case is an ordinary `hftl train` (FSDP: `accelerate launch --config_file configs/accelerate/fsdp.yaml
---num_processes 1`) in its own process, with a forward hook on every Linear layer that records the
-dtype its outputs had in training. Reported: the exit status, whether every logged loss is finite,
-validation metrics, the dtypes seen, peak memory (CUDA max allocated on a GPU) and whether `model/`
-reloads in a transformers pipeline. Needs torch, transformers, accelerate, peft, datasets, evaluate, hftl.
+--num_processes 1`; DeepSpeed: `.../deepspeed_zero{2,3}.yaml` on every visible GPU) in its own process,
+with a forward hook on every Linear layer that records the dtype its outputs had in training. Reported: the
+exit status, whether every logged loss is finite, validation metrics, the dtypes seen, peak memory (CUDA max
+allocated on a GPU) and whether `model/` reloads in a transformers pipeline. Needs torch, transformers,
+accelerate, peft, datasets, evaluate, hftl (and deepspeed for the zero* cases).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ class Case:
     precision: str = "no"
     strategy: str = "full"
     fsdp: bool = False
+    deepspeed: int = 0  # ZeRO stage (2 or 3), 0 for none; needs pip install 'hftl[deepspeed]'
     kill_after_step: int | None = None  # killed there (SIGKILL), then resumed with resume=true
     needs_cuda: bool = False
 
@@ -50,6 +52,11 @@ CASES = {
     "fsdp": Case(fsdp=True, precision="bf16", needs_cuda=True),
     "fsdp-lora": Case(fsdp=True, precision="bf16", strategy="lora", needs_cuda=True),
     "fsdp-resume": Case(fsdp=True, precision="bf16", kill_after_step=4, needs_cuda=True),
+    "zero2": Case(deepspeed=2, precision="bf16", needs_cuda=True),
+    "zero3": Case(deepspeed=3, precision="bf16", needs_cuda=True),
+    "zero3-lora": Case(deepspeed=3, precision="bf16", strategy="lora", needs_cuda=True),
+    "zero3-vit": Case(model="vit", deepspeed=3, precision="bf16", needs_cuda=True),  # pixels cast to bf16
+    "zero2-resume": Case(deepspeed=2, precision="bf16", kill_after_step=4, needs_cuda=True),
 }
 
 
@@ -113,10 +120,13 @@ def write_config(out: Path, name: str, case: Case, sources: dict[str, Path]) -> 
 
 def command(case: Case, config: Path, *extra: str) -> list[str]:
     worker = [str(Path(__file__).resolve()), "--worker", "train", str(config), *extra]
-    if not case.fsdp:
+    if not case.fsdp and not case.deepspeed:
         return [sys.executable, *worker]
-    fsdp = str(REPO / "configs" / "accelerate" / "fsdp.yaml")
-    launch = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", fsdp, "--num_processes", "1"]
+    import torch
+
+    name, processes = ("fsdp.yaml", 1) if case.fsdp else (f"deepspeed_zero{case.deepspeed}.yaml", torch.cuda.device_count())
+    accelerate = str(REPO / "configs" / "accelerate" / name)
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", accelerate, "--num_processes", str(processes)]
     return [*launch, "--main_process_port", str(free_port()), *worker]
 
 
