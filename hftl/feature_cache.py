@@ -50,7 +50,7 @@ from hftl.data import loader_workers
 from hftl.errors import ConfigError
 from hftl.layers import LayerMap, full_name
 from hftl.metrics import IGNORE
-from hftl.sharding import is_sharded
+from hftl.sharding import is_deepspeed, is_sharded
 
 FULL = "@full"  # shape-only companion of a field stored at its first position (the CLS token) only
 FEATURES = "hftl_features"  # batch key of the stored tensors; the trainer hands it to the stand-ins
@@ -543,7 +543,7 @@ class FeatureCache:
         if self.cfg.train.torch_compile:  # the compiled graph would not see the stand-ins
             self._refuse("train.torch_compile=true compiles the frozen part into the graph")
             return
-        if is_sharded(self.accelerator) or self.accelerator.distributed_type == "DEEPSPEED":  # weights gathered or cast
+        if is_sharded(self.accelerator) or is_deepspeed(self.accelerator):  # weights gathered or cast
             self._refuse("the model is sharded with FSDP or DeepSpeed, which the stand-ins are not tested with")
             return
         cut = find_cut(self.model, self.layer_map, phase.trainable)
@@ -586,6 +586,7 @@ class FeatureCache:
         model = self.model
         started = time.perf_counter()
         probe = self._batch(self.data.validation, range(min(len(self.data.validation), self._batch_size())))
+        self._first = set()
         if cut.kind == "input":
             self._activate_inputs(phase, cut, probe, started)
             return
@@ -598,7 +599,8 @@ class FeatureCache:
             if not isinstance(value, torch.Tensor) or value.shape[:1] != probe[self.main_input].shape[:1]:
                 raise _Unsafe(f"the {cut.describe()} field {name!r} is not a per-example tensor")
         stored = self._used_fields(cut, probe, reference, output_class) if cut.kind == "base" else {"hidden"}
-        self._first = self._first_position_fields(cut, probe, reference, output_class, stored) if cut.kind == "base" else set()
+        if cut.kind == "base":
+            self._first = self._first_position_fields(cut, probe, reference, output_class, stored)
         train_ok, why_not = self._train_safe(phase, cut, probe, reference)
 
         key_base = self._key_material(cut)
@@ -664,7 +666,7 @@ class FeatureCache:
             folder, was_there = self._fill(split, ds, cut, set(), key_base)
             reused &= was_there
             caches[split] = CachedSplit(folder)
-        self._verify_inputs(caches["validation"])
+        self._verify_inputs(cut, caches["validation"])
         self.pass_main = True
         why_not = (
             "data.augment is on, so training examples differ every epoch; set data.augment=false to cache them too"
@@ -679,10 +681,10 @@ class FeatureCache:
         alone = [self.data.collate([plain[i]])[self.main_input].shape[1:] for i in range(min(len(plain), 4))]
         return all(shape == probe[self.main_input].shape[1:] for shape in alone)
 
-    def _verify_inputs(self, cache: CachedSplit) -> None:
+    def _verify_inputs(self, cut: Cut, cache: CachedSplit) -> None:
         """Examples from different fill batches, collated by the modality and read from the cache: equal."""
         ds = self.data.validation
-        indices = list(range(0, min(len(ds), 2 * self._fill_batch_size(Cut("input", ""))), 2))[: self._batch_size()]
+        indices = list(range(0, min(len(ds), 2 * self._fill_batch_size(cut)), 2))[: self._batch_size()]
         expected = self.data.collate([_plain(ds)[i] for i in indices])
         got = collate_cached(cache.batch(indices), self.main_input, pass_main=True)
         got.pop(FEATURES)
@@ -793,34 +795,30 @@ class FeatureCache:
         import transformers
 
         cfg = self.cfg
-        if cut.kind == "input":  # the inputs depend on the data and the processor only
-            return {
-                "version": CACHE_VERSION,
-                "cut": [cut.kind],
-                "processor": processor_fingerprint(self.data.processor),
-                "task": cfg.task,
-                "data": {k: getattr(cfg.data, k) for k in ("max_length", "max_duration_seconds", "text_pair_column")},
-                "batch_size": self._fill_batch_size(cut),
-                "versions": [torch.__version__, transformers.__version__],
-            }
-        return {
+        material = {
             "version": CACHE_VERSION,
-            "model": type(self.model).__name__,
-            "cut": [cut.kind, cut.module],
-            "weights": weights_fingerprint(self.model, self.layer_map, cut),
+            "cut": [cut.kind],
             "processor": processor_fingerprint(self.data.processor),
             "task": cfg.task,
             "data": {k: getattr(cfg.data, k) for k in ("max_length", "max_duration_seconds", "text_pair_column")},
+            "batch_size": self._fill_batch_size(cut),
+            "versions": [torch.__version__, transformers.__version__],
+        }
+        if cut.kind == "input":  # the inputs depend on the data and the processor only
+            return material
+        return {
+            **material,
+            "model": type(self.model).__name__,
+            "cut": [cut.kind, cut.module],
+            "weights": weights_fingerprint(self.model, self.layer_map, cut),
             "precision": [cfg.train.mixed_precision, str(next(self.model.parameters()).dtype)],
             "device": self.accelerator.device.type,
-            "batch_size": self._batch_size(),
-            "versions": [torch.__version__, transformers.__version__],
         }
 
     def _fill(self, split: str, ds: Any, cut: Cut, stored: set[str], key_base: dict[str, Any]) -> tuple[Path, bool]:
         """The split's cache folder, computed now (sharded over processes) unless it exists."""
         accelerator = self.accelerator
-        first = self._first if cut.kind == "base" else set()
+        first = self._first
         material = {**key_base, "split_data": data_fingerprint(ds.ds, ds.column), "stored": sorted(stored)}
         if first:
             material["first_position"] = sorted(first)
@@ -901,8 +899,8 @@ class FeatureCache:
         removed = prune(self.root, int(cap * 2**30), protect=self.folders)
         if removed:
             freed = sum(e.size_bytes for e in removed) / 2**30
-            self.accelerator.print(
-                f"feature cache: removed {len(removed)} least recently used entries ({freed:.2f} GB) to stay under "
+            self.print(
+                f"removed {len(removed)} least recently used entries ({freed:.2f} GB) to stay under "
                 f"train.feature_cache_max_gb={cap:g} ({self.root})"
             )
 

@@ -141,6 +141,22 @@ class _TextBase(Modality):
     def max_length(self, tokenizer: Any) -> int:
         return _max_length(tokenizer, self.cfg.data.max_length)
 
+    def _encode_batch(self, batch: dict[str, list], column: str, processor: Any) -> list[dict[str, list[int]]]:
+        """One `datasets.map` batch's examples as unpadded token-id lists (what the collator pads)."""
+        raise NotImplementedError
+
+    def encode(self, ds: datasets.Dataset, column: str, processor: Any) -> tuple[datasets.Dataset, str]:
+        """Token ids per example, unpadded (in memory: nothing is written to the datasets cache)."""
+
+        def tokenize(batch: dict[str, list]) -> dict[str, list]:
+            return {ENCODED: self._encode_batch(batch, column, processor)}
+
+        return ds.map(tokenize, batched=True, keep_in_memory=True, desc="tokenizing"), ENCODED
+
+    def lengths(self, ds: datasets.Dataset, column: str, processor: Any) -> list[int] | None:
+        """Tokens per example of a split `encode` tokenized."""
+        return [len(v["input_ids"]) for v in ds[column]]
+
 
 class TextClassification(_TextBase):
     task = "text-classification"
@@ -199,13 +215,8 @@ class TextClassification(_TextBase):
             texts, pairs = inputs, None
         return processor(texts, pairs, truncation=True, max_length=self.max_length(processor), **kwargs)
 
-    def encode(self, ds: datasets.Dataset, column: str, processor: Any) -> tuple[datasets.Dataset, str]:
-        """Token ids per example, unpadded (in memory: nothing is written to the datasets cache)."""
-
-        def tokenize(batch: dict[str, list]) -> dict[str, list]:
-            return {ENCODED: _rows(self._tokenize(batch[column], processor), len(batch[column]))}
-
-        return ds.map(tokenize, batched=True, keep_in_memory=True, desc="tokenizing"), ENCODED
+    def _encode_batch(self, batch: dict[str, list], column: str, processor: Any) -> list[dict[str, list[int]]]:
+        return _rows(self._tokenize(batch[column], processor), len(batch[column]))
 
     def collator(self, processor: Any) -> Callable[[list[dict]], dict]:
         def collate(examples: list[dict]) -> dict[str, torch.Tensor]:
@@ -218,12 +229,6 @@ class TextClassification(_TextBase):
             return batch
 
         return collate
-
-    def lengths(self, ds: datasets.Dataset, column: str, processor: Any) -> list[int] | None:
-        values = ds[column]
-        if values and isinstance(values[0], dict):
-            return [len(v["input_ids"]) for v in values]
-        return [len(ids) for ids in self._tokenize(values, processor)["input_ids"]]
 
     def load_predict_input(self, item: str) -> Any:
         if not item.strip():
@@ -346,11 +351,8 @@ class TokenClassification(_TextBase):
             row[_WORD_LABELS] = align_labels(encoding.word_ids(i), word_labels[i])
         return rows
 
-    def encode(self, ds: datasets.Dataset, column: str, processor: Any) -> tuple[datasets.Dataset, str]:
-        def tokenize(batch: dict[str, list]) -> dict[str, list]:
-            return {ENCODED: self._encode_words(batch[column], batch["labels"], processor)}
-
-        return ds.map(tokenize, batched=True, keep_in_memory=True, desc="tokenizing"), ENCODED
+    def _encode_batch(self, batch: dict[str, list], column: str, processor: Any) -> list[dict[str, list[int]]]:
+        return self._encode_words(batch[column], batch["labels"], processor)
 
     def collator(self, processor: Any) -> Callable[[list[dict]], dict]:
         def collate(examples: list[dict]) -> dict[str, torch.Tensor]:
@@ -362,12 +364,6 @@ class TokenClassification(_TextBase):
             return batch
 
         return collate
-
-    def lengths(self, ds: datasets.Dataset, column: str, processor: Any) -> list[int] | None:
-        values = ds[column]
-        if values and isinstance(values[0], dict):
-            return [len(v["input_ids"]) for v in values]
-        return [len(words) for words in values]
 
     def evaluator(self, processor: Any, label_names: list[str]) -> Evaluator:
         return TokenClassificationEvaluator(label_names)
