@@ -28,6 +28,7 @@ import contextlib
 import hashlib
 import json
 import math
+import mmap
 import os
 import shutil
 import tempfile
@@ -59,6 +60,7 @@ _DTYPES = {str(d).removeprefix("torch."): d for d in (torch.float32, torch.float
                                                        torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8,
                                                        torch.bool)}  # fmt: skip
 _ITEMSIZE = {d: torch.empty((), dtype=d).element_size() for d in _DTYPES.values()}
+_DONTNEED = getattr(mmap, "MADV_DONTNEED", None)  # Linux, macOS; elsewhere pages stay mapped until exit
 
 
 def default_cache_dir() -> Path:
@@ -280,7 +282,23 @@ class CachedSplit:
                 continue
             rows = [self._row(s, local, key, dtype) for s, local in where]
             out[key] = _pad_stack(rows, IGNORE if key == "input.labels" else 0)
+        self._release(by_shard)
         return out
+
+    def _release(self, shards: Any) -> None:
+        """Unmap the pages just read from this process (they stay in the kernel's page cache).
+
+        The batch above holds copies, so nothing points into the files any more. Without this, every page
+        an epoch touched would count in the process's resident memory until exit: a 270 MB cache showed as
+        270 MB more RSS, as if the cache were in RAM, where a plain file read leaves nothing resident.
+        """
+        if not _DONTNEED:
+            return
+        for shard in shards:
+            for key in self.keys:
+                data = self._arrays.get((shard, key), (None, None, None))[2]
+                if data is not None and getattr(data, "_mmap", None) is not None:
+                    data._mmap.madvise(_DONTNEED)
 
     def _take(self, by_shard: dict[int, list[tuple[int, int]]], key: str, dtype: torch.dtype, dims: list[int], n: int) -> Any:
         width = int(np.prod(dims, dtype=np.int64)) * _ITEMSIZE[dtype]

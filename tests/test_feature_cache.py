@@ -4,6 +4,7 @@ the features, the cache lives on disk and is reused, and it steps aside where it
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -246,6 +247,35 @@ def test_batched_reads_pad_inputs_labels_and_features(tmp_path):
     assert batch[FEATURES]["stored"]["fixed"].tolist() == [[1.0] * 4, [0.0] * 4]  # the one-gather path, in order
     assert batch[FEATURES]["shapes"]["pooler_output"] == ((2, 2), "float32")
     assert "input_ids" not in collate_cached(split.batch([0]), "input_ids", pass_main=False)
+
+
+def _mapped_kib(path) -> int:
+    """Resident KiB of this process's mappings of `path` (Linux /proc/self/smaps)."""
+    total, inside = 0, False
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        if re.match(r"[0-9a-f]+-[0-9a-f]+ ", line):  # a mapping's header line: address range ... path
+            inside = line.rstrip().endswith(str(path))
+        elif inside and line.startswith("Rss:"):
+            total += int(line.split()[1])
+    return total
+
+
+@pytest.mark.skipif(not Path("/proc/self/smaps").exists(), reason="reads /proc/self/smaps (Linux)")
+def test_reading_a_cache_leaves_none_of_it_resident(tmp_path):
+    from hftl.feature_cache import CachedSplit, _ShardWriter
+
+    writer = _ShardWriter(tmp_path / "shard-0")
+    for i in range(64):  # 64 examples of 256 KiB: 16 MiB on disk
+        writer.add(i, {"input.pixel_values": (torch.full((64, 1024), float(i)), (64, 1024), torch.float32)})
+    writer.finish({})
+    (tmp_path / "meta.json").write_text(json.dumps({"shards": ["shard-0"]}))
+    split = CachedSplit(tmp_path)
+    for start in range(0, 64, 8):
+        batch = split.batch(list(range(start, start + 8)))
+        assert batch["input.pixel_values"][:, 0, 0].tolist() == [float(i) for i in range(start, start + 8)]
+    path = tmp_path / "shard-0" / "input.pixel_values.bin"
+    assert split._arrays[(0, "input.pixel_values")][2] is not None  # still mapped, for the next epoch
+    assert _mapped_kib(path) < 1024, "pages read through the memory map stayed in the process's resident set"
 
 
 def test_speech_head_only_trains_on_cached_features_and_freeze_says_why_not(tmp_path, monkeypatch):
