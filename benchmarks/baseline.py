@@ -12,7 +12,8 @@ hftl side; the same parameters frozen, set by hand from the architecture's modul
 
 Speech models keep the convolutional feature encoder frozen in every strategy (`freeze_feature_encoder()`,
 as transformers' audio-classification example does, and as hftl does). One evaluation per epoch, no
-checkpoints (`save_strategy="no"`), no trackers (`report_to="none"`), dynamic padding for text.
+checkpoints (`save_strategy="no"`), no trackers (`report_to="none"`), dynamic padding for text, accuracy
+computed as the task guides do (an `evaluate` accuracy module, scikit-learn underneath).
 
 Example:
     >>> result = run_trainer(settings_dict, Path("runs/bench/trainer"))   # doctest: +SKIP
@@ -222,9 +223,42 @@ def _load(s: dict[str, Any]) -> tuple[Any, Any, Any, Any, list[str]]:
     raise ValueError(f"no Trainer baseline for task {s['task']!r}")
 
 
-def _accuracy(prediction: Any) -> dict[str, float]:
-    logits = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
-    return {"accuracy": float((np.argmax(logits, axis=-1) == prediction.label_ids).mean())}
+def load_accuracy() -> Any:
+    """The task guides' `evaluate.load("accuracy")`, offline.
+
+    `evaluate.load` downloads the Hub's accuracy script, an `evaluate.Metric` that returns scikit-learn's
+    `accuracy_score`; with no Hub access the same module is defined here, so this side imports and runs
+    what a user following the guides does (evaluate, scikit-learn), not a numpy shortcut.
+    """
+    import datasets
+    import evaluate
+    from sklearn.metrics import accuracy_score
+
+    class Accuracy(evaluate.Metric):
+        def _info(self) -> evaluate.MetricInfo:
+            return evaluate.MetricInfo(
+                description="Accuracy: the fraction of correct predictions (scikit-learn's accuracy_score).",
+                citation="",
+                inputs_description="predictions and references: class ids.",
+                features=datasets.Features({"predictions": datasets.Value("int32"), "references": datasets.Value("int32")}),
+            )
+
+        def _compute(self, predictions: list[int], references: list[int]) -> dict[str, float]:
+            return {"accuracy": float(accuracy_score(references, predictions))}
+
+    return Accuracy()
+
+
+def metrics_function() -> Any:
+    """`compute_metrics` as the task guides write it: argmax of the logits, then the accuracy module."""
+    accuracy = load_accuracy()
+
+    def compute_metrics(eval_pred: Any) -> dict[str, float]:
+        predictions, labels = eval_pred
+        predictions = predictions[0] if isinstance(predictions, tuple) else predictions
+        return accuracy.compute(predictions=np.argmax(predictions, axis=-1), references=labels)
+
+    return compute_metrics
 
 
 def run_trainer(s: dict[str, Any], out_dir: Path) -> dict[str, Any]:
@@ -270,7 +304,7 @@ def run_trainer(s: dict[str, Any], out_dir: Path) -> dict[str, Any]:
         train_dataset=train,
         eval_dataset=validation,
         data_collator=collate,
-        compute_metrics=_accuracy,
+        compute_metrics=metrics_function(),
         callbacks=[timer],
     )
     trainer.train()

@@ -72,3 +72,16 @@ def test_quick_case_end_to_end(tmp_path):
     again = json.loads((out / "results.json").read_text())
     assert [s["case"] for s in again["summary"]] == ["bert-lora"] and len(again["runs"]) == 2
     assert "--resume" in again["command"] and again["started"] == result["started"]
+
+
+def test_trainer_side_computes_accuracy_as_the_task_guides_do():
+    """An `evaluate` module (the guides' `evaluate.load("accuracy")`, defined offline) on the logits' argmax."""
+    import evaluate
+    import numpy as np
+
+    from benchmarks.baseline import load_accuracy, metrics_function
+
+    assert isinstance(load_accuracy(), evaluate.Metric)
+    logits = np.array([[0.1, 0.9], [0.8, 0.2], [0.3, 0.7], [0.6, 0.4]], dtype=np.float32)
+    assert metrics_function()((logits, np.array([1, 0, 0, 0]))) == {"accuracy": 0.75}
+    assert metrics_function()(((logits, logits), np.array([1, 0, 1, 0]))) == {"accuracy": 1.0}  # (logits, extra outputs)
