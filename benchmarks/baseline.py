@@ -22,6 +22,7 @@ Example:
 
 from __future__ import annotations
 
+import resource
 import time
 from pathlib import Path
 from typing import Any
@@ -51,11 +52,13 @@ ATTENTION_QV = ("query", "value", "q_proj", "v_proj")
 
 
 class EpochTimer(TrainerCallback):
-    """Wall time of each epoch's training steps: on_epoch_end fires before the epoch's evaluation."""
+    """Wall time of each epoch's training steps (on_epoch_end fires before the epoch's evaluation), and the
+    process's peak RSS when training ends."""
 
     def __init__(self) -> None:
         self.seconds: list[float] = []
         self._start = 0.0
+        self.training_peak_mb: float | None = None
 
     def on_epoch_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         _sync()
@@ -64,6 +67,9 @@ class EpochTimer(TrainerCallback):
     def on_epoch_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         _sync()
         self.seconds.append(time.perf_counter() - self._start)
+
+    def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.training_peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
 def _sync() -> None:
@@ -319,4 +325,5 @@ def run_trainer(s: dict[str, Any], out_dir: Path) -> dict[str, Any]:
         "validation_examples": len(validation),
         "trainable_parameters": sum(p.numel() for p in params if p.requires_grad),
         "optimizer": str(args.optim),
+        "peak_rss_training_mb": timer.training_peak_mb,
     }

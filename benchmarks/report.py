@@ -53,6 +53,7 @@ def side_summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "samples_per_s_later": n_train / later if n_train and later else None,
         "samples_per_s_first": n_train / first if n_train and first else None,
         "peak_rss_mb": median([r["peak_rss_mb"] for r in ok]),
+        "peak_rss_training_mb": median([r.get("peak_rss_training_mb") for r in ok]),
         "peak_gpu_mb": median([r["peak_gpu_mb"] for r in ok]),
         "accuracy": median([r["accuracy"] for r in ok]),
         "trainable_parameters": ok[0]["trainable_parameters"] if ok else None,
@@ -60,6 +61,17 @@ def side_summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "feature_cache": ok[0].get("feature_cache") if ok else None,
         "train_examples": n_train,
     }
+
+
+# The memory compared, first found on both sides: GPU max allocated; else the peak RSS up to the end of
+# training (hftl's export, model card and plots come after, and the Trainer side does none of them);
+# else, for results without it, the whole process's peak RSS.
+MEMORY_MEASURES = ("peak_gpu_mb", "peak_rss_training_mb", "peak_rss_mb")
+MEMORY_NAMES = {
+    "peak_gpu_mb": "GPU max allocated",
+    "peak_rss_training_mb": "peak RSS up to the end of training",
+    "peak_rss_mb": "peak process RSS",
+}
 
 
 def _ratio(a: float | None, b: float | None) -> float | None:
@@ -70,7 +82,7 @@ def case_summary(case: str, strategy: str, runs: list[dict[str, Any]]) -> dict[s
     """Both sides' medians, the ratios, and whether the issue's targets are met."""
     h, t = (side_summary([r for r in runs if r["side"] == side]) for side in SIDES)
     same = h["trainable_parameters"] == t["trainable_parameters"]  # the frozen sets agree
-    memory = "peak_gpu_mb" if h["peak_gpu_mb"] is not None and t["peak_gpu_mb"] is not None else "peak_rss_mb"
+    memory = next(m for m in MEMORY_MEASURES if h[m] is not None and t[m] is not None or m == "peak_rss_mb")
     summary = {
         "case": case,
         "strategy": strategy,
@@ -111,7 +123,8 @@ def markdown_table(summaries: list[dict[str, Any]]) -> str:
     """One row per case: epoch times, speedups, throughput, memory, accuracy, target."""
     head = (
         "| case | epoch 1 s (hftl / Trainer) | later epochs s (hftl / Trainer) | speedup later | speedup all epochs "
-        "| samples/s later (hftl / Trainer) | peak MB (hftl / Trainer) | memory ratio | accuracy (hftl / Trainer) "
+        "| samples/s later (hftl / Trainer) | peak MB (hftl / Trainer) | memory ratio | process peak RSS MB (hftl / Trainer) "
+        "| accuracy (hftl / Trainer) "
         "| Δ points | same trainable | target met |"
     )
     lines = [head, "|" + "---|" * head.count(" | ") + "---|"]
@@ -125,6 +138,7 @@ def markdown_table(summaries: list[dict[str, Any]]) -> str:
             f"| {_f(h['later_epoch_s'])} / {_f(t['later_epoch_s'])} | {_f(s['speedup_later'], suffix='x')} "
             f"| {_f(s['speedup_all'], suffix='x')} | {_f(h['samples_per_s_later'], 0)} / {_f(t['samples_per_s_later'], 0)} "
             f"| {_f(h[mem], 0)} / {_f(t[mem], 0)} | {_f(s['memory_ratio'])} "
+            f"| {_f(h['peak_rss_mb'], 0)} / {_f(t['peak_rss_mb'], 0)} "
             f"| {_f(h['accuracy'], 3)} / {_f(t['accuracy'], 3)} | {_f(s['accuracy_delta_points'], 1)} "
             f"| {({True: 'yes', False: 'NO', None: '-'})[s['same_trainable_parameters']]} | {met}"
             + (f" (failed: {errors[:120]})" if errors else "")
@@ -193,6 +207,11 @@ def describe_machine(m: dict[str, Any]) -> str:
     )
 
 
+def _memory_names(summaries: list[dict[str, Any]]) -> str:
+    used = dict.fromkeys(s["memory_measure"] for s in summaries) or {"peak_rss_training_mb": None}
+    return ", ".join(MEMORY_NAMES[m] for m in used)
+
+
 def markdown_report(result: dict[str, Any]) -> str:
     """The whole results.md: command, machine, settings, table, notes."""
     settings = result["suite_settings"]
@@ -218,7 +237,8 @@ def markdown_report(result: dict[str, Any]) -> str:
             "## Results (medians over repeats)",
             "",
             "Speedup = Trainer seconds / hftl seconds (> 1: hftl faster); memory ratio = hftl / Trainer "
-            f"({'GPU max allocated' if result['machine']['gpu'] else 'peak process RSS'}; < 1: hftl uses less); "
+            f"({_memory_names(result['summary'])}; < 1: hftl uses less); the process peak RSS includes what comes "
+            "after training (hftl's export, model card and plots); "
             "Δ points = hftl - Trainer final validation accuracy.",
             "",
             markdown_table(result["summary"]),

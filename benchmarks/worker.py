@@ -79,6 +79,33 @@ class FallbackEpochTimer:
         return [end - start for start, end in zip(self.starts, self.ends)]
 
 
+def peak_rss_mb() -> float:
+    """The process's peak resident set so far (ru_maxrss: KiB on Linux)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+class TrainingPeak:
+    """Peak RSS up to the end of training: read as hftl's `finish_run` (export, model card, plots) starts.
+
+    The Trainer side reads the same in `on_train_end`; its run ends there (it saves nothing), so the two
+    figures cover the same work.
+    """
+
+    def __init__(self) -> None:
+        self.mb: float | None = None
+
+    def install(self, module: Any) -> None:
+        finish = getattr(module, "finish_run", None)
+        if finish is None:  # an hftl without it: the process peak is the only figure
+            return
+
+        def finish_run(*args: Any, **kwargs: Any) -> Any:
+            self.mb = peak_rss_mb()
+            return finish(*args, **kwargs)
+
+        module.finish_run = finish_run
+
+
 def hftl_config(s: dict[str, Any], out_dir: Path) -> dict[str, Any]:
     """The hftl config of a case: the same settings as the Trainer side, augmentation off, no trackers."""
     from hftl.config import TrainConfig
@@ -128,6 +155,8 @@ def run_hftl(s: dict[str, Any], out_dir: Path) -> dict[str, Any]:
     os.environ["HFTL_FEATURE_CACHE"] = str(out_dir / "feature-cache")  # in case the key is not there but the variable is
     timer = FallbackEpochTimer()
     timer.install(hftl.trainer)
+    trained = TrainingPeak()
+    trained.install(hftl.api)
     cfg = hftl_config(s, out_dir)
     result = finetune(cfg)
     metrics = json.loads((result.output_dir / "metrics.json").read_text())
@@ -148,6 +177,7 @@ def run_hftl(s: dict[str, Any], out_dir: Path) -> dict[str, Any]:
         "validation_examples": metrics["data"]["validation_examples"],
         "trainable_parameters": result.trainable_parameters,
         "feature_cache": metrics.get("feature_cache") or cfg["train"].get("feature_cache", "not in this hftl"),
+        "peak_rss_training_mb": trained.mb,
     }
 
 
@@ -192,7 +222,7 @@ def execute(spec: dict[str, Any]) -> int:
         case=s["case"],
         repeat=spec["repeat"],
         process_seconds=time.perf_counter() - started,
-        peak_rss_mb=own.ru_maxrss / 1024,  # KiB on Linux
+        peak_rss_mb=own.ru_maxrss / 1024,  # KiB on Linux: the whole process, end-of-run work included
         dataloader_workers_peak_rss_mb=children.ru_maxrss / 1024 if s["num_workers"] else None,
         peak_gpu_mb=_peak_gpu_mb(),
         torch_threads=threads_at_start,

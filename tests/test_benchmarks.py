@@ -58,9 +58,11 @@ def test_quick_case_end_to_end(tmp_path):
         assert s["repeats"] == 1 and s["train_examples"] == 48
         assert 0.0 <= s["accuracy"] <= 1.0
         assert s["first_epoch_s"] > 0 and s["later_epoch_s"] > 0 and s["peak_rss_mb"] > 0
+        assert 0 < s["peak_rss_training_mb"] <= s["peak_rss_mb"]  # read when training ended, before any export
     for key in ("speedup_first", "speedup_later", "speedup_all", "memory_ratio", "accuracy_delta_points"):
         assert isinstance(summary[key], float), key
     assert summary["same_trainable_parameters"] is True
+    assert summary["memory_measure"] == "peak_rss_training_mb"  # no GPU in the tests
     assert summary["target_met"] in (True, False)
     report = (out / "results.md").read_text()
     assert "| bert-lora |" in report and "## Machine" in report and result["command"] in report
