@@ -22,7 +22,6 @@ Example:
 
 from __future__ import annotations
 
-import resource
 import time
 from pathlib import Path
 from typing import Any
@@ -31,6 +30,8 @@ import numpy as np
 import torch
 from torch import nn
 from transformers import TrainerCallback
+
+from benchmarks.worker import peak_rss_mb, sync
 
 # Module names, as `print(model)` shows them, of each architecture's block list and of what follows the
 # blocks inside the base model. Several spellings where transformers versions differ (ViT's `layers` in 5.2x).
@@ -61,20 +62,15 @@ class EpochTimer(TrainerCallback):
         self.training_peak_mb: float | None = None
 
     def on_epoch_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        _sync()
+        sync()
         self._start = time.perf_counter()
 
     def on_epoch_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        _sync()
+        sync()
         self.seconds.append(time.perf_counter() - self._start)
 
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        self.training_peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-
-
-def _sync() -> None:
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        torch.cuda.synchronize()  # GPU work still queued belongs to the epoch that launched it
+        self.training_peak_mb = peak_rss_mb()
 
 
 def _get(model: nn.Module, names: tuple[str, ...]) -> list[nn.Module]:

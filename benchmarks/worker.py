@@ -39,7 +39,8 @@ PRELOAD = [
 ]
 
 
-def _sync() -> None:
+def sync() -> None:
+    """Wait for queued GPU work: it belongs to the epoch that launched it (both sides' epoch timers)."""
     import torch
 
     if torch.cuda.is_available() and torch.cuda.is_initialized():
@@ -62,13 +63,13 @@ class FallbackEpochTimer:
 
         def set_train_mode(*args: Any, **kwargs: Any) -> Any:
             out = mode(*args, **kwargs)
-            _sync()
+            sync()
             self.starts.append(time.perf_counter())
             return out
 
         def evaluate_loop(*args: Any, **kwargs: Any) -> Any:
             if kwargs.get("desc") == "validation" and len(self.ends) < len(self.starts):
-                _sync()
+                sync()
                 self.ends.append(time.perf_counter())
             return evaluate(*args, **kwargs)
 
@@ -216,13 +217,13 @@ def execute(spec: dict[str, Any]) -> int:
     except Exception:  # noqa: BLE001 - reported in the result, the suite goes on with the next run
         traceback.print_exc()
         result, status = {"error": traceback.format_exc(limit=8)}, 1
-    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
     result.update(
         side=spec["side"],
         case=s["case"],
         repeat=spec["repeat"],
         process_seconds=time.perf_counter() - started,
-        peak_rss_mb=own.ru_maxrss / 1024,  # KiB on Linux: the whole process, end-of-run work included
+        peak_rss_mb=peak_rss_mb(),  # the whole process, end-of-run work included
         dataloader_workers_peak_rss_mb=children.ru_maxrss / 1024 if s["num_workers"] else None,
         peak_gpu_mb=_peak_gpu_mb(),
         torch_threads=threads_at_start,
