@@ -247,6 +247,9 @@ def test_batched_reads_pad_inputs_labels_and_features(tmp_path):
     assert batch[FEATURES]["stored"]["fixed"].tolist() == [[1.0] * 4, [0.0] * 4]  # the one-gather path, in order
     assert batch[FEATURES]["shapes"]["pooler_output"] == ((2, 2), "float32")
     assert "input_ids" not in collate_cached(split.batch([0]), "input_ids", pass_main=False)
+    # A batch whose examples happen to share a length, of a key whose lengths differ in the file.
+    alone = collate_cached(split.batch([1]), "input_ids", pass_main=True)
+    assert alone["labels"].tolist() == [[10, 11, 12, 13, 14]] and alone[FEATURES]["stored"]["fixed"].tolist() == [[1.0] * 4]
 
 
 def _mapped_kib(path) -> int:
