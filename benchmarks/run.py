@@ -87,9 +87,12 @@ def _environment(cache: Path) -> None:
         TOKENIZERS_PARALLELISM="false",
         HF_DATASETS_CACHE=str(cache / "hf-datasets"),
         MPLCONFIGDIR=str(cache / "matplotlib"),  # else each fresh process may rebuild matplotlib's font cache
-        PYTORCH_NVML_BASED_CUDA_CHECK="1",  # torch.cuda.is_available() in the forkserver must not initialise CUDA
         PYTHONPATH=os.pathsep.join([str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])]),
     )
+    if "PYTORCH_NVML_BASED_CUDA_CHECK" not in os.environ:
+        # torch.cuda.is_available() in the forkserver must not initialise CUDA. Each run drops it again
+        # (worker.execute): without a GPU it makes every such call try to load NVML, once per optimizer step.
+        os.environ.update(PYTORCH_NVML_BASED_CUDA_CHECK="1", HFTL_BENCH_NVML_CHECK_SET="1")
 
 
 class Launcher:

@@ -199,6 +199,8 @@ def execute(spec: dict[str, Any]) -> int:
     with open(out_dir / "log.txt", "w") as log:  # the run's own output, kept beside its result
         os.dup2(log.fileno(), 1)
         os.dup2(log.fileno(), 2)
+    if os.environ.pop("HFTL_BENCH_NVML_CHECK_SET", None):  # set by run.py for the forkserver, not by the user
+        os.environ.pop("PYTORCH_NVML_BASED_CUDA_CHECK", None)
     import torch
 
     s = spec["settings"]
@@ -229,6 +231,9 @@ def execute(spec: dict[str, Any]) -> int:
         torch_threads=threads_at_start,
         torch_threads_at_end=torch.get_num_threads(),  # a library that changes it would show here
         device=torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
+        # Importing DeepSpeed (Accelerate's unwrap does when it is installed) makes torch's CUDA check load
+        # NVML on every call on a machine without a GPU: it costs the side that did it time per step.
+        deepspeed_imported="deepspeed" in sys.modules,
     )
     tmp = Path(spec["result"]).with_suffix(".tmp")
     tmp.write_text(json.dumps(result, indent=1, default=str))

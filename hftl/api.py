@@ -26,7 +26,7 @@ from hftl.export import METRICS_FILE, export_model, write_metrics, write_model_c
 from hftl.layers import LayerMap, build_layer_map, describe, numel
 from hftl.modalities import Modality, get_modality
 from hftl.models import load_model
-from hftl.sharding import check_launch, is_deepspeed, is_sharded, model_state
+from hftl.sharding import check_launch, deepspeed_unprobed, is_deepspeed, is_sharded, model_state, unwrap_model
 from hftl.strategies import Plan, apply_lora, build_plan, default_lora_targets
 from hftl.tracking import log_with
 from hftl.trainer import TrainData, TrainResult, evaluate_loop, fit, make_accelerator
@@ -138,8 +138,9 @@ def finish_run(
     full = model_state(accelerator, model) if gather else None  # a collective: every process gathers
     if accelerator.is_main_process:
         partial = is_deepspeed(accelerator)  # frozen parameters: the pretrained ones, not DeepSpeed's 16-bit casts
-        plain = accelerator.unwrap_model(model) if full is None else unsharded(cfg, splits.label_names, full, partial)
-        export_model(plain, processor, run_dir)
+        plain = unwrap_model(accelerator, model) if full is None else unsharded(cfg, splits.label_names, full, partial)
+        with deepspeed_unprobed(is_deepspeed(accelerator)):  # save_pretrained unwraps through Accelerate too
+            export_model(plain, processor, run_dir)
         write_model_card(run_dir, cfg, summary)
         from hftl.report import write_run_plots
 

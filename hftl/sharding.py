@@ -14,12 +14,16 @@ Example:
 from __future__ import annotations
 
 import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import torch
 from accelerate import Accelerator
 from accelerate.utils import DistributedType
+from accelerate.utils import other as accelerate_other
 from torch import nn
 
 from hftl import zero
@@ -87,6 +91,43 @@ def is_deepspeed(accelerator: Accelerator) -> bool:
     return accelerator.distributed_type == DistributedType.DEEPSPEED
 
 
+@contextmanager
+def deepspeed_unprobed(deepspeed_run: bool = False) -> Iterator[None]:
+    """Within it, unwrapping a model (Accelerate's, and transformers' in `save_pretrained`) does not import
+    DeepSpeed to test for its engine class, unless the run uses DeepSpeed or something imported it already.
+
+    Accelerate imports DeepSpeed whenever it is installed. That import takes 1.4 s and sets
+    PYTORCH_NVML_BASED_CUDA_CHECK=1 for the whole process; from then on, on a machine without a GPU, every
+    `torch.cuda.is_available()` tries to load NVML (0.14 ms), and the torch optimizer asks once a step: a
+    tenth of a cached head-only step. A model that no DeepSpeed plugin prepared is never a DeepSpeed
+    engine, so skipping the test changes nothing else.
+
+    Example:
+        >>> with deepspeed_unprobed():             # doctest: +SKIP
+        ...     model.save_pretrained("out")
+    """
+    probe = getattr(accelerate_other, "is_deepspeed_available", None)
+    if probe is None or deepspeed_run or "deepspeed" in sys.modules:
+        yield
+        return
+    accelerate_other.is_deepspeed_available = lambda: False
+    try:
+        yield
+    finally:
+        accelerate_other.is_deepspeed_available = probe
+
+
+def unwrap_model(accelerator: Accelerator, model: nn.Module) -> nn.Module:
+    """`accelerator.unwrap_model(model)`, without importing DeepSpeed into a run that does not use it
+    (`deepspeed_unprobed`).
+
+    Example:
+        >>> raw = unwrap_model(accelerator, model)   # doctest: +SKIP
+    """
+    with deepspeed_unprobed(is_deepspeed(accelerator)):
+        return accelerator.unwrap_model(model)
+
+
 def torch_optimizer(accelerator: Accelerator, optimizer: Any) -> torch.optim.Optimizer:
     """The torch optimizer whose param_groups' learning rates the step reads: under DeepSpeed the one inside ZeRO's."""
     return optimizer.optimizer.optimizer if is_deepspeed(accelerator) else optimizer.optimizer
@@ -99,6 +140,8 @@ def model_state(accelerator: Accelerator, model: nn.Module) -> dict[str, torch.T
     """
     if is_deepspeed(accelerator):
         return zero.full_fp32_state(accelerator.unwrap_model(model), keep=accelerator.is_main_process)
+    if not is_sharded(accelerator):  # what get_state_dict does here, without its DeepSpeed import
+        return unwrap_model(accelerator, model).state_dict()
     return accelerator.get_state_dict(model)
 
 
@@ -122,7 +165,7 @@ def load_model_state(accelerator: Accelerator, model: nn.Module, tensors: dict[s
         zero.load_full_fp32_state(accelerator.unwrap_model(model), tensors)
         return
     if not is_sharded(accelerator):
-        accelerator.unwrap_model(model).load_state_dict(tensors, strict=False)
+        unwrap_model(accelerator, model).load_state_dict(tensors, strict=False)
         return
     from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
 

@@ -57,6 +57,7 @@ from hftl.sharding import (
     model_state,
     optimizer_state,
     torch_optimizer,
+    unwrap_model,
     wrap_blocks,
 )
 from hftl.strategies import Plan, apply_phase, lr_lambda, param_groups, set_train_mode
@@ -231,7 +232,7 @@ def evaluate_loop(
     `feed` hands a batch's cached features to the feature cache's stand-ins.
     """
     evaluator = evaluator or Evaluator()
-    raw = accelerator.unwrap_model(model)
+    raw = unwrap_model(accelerator, model)
     model.eval()
     preds, refs, losses, count = [], [], 0.0, 0
     with torch.no_grad():
@@ -306,7 +307,7 @@ def fit(
         param.requires_grad_(name in plan.trainable_any)
     wrap_blocks(accelerator, model, layer_map.blocks)
     model, optimizer, train_loader, *eval_loaders = accelerator.prepare(model, optimizer, train_loader, *eval_loaders)
-    raw = accelerator.unwrap_model(model)
+    raw = unwrap_model(accelerator, model)
     if is_deepspeed(accelerator):
         accelerator.print(zero.describe(model))
 

@@ -52,6 +52,7 @@ def test_quick_case_end_to_end(tmp_path):
     result = json.loads((out / "results.json").read_text())
     assert [(r["side"], r["case"]) for r in result["runs"]] == [("hftl", "bert-lora"), ("trainer", "bert-lora")]
     assert not [r["error"] for r in result["runs"] if "error" in r]
+    assert result["runs"][0]["deepspeed_imported"] is False  # hftl without DeepSpeed leaves it out (installed or not)
     (summary,) = result["summary"]
     for side in ("hftl", "trainer"):
         s = summary[side]

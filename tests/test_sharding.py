@@ -1,13 +1,18 @@
 """What hftl refuses to run rather than run differently from what was asked: FSDP where Accelerate cannot
-shard (CPUs); and checkpoints written under FSDP are not resumed without it. (DeepSpeed: test_deepspeed.py.)"""
+shard (CPUs); and checkpoints written under FSDP are not resumed without it. A run that does not shard
+does not import DeepSpeed. (DeepSpeed runs: test_deepspeed.py.)"""
 
 from __future__ import annotations
+
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
 import yaml
 
-from .conftest import run_cli
+from .conftest import REPO, run_cli
 from .text_data import sentiment_rows, write_csv
 
 
@@ -38,3 +43,30 @@ def test_an_fsdp_checkpoint_is_not_resumed_without_fsdp():
     by_name = {"state": {}, "param_groups": [{**optimizer.state_dict()["param_groups"][0], "params": ["weight", "bias"]}]}
     with pytest.raises(HftlError, match="written with FSDP; resume it the same way"):
         load_optimizer_state(Accelerator(cpu=True), model, optimizer, by_name)
+
+
+def test_a_run_without_deepspeed_never_imports_it(tiny_vit, digits, tmp_path):
+    """Accelerate's unwrap (and transformers' save_pretrained through it) imports DeepSpeed when it is
+    installed. That import sets PYTORCH_NVML_BASED_CUDA_CHECK=1, after which every optimizer step on a
+    machine without a GPU tries to load NVML. A LoRA run (peft's save and merge included) must not."""
+    pytest.importorskip("deepspeed")  # installed with the test extra; imported here, not in the run below
+    config = {
+        "task": "image-classification",
+        "model": {"name_or_path": str(tiny_vit)},
+        "data": {"train": str(digits), "augment": False, "validation_split": 0.2},
+        "strategy": {"name": "lora"},
+        "train": {"epochs": 1, "batch_size": 16, "report_to": "none"},
+        "output_dir": str(tmp_path / "run"),
+    }
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
+    script = (
+        "import os, sys\n"
+        "from hftl.cli import main\n"
+        f"code = main(['train', {str(tmp_path / 'c.yaml')!r}])\n"
+        "print('RESULT', code, 'deepspeed' in sys.modules, os.environ.get('PYTORCH_NVML_BASED_CUDA_CHECK'))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PYTORCH_NVML_BASED_CUDA_CHECK"}
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.splitlines()[-1] == "RESULT 0 False None", proc.stdout[-2000:]
+    assert (tmp_path / "run" / "model" / "model.safetensors").exists() and (tmp_path / "run" / "adapter").is_dir()
