@@ -139,7 +139,7 @@ def model_state(accelerator: Accelerator, model: nn.Module) -> dict[str, torch.T
     Under DeepSpeed: the trained parameters (fp32 masters) and buffers only, frozen parameters are the pretrained ones.
     """
     if is_deepspeed(accelerator):
-        return zero.full_fp32_state(accelerator.unwrap_model(model), keep=accelerator.is_main_process)
+        return zero.full_fp32_state(unwrap_model(accelerator, model), keep=accelerator.is_main_process)
     if not is_sharded(accelerator):  # what get_state_dict does here, without its DeepSpeed import
         return unwrap_model(accelerator, model).state_dict()
     return accelerator.get_state_dict(model)
@@ -162,7 +162,7 @@ def optimizer_state(accelerator: Accelerator, model: nn.Module, optimizer: torch
 def load_model_state(accelerator: Accelerator, model: nn.Module, tensors: dict[str, torch.Tensor]) -> None:
     """Load full tensors (a subset of the model's) into a plain, FSDP-sharded or DeepSpeed model (every process calls it)."""
     if is_deepspeed(accelerator):
-        zero.load_full_fp32_state(accelerator.unwrap_model(model), tensors)
+        zero.load_full_fp32_state(unwrap_model(accelerator, model), tensors)
         return
     if not is_sharded(accelerator):
         unwrap_model(accelerator, model).load_state_dict(tensors, strict=False)
