@@ -31,7 +31,7 @@ import torch
 from torch import nn
 from transformers import TrainerCallback
 
-from benchmarks.worker import peak_rss_mb, sync
+from benchmarks.measure import peak_rss_mb, sync
 
 # Module names, as `print(model)` shows them, of each architecture's block list and of what follows the
 # blocks inside the base model. Several spellings where transformers versions differ (ViT's `layers` in 5.2x).

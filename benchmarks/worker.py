@@ -24,6 +24,8 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from benchmarks.measure import peak_rss_mb, sync
+
 # What a run imports: loaded once in the forkserver, inherited by every run it forks.
 PRELOAD = [
     "torch",
@@ -34,17 +36,10 @@ PRELOAD = [
     "hftl.modalities.image",
     "hftl.modalities.text",
     "hftl.modalities.audio",
+    "hftl.modalities.speech",
     "hftl.report",
     "benchmarks.baseline",
 ]
-
-
-def sync() -> None:
-    """Wait for queued GPU work: it belongs to the epoch that launched it (both sides' epoch timers)."""
-    import torch
-
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        torch.cuda.synchronize()
 
 
 class FallbackEpochTimer:
@@ -78,11 +73,6 @@ class FallbackEpochTimer:
 
     def seconds(self) -> list[float]:
         return [end - start for start, end in zip(self.starts, self.ends)]
-
-
-def peak_rss_mb() -> float:
-    """The process's peak resident set so far (ru_maxrss: KiB on Linux)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 class TrainingPeak:

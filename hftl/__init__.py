@@ -20,8 +20,12 @@ __version__ = "0.1.0"
 def __getattr__(name: str) -> Any:
     # The training stack (torch, transformers, accelerate) loads on first use, so `hftl --help` and
     # config errors answer at once.
-    if name in ("FinetuneResult", "evaluate_run", "finetune", "predict"):
+    if name in ("FinetuneResult", "finetune"):
         from hftl import api
 
         return getattr(api, name)
+    if name in ("evaluate_run", "predict"):
+        from hftl import inference
+
+        return getattr(inference, name)
     raise AttributeError(f"module 'hftl' has no attribute {name!r}")

@@ -26,27 +26,12 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from hftl.faults import IN_CHECKPOINT, fault
+from hftl.files import fsync_dir, replace_dir
+
 PREFIX = "step-"
 WEIGHTS = "weights.safetensors"
 STATE = "trainer_state.json"
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write a text file so readers see the old or the new content, never a torn one."""
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def rng_state() -> dict[str, Any]:
@@ -106,6 +91,7 @@ def save_checkpoint(
         tmp.mkdir()
     save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp / WEIGHTS))
     torch.save(optimizer_state, tmp / "optimizer.pt")
+    fault(IN_CHECKPOINT, step)  # the crash tests: weights and optimizer written, the rest not, nothing renamed
     torch.save(scheduler_state, tmp / "scheduler.pt")
     for rank, state in enumerate(rng_states):
         torch.save(state, tmp / f"rng_{rank}.pt")
@@ -113,16 +99,10 @@ def save_checkpoint(
     for f in tmp.iterdir():
         with open(f, "rb") as handle:
             os.fsync(handle.fileno())
-    _fsync_dir(tmp)
+    fsync_dir(tmp)
     final = directory / f"{PREFIX}{step:07d}"
-    if final.exists():  # the same step written again (e.g. epoch end after a step save): replace it
-        trash = directory / f".old-{uuid.uuid4().hex}"
-        os.rename(final, trash)
-        os.rename(tmp, final)
-        shutil.rmtree(trash, ignore_errors=True)
-    else:
-        os.rename(tmp, final)
-    _fsync_dir(directory)
+    replace_dir(tmp, final)  # the same step written again (an epoch's end right after a step save) replaces it
+    fsync_dir(directory)
     for old in list_checkpoints(directory)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     for stale in directory.glob(".tmp-*"):  # left by a crash mid-write

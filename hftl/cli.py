@@ -1,4 +1,4 @@
-"""The `hftl` command: train, evaluate, predict, compare, demo, push.
+"""The `hftl` command (also `python -m hftl`): train, evaluate, predict, compare, demo, push, cache.
 
 Example:
     $ hftl train configs/vision/vit-lora.yaml data.train=digits/ output_dir=runs/vit-lora
@@ -38,7 +38,7 @@ def _train(args: argparse.Namespace) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> None:
-    from hftl.api import evaluate_run
+    from hftl.inference import evaluate_run
 
     metrics = evaluate_run(args.run_dir, args.data, args.batch_size)
     if _is_main_process():
@@ -46,7 +46,7 @@ def _evaluate(args: argparse.Namespace) -> None:
 
 
 def _predict(args: argparse.Namespace) -> None:
-    from hftl.api import predict
+    from hftl.inference import predict
 
     outputs = predict(args.run_dir, args.inputs, top_k=args.top_k)
     if args.json:
@@ -76,7 +76,7 @@ def _print_study(study) -> None:
 
 
 def _compare(args: argparse.Namespace) -> None:
-    from hftl.compare import compare
+    from hftl.study import compare
 
     _print_study(compare(args.config, args.strategies, seeds=args.seeds, overrides=args.overrides))
 

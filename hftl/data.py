@@ -25,6 +25,7 @@ import torch
 
 from hftl.config import DataConfig
 from hftl.errors import DataError
+from hftl.metrics import Evaluator
 
 FILE_BUILDERS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
 SPLIT_DIRS = {"train": "train", "validation": "validation", "valid": "validation", "val": "validation", "test": "test"}
@@ -92,18 +93,9 @@ def load_splits(cfg: DataConfig, modality: Any, seed: int) -> Splits:
     label_column = cfg.label_column or modality.detect_label_column(train, cfg.train)
     prepared = {}
     for split, ds in (("train", train), ("validation", validation), ("test", test)):
-        if ds is None:
-            continue
-        where = sources.get(split, cfg.train)
-        _require_columns(ds, [input_column, label_column], where, split)
-        ds = ds.add_column(ROW, list(range(1, len(ds) + 1)))
-        ds = modality.prepare_inputs(ds, input_column, where)
-        checked = modality.check_inputs(ds, input_column, split, cfg.on_bad_file, report)
-        if len(checked) == 0:
-            skipped = report.skipped.get(split, [])
-            why = f": all {len(ds)} were unreadable (first: {skipped[0][0]}: {skipped[0][1]})" if len(ds) and skipped else ""
-            raise DataError(f"the {split} split ({where}) has no usable examples{why}; add readable examples to it")
-        prepared[split] = checked
+        if ds is not None:
+            where = sources.get(split, cfg.train)
+            prepared[split] = prepare_split(ds, split, where, (input_column, label_column), modality, cfg.on_bad_file, report)
 
     label_names = modality.label_names(prepared["train"], label_column, sources["train"])
     for split, ds in prepared.items():
@@ -129,6 +121,43 @@ def load_splits(cfg: DataConfig, modality: Any, seed: int) -> Splits:
         if ds is not None and len(ds) == 0:
             raise DataError(f"the {split} split ({sources.get(split, cfg.train)}) is empty after loading; add examples to it")
     return Splits(train, prepared["validation"], prepared.get("test"), label_names, input_column, report, sources, label_column)
+
+
+def prepare_split(
+    ds: datasets.Dataset, split: str, where: str, columns: tuple[str, str], modality: Any, on_bad: str, report: DataReport
+) -> datasets.Dataset:
+    """One split with its (input, label) `columns` checked, its inputs prepared and checked by the modality
+    (unusable ones skipped and reported, or refused), each row's source row kept in ROW."""
+    input_column, _ = columns
+    _require_columns(ds, list(columns), where, split)
+    ds = ds.add_column(ROW, list(range(1, len(ds) + 1)))
+    ds = modality.prepare_inputs(ds, input_column, where)
+    checked = modality.check_inputs(ds, input_column, split, on_bad, report)
+    if len(checked) == 0:
+        skipped = report.skipped.get(split, [])
+        why = f": all {len(ds)} were unreadable (first: {skipped[0][0]}: {skipped[0][1]})" if len(ds) and skipped else ""
+        raise DataError(f"the {split} split ({where}) has no usable examples{why}; add readable examples to it")
+    return checked
+
+
+def load_labelled(spec: str, modality: Any, cfg: DataConfig, label_names: list[str], report: DataReport) -> tuple[Any, str]:
+    """Labelled data for a trained model (`hftl evaluate --data`), read and checked as training data is, with
+    label ids into the model's `label_names`. Returns the split and its input column.
+
+    Example:
+        >>> ds, column = load_labelled("more.csv", modality, cfg.data, ["neg", "pos"], DataReport())  # doctest: +SKIP
+    """
+    loaded = load_source(spec, modality, "--data", report)
+    ds = loaded if not isinstance(loaded, dict) else loaded.get("test") or loaded.get("validation") or next(iter(loaded.values()))
+    column = cfg.input_column or modality.detect_input_column(ds, spec)
+    label_column = cfg.label_column or modality.detect_label_column(ds, spec)
+    if label_column not in ds.column_names:
+        raise DataError(
+            f"{spec} has no label column {label_column!r}; its columns are {ds.column_names}. "
+            "Rename the column to match the run's data.label_column"
+        )
+    ds = prepare_split(ds, "evaluation", spec, (column, label_column), modality, cfg.on_bad_file, report)
+    return modality.encode_labels(ds, label_column, label_names, "evaluation", spec).remove_columns(ROW), column
 
 
 def load_source(spec: str, modality: Any, key: str, report: DataReport) -> datasets.Dataset | dict[str, datasets.Dataset]:
@@ -370,3 +399,16 @@ def loader_workers(cfg: Any, accelerator: Any) -> int:
         return 0
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return max(0, min(8, cores // accelerator.num_processes - 1))
+
+
+@dataclass
+class TrainData:
+    """What `fit` trains and evaluates on: the splits as torch datasets, the collator, the task's evaluator."""
+
+    train: ExampleDataset
+    validation: ExampleDataset
+    collate: Callable[[list[dict]], dict]
+    test: ExampleDataset | None = None
+    evaluator: Evaluator = field(default_factory=Evaluator)
+    train_lengths: list[int] | None = None  # per example, for data.group_by_length
+    processor: Any = None  # part of the feature cache's key

@@ -76,8 +76,8 @@ def run_demo(
     output_dir: str | None = None,
     overrides: list[str] | None = None,
 ) -> Any:
-    """Run the demo study and return it (see `hftl.compare.compare`)."""
-    from hftl.compare import compare, parse_strategies
+    """Run the demo study and return it (see `hftl.study.compare`)."""
+    from hftl.study import compare, parse_strategies
 
     check_installed(task)
     demo = DEMOS[task]

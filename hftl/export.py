@@ -4,15 +4,13 @@ Directories are written beside their final name and renamed into place, so a cra
 half-written `model/` where a reader would trust it.
 
 Example:
-    >>> export_model(model, processor, run_dir)          # doctest: +SKIP
+    >>> export_model(model, processor, run_dir, get_strategy("lora"))   # doctest: +SKIP
     >>> pipeline("image-classification", model=str(run_dir / "model"))  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import uuid
 from pathlib import Path
 from typing import Any
@@ -20,36 +18,21 @@ from typing import Any
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from torch import nn
 
-from hftl.checkpoint import atomic_write_text
 from hftl.config import PIPELINE_TASKS, TASK_METRICS, Config, best_metric_name
-
-METRICS_FILE = "metrics.json"
-
-
-def _replace_dir(tmp: Path, final: Path) -> None:
-    if final.exists():
-        trash = final.with_name(f".{final.name}.old-{uuid.uuid4().hex}")
-        os.rename(final, trash)
-        os.rename(tmp, final)
-        shutil.rmtree(trash, ignore_errors=True)
-    else:
-        os.rename(tmp, final)
+from hftl.files import atomic_write_text, replace_dir
+from hftl.run_dir import CARD_FILE, METRICS_FILE, MODEL_DIR
+from hftl.strategies import Strategy, get_strategy
 
 
-def export_model(model: nn.Module, processor: Any, run_dir: Path) -> nn.Module:
-    """Save `model/` (LoRA merged into the weights) and, for LoRA, `adapter/`; return the saved model."""
-    if hasattr(model, "peft_config"):
-        tmp = run_dir / f".adapter.tmp-{uuid.uuid4().hex}"
-        # Adapter weights + config; the trained head rides in modules_to_save. No strategy resizes input
-        # embeddings, so tell peft not to look for them: its "auto" check takes a CTC head's new
-        # vocab_size for a resized vocabulary and fails on models without input embeddings (wav2vec2).
-        model.save_pretrained(str(tmp), save_embedding_layers=False)
-        _replace_dir(tmp, run_dir / "adapter")
-        model = model.merge_and_unload()
-    tmp = run_dir / f".model.tmp-{uuid.uuid4().hex}"
+def export_model(model: nn.Module, processor: Any, run_dir: Path, strategy: Strategy) -> nn.Module:
+    """Save `model/` (pipeline-ready, with the processor) after the strategy's own export step (LoRA:
+    `adapter/` written, adapters merged); return the saved model."""
+    if strategy.export is not None:
+        model = strategy.export(model, run_dir)
+    tmp = run_dir / f".{MODEL_DIR}.tmp-{uuid.uuid4().hex}"
     model.save_pretrained(str(tmp), safe_serialization=True)
     processor.save_pretrained(str(tmp))
-    _replace_dir(tmp, run_dir / "model")
+    replace_dir(tmp, run_dir / MODEL_DIR)
     return model
 
 
@@ -94,7 +77,7 @@ def write_model_card(run_dir: Path, cfg: Config, summary: dict[str, Any]) -> Non
         eval_results=results or None,
     )
     card = ModelCard.from_template(card_data, template_str="---\n{{ card_data }}\n---\n{{ body }}", body=_card_body(cfg, summary))
-    atomic_write_text(run_dir / "README.md", str(card))
+    atomic_write_text(run_dir / CARD_FILE, str(card))
 
 
 def _card_body(cfg: Config, s: dict[str, Any]) -> str:
@@ -127,14 +110,8 @@ def _card_body(cfg: Config, s: dict[str, Any]) -> str:
         f"({100 * s['trainable_parameters'] / max(s['total_parameters'], 1):.2f}%)",
         f"- BatchNorm in frozen parts: `{st.batch_norm}`",
     ]
-    if st.name == "freeze":
-        lines.append(f"- trainable blocks: top {st.trainable_blocks} of {s['strategy']['blocks']}")
-    if st.name == "lora":
-        targets = s["strategy"].get("lora_targets", [])
-        lines.append(
-            f"- LoRA: r={st.lora.r}, alpha={st.lora.alpha}, dropout={st.lora.dropout}, "
-            f"{len(targets)} target modules (e.g. {', '.join(targets[:4])}); merged into `model/`, adapter in `adapter/`"
-        )
+    card = get_strategy(st.name).card
+    lines += card(st, s) if card is not None else []
     lines += ["", "| phase | epochs | trains |", "|---|---|---|"]
     lines += [f"| {p['name']} | {p['epochs']} | {p['trains']} |" for p in s["strategy"]["phases"]]
     lines += ["", "| part | trainable | total |", "|---|---:|---:|"]

@@ -51,7 +51,6 @@ from hftl.data import loader_workers
 from hftl.errors import ConfigError
 from hftl.layers import LayerMap, full_name
 from hftl.metrics import IGNORE
-from hftl.sharding import is_deepspeed, is_sharded
 
 FULL = "@full"  # shape-only companion of a field stored at its first position (the CLS token) only
 FEATURES = "hftl_features"  # batch key of the stored tensors; the trainer hands it to the stand-ins
@@ -548,8 +547,11 @@ class CacheStatus:
 class FeatureCache:
     """The cache for one `fit`: fills or reuses per phase, installs and removes the stand-ins."""
 
-    def __init__(self, cfg: Any, model: nn.Module, layer_map: LayerMap, data: Any, accelerator: Any) -> None:
+    def __init__(
+        self, cfg: Any, model: nn.Module, layer_map: LayerMap, data: Any, accelerator: Any, engine_refusal: str | None = None
+    ) -> None:
         self.cfg, self.model, self.layer_map, self.data, self.accelerator = cfg, model, layer_map, data, accelerator
+        self.engine_refusal = engine_refusal
         self.mode = cfg.train.feature_cache
         self.root = Path(cfg.train.feature_cache_dir).expanduser() if cfg.train.feature_cache_dir else default_cache_dir()
         self.folders: set[Path] = set()  # the entries this run uses: never pruned by it
@@ -576,8 +578,8 @@ class FeatureCache:
         if self.cfg.train.torch_compile:  # the compiled graph would not see the stand-ins
             self._refuse("train.torch_compile=true compiles the frozen part into the graph")
             return
-        if is_sharded(self.accelerator) or is_deepspeed(self.accelerator):  # weights gathered or cast
-            self._refuse("the model is sharded with FSDP or DeepSpeed, which the stand-ins are not tested with")
+        if self.engine_refusal:  # weights gathered or cast
+            self._refuse(self.engine_refusal)
             return
         cut = find_cut(self.model, self.layer_map, phase.trainable)
         if cut is None and self.main_input == "input_ids":  # text is tokenized once already (Modality.encode)

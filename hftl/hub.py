@@ -13,37 +13,22 @@ Example:
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
+from hftl.config import check_repo_id
 from hftl.errors import HftlError
-from hftl.export import METRICS_FILE
+from hftl.run_dir import ADAPTER_DIR, CARD_FILE, CONFIG_FILE, METRICS_FILE, MODEL_DIR, is_finished
 
-REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
 # Run-folder files that describe the model; everything else (checkpoints, logs) is not pushed.
-RUN_FILES = {"README.md": "README.md", METRICS_FILE: METRICS_FILE, "config.yaml": "hftl_config.yaml"}
-
-
-def check_repo_id(repo_id: str) -> str:
-    """`OWNER/NAME` with the Hub's allowed characters, or an error showing the expected form.
-
-    Example:
-        >>> check_repo_id("me/bert-lora")
-        'me/bert-lora'
-    """
-    if not isinstance(repo_id, str) or not REPO_ID.match(repo_id) or ".." in repo_id or repo_id.endswith((".git", ".")):
-        raise HftlError(
-            f"hub repo id {repo_id!r} is malformed: use OWNER/NAME (letters, digits, '-', '_', '.'), e.g. my-user/bert-reviews"
-        )
-    return repo_id
+RUN_FILES = {CARD_FILE: "README.md", METRICS_FILE: METRICS_FILE, CONFIG_FILE: "hftl_config.yaml"}
 
 
 def files_to_push(run_dir: str | Path, adapter_only: bool = False) -> list[tuple[Path, str]]:
     """(local file, path in the repo) for every file a push uploads."""
     run_dir = Path(run_dir)
-    if not (run_dir / METRICS_FILE).is_file() or not (run_dir / "model").is_dir():
+    if not is_finished(run_dir) or not (run_dir / MODEL_DIR).is_dir():
         raise HftlError(f"{run_dir} is not a finished hftl run (no metrics.json or model/); only finished runs are pushed")
-    source = run_dir / ("adapter" if adapter_only else "model")
+    source = run_dir / (ADAPTER_DIR if adapter_only else MODEL_DIR)
     if not source.is_dir():
         raise HftlError(f"{run_dir} has no adapter/ (not a LoRA run); push the model without --adapter-only")
     by_target = {p.relative_to(source).as_posix(): p for p in sorted(source.rglob("*")) if p.is_file()}

@@ -1,4 +1,5 @@
-"""Load a task model for the labels of the data: pretrained with a new head, or random for scratch.
+"""Load a task model for the labels of the data: pretrained with a new head, or random for scratch;
+then wrap it as its strategy says (LoRA).
 
 Example:
     >>> model, processor = load_model(cfg, get_modality(cfg.task), ["cat", "dog"])  # doctest: +SKIP
@@ -17,8 +18,8 @@ from transformers.utils import logging as hf_logging
 
 from hftl.config import Config
 from hftl.errors import HftlError
-from hftl.layers import build_layer_map
-from hftl.strategies import init_for_scratch
+from hftl.layers import LayerMap, build_layer_map
+from hftl.strategies import NORM_TYPES, Plan, build_plan, get_strategy
 
 
 def load_model(cfg: Config, modality: Any, label_names: list[str]) -> tuple[nn.Module, Any]:
@@ -30,7 +31,7 @@ def load_model(cfg: Config, modality: Any, label_names: list[str]) -> tuple[nn.M
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # the "newly initialized head" warning is the point here; hftl says it itself
     try:
-        if cfg.strategy.name == "scratch":
+        if not get_strategy(cfg.strategy.name).pretrained:
             config = AutoConfig.from_pretrained(
                 m.name_or_path, revision=m.revision, trust_remote_code=m.trust_remote_code, **labels
             )
@@ -74,3 +75,37 @@ def reset_head(model: nn.Module, head: list[str]) -> None:
                     init(module)
                 elif hasattr(module, "reset_parameters"):
                     module.reset_parameters()
+
+
+def init_for_scratch(model: nn.Module) -> None:
+    """Make a randomly initialised model trainable whatever its own `_init_weights` did.
+
+    Some transformers inits leave BatchNorm weights near zero (EfficientNet), which keeps a
+    from-scratch model at chance; norms start as identity, convolutions He-initialised.
+    """
+    for module in model.modules():
+        if isinstance(module, NORM_TYPES):
+            if getattr(module, "weight", None) is not None:
+                nn.init.ones_(module.weight)
+            if getattr(module, "bias", None) is not None:
+                nn.init.zeros_(module.bias)
+            if isinstance(module, nn.modules.batchnorm._NormBase) and module.track_running_stats:
+                module.reset_running_stats()
+        elif isinstance(module, nn.Conv2d):
+            nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+
+
+def setup_model(cfg: Config, modality: Any, label_names: list[str]) -> tuple[Any, Any, LayerMap, Plan]:
+    """Model with a new head, its layer map, the strategy's wrapping (LoRA), and the phase plan.
+
+    Example:
+        >>> model, processor, layer_map, plan = setup_model(cfg, get_modality(cfg.task, cfg), ["cat", "dog"])  # doctest: +SKIP
+    """
+    model, processor = load_model(cfg, modality, label_names)
+    layer_map = build_layer_map(model, cfg.model.blocks)
+    wrap = get_strategy(cfg.strategy.name).wrap
+    if wrap is not None:
+        model = wrap(model, layer_map, cfg.strategy)
+    return model, processor, layer_map, build_plan(model, layer_map, cfg)

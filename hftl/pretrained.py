@@ -25,8 +25,8 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from hftl.checkpoint import atomic_write_text
 from hftl.errors import HftlError
+from hftl.files import atomic_write_text
 
 if TYPE_CHECKING:
     from transformers import EfficientNetConfig, EfficientNetForImageClassification

@@ -12,16 +12,14 @@ from __future__ import annotations
 import base64
 import html
 import json
+import statistics
 from pathlib import Path
 from typing import Any
 
-from hftl.config import LOWER_IS_BETTER, TASK_METRICS
-
-PLOTS = "plots"
-
-
-def _better(metric: str, a: float, b: float) -> bool:
-    return a < b if metric in LOWER_IS_BETTER else a > b
+from hftl.config import LOWER_IS_BETTER, TASK_METRICS, better
+from hftl.files import atomic_write_text
+from hftl.plots import write_plots
+from hftl.run_dir import PLOTS_DIR, STUDY_FILE
 
 
 def _points(metric: str, a: float, b: float) -> float:
@@ -44,7 +42,7 @@ def recommend(rows: list[dict[str, Any]], metric: str) -> list[str]:
         return ["No strategy finished, so there is nothing to recommend yet."]
     best = done[0]
     for r in done[1:]:
-        if _better(metric, r[key], best[key]):
+        if better(metric, r[key], best[key]):
             best = r
     lines = [
         f"**Best {metric}: `{best['strategy']}`** ({best[key]:.4f} on validation, "
@@ -73,130 +71,34 @@ def recommend(rows: list[dict[str, Any]], metric: str) -> list[str]:
     return lines
 
 
-def write_plots(study: Any, rows: list[dict[str, Any]], folder: Path) -> dict[str, Path]:
-    """The study's PNG plots; returns {title: path}."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only: no display needed, also headless in CI
-    import matplotlib.pyplot as plt
-    import matplotlib.ticker
-
-    folder.mkdir(parents=True, exist_ok=True)
-    metric = study.metric
-    first = {name: next((r for r in study.runs if r.strategy == name and r.metrics), None) for name in study.strategies}
-    plots: dict[str, Path] = {}
-
-    def save(fig: Any, name: str, title: str) -> None:
-        path = folder / f"{name}.png"
-        fig.tight_layout()
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        plots[title] = path
-
-    fig, ax = plt.subplots(figsize=(7, 4.2))
-    for name, record in first.items():
-        if record:
-            history = record.metrics["history"]
-            ax.plot([h["epoch"] for h in history], [h[f"eval_{metric}"] for h in history], marker="o", label=name)
-    ax.set(xlabel="epoch", ylabel=f"validation {metric}", title=f"Validation {metric} per epoch")
-    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))  # epochs are whole
-    ax.grid(alpha=0.3)
-    ax.legend()
-    save(fig, "validation_per_epoch", f"Validation {metric} per epoch")
-
-    fig, ax = plt.subplots(figsize=(7, 4.2))
-    for name, record in first.items():
-        if record and record.metrics["log_history"]:
-            log = record.metrics["log_history"]
-            ax.plot([e["step"] for e in log], [e["loss"] for e in log], label=name)
-    ax.set(xlabel="optimizer step", ylabel="training loss", title="Training loss per step")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    save(fig, "train_loss", "Training loss per step")
-
-    done = [r for r in rows if f"validation_{metric}" in r]
-    for x_key, x_label, name, log_x in (
-        ("trainable_parameters", "trainable parameters", "metric_vs_parameters", True),
-        ("train_seconds", "training time (s)", "metric_vs_time", False),
-    ):
-        fig, ax = plt.subplots(figsize=(6.5, 4.2))
-        for r in done:
-            ax.errorbar(r[x_key], r[f"validation_{metric}"], yerr=r.get(f"validation_{metric}_std") or None, fmt="o", capsize=3)
-            ax.annotate(r["strategy"], (r[x_key], r[f"validation_{metric}"]), textcoords="offset points", xytext=(6, 4))
-        if log_x:
-            ax.set_xscale("log")
-        ax.set(xlabel=x_label, ylabel=f"validation {metric}", title=f"Validation {metric} vs {x_label}")
-        ax.grid(alpha=0.3)
-        save(fig, name, f"Validation {metric} vs {x_label}")
-
-    best = _best_record(study)
-    if best is not None and best.metrics.get("confusion_matrix"):
-        fig = confusion_figure(best.metrics["confusion_matrix"], best.metrics["data"]["labels"], f"{best.strategy} (validation)")
-        save(fig, "confusion_matrix", f"Confusion matrix of the best run ({best.strategy})")
-    return plots
-
-
-def confusion_figure(matrix: list[list[int]], labels: list[str], title: str) -> Any:
-    """A confusion-matrix figure (rows true, columns predicted), counts written in when it stays legible."""
-    import matplotlib.pyplot as plt
-
-    size = min(2 + 0.45 * len(labels), 12)
-    fig, ax = plt.subplots(figsize=(size + 1, size))
-    image = ax.imshow(matrix, cmap="Blues")
-    fig.colorbar(image, ax=ax, fraction=0.046)
-    if len(labels) <= 30:
-        ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
-        ax.set_yticks(range(len(labels)), labels)
-        peak = max(max(row) for row in matrix) or 1
-        for i, row in enumerate(matrix):
-            for j, value in enumerate(row):
-                ax.text(j, i, value, ha="center", va="center", color="white" if value > peak / 2 else "black", fontsize=8)
-    ax.set(xlabel="predicted", ylabel="true", title=f"Confusion matrix: {title}")
-    return fig
-
-
-def write_run_plots(summary: dict[str, Any], metric: str, folder: Path) -> list[Path]:
-    """A run's own PNGs: learning curves (training loss per step, validation metric per epoch) and,
-    for classification, the confusion matrix of the best epoch on validation."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import matplotlib.ticker
-
-    folder.mkdir(parents=True, exist_ok=True)
-    written = []
-    fig, (loss_ax, metric_ax) = plt.subplots(1, 2, figsize=(11, 4))
-    log = summary["log_history"]
-    loss_ax.plot([e["step"] for e in log], [e["loss"] for e in log])
-    loss_ax.set(xlabel="optimizer step", ylabel="training loss", title="Training loss")
-    history = summary["history"]
-    metric_ax.plot([h["epoch"] for h in history], [h[f"eval_{metric}"] for h in history], marker="o")
-    metric_ax.set(xlabel="epoch", ylabel=f"validation {metric}", title=f"Validation {metric}")
-    metric_ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
-    for ax in (loss_ax, metric_ax):
-        ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(folder / "learning_curves.png", dpi=110)
-    plt.close(fig)
-    written.append(folder / "learning_curves.png")
-    if summary.get("confusion_matrix"):
-        fig = confusion_figure(summary["confusion_matrix"], summary["data"]["labels"], "validation, best epoch")
-        fig.tight_layout()
-        fig.savefig(folder / "confusion_matrix.png", dpi=110)
-        plt.close(fig)
-        written.append(folder / "confusion_matrix.png")
-    return written
-
-
-def _best_record(study: Any) -> Any:
-    key = study.metric
-    done = [r for r in study.runs if r.metrics]
-    best = None
-    for r in done:
-        if best is None or _better(key, r.metrics["validation"][key], best.metrics["validation"][key]):
-            best = r
-    return best
+def summarize(study: Any) -> list[dict[str, Any]]:
+    """One row per strategy: mean (and std over seeds) of the headline numbers."""
+    rows = []
+    for name in study.strategies:
+        done = [r for r in study.runs if r.strategy == name and r.metrics]
+        failed = [r for r in study.runs if r.strategy == name and r.error]
+        if not done:
+            rows.append({"strategy": name, "error": failed[0].error if failed else "not run"})
+            continue
+        m0 = done[0].metrics
+        row: dict[str, Any] = {
+            "strategy": name,
+            "runs": len(done),
+            "trainable_parameters": m0["trainable_parameters"],
+            "total_parameters": m0["total_parameters"],
+            "trainable_percent": 100 * m0["trainable_parameters"] / max(m0["total_parameters"], 1),
+        }
+        for split in ("validation", "test"):
+            keys = sorted({k for r in done for k in (r.metrics.get(split) or {})})
+            for key in keys:
+                values = [r.metrics[split][key] for r in done if (r.metrics.get(split) or {}).get(key) is not None]
+                if values:
+                    row[f"{split}_{key}"] = statistics.fmean(values)
+                    row[f"{split}_{key}_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
+        for key in ("train_seconds", "samples_per_second", "peak_memory_mb", "best_epoch"):
+            row[key] = statistics.fmean(r.metrics[key] for r in done)
+        rows.append(row)
+    return rows
 
 
 def _table(study: Any, rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
@@ -235,12 +137,9 @@ def _table(study: Any, rows: list[dict[str, Any]]) -> tuple[list[str], list[list
 
 def write_report(study: Any) -> tuple[Path, Path]:
     """study.json, plots/*.png, report.md and a self-contained report.html in the study folder."""
-    from hftl.checkpoint import atomic_write_text
-    from hftl.compare import STUDY_FILE, summarize
-
     rows = summarize(study)
     out = Path(study.output_dir)
-    plots = write_plots(study, rows, out / PLOTS)
+    plots = write_plots(study, rows, out / PLOTS_DIR)
     advice = recommend(rows, study.metric)
     header, body = _table(study, rows)
     seeds = f"seed {study.seeds[0]}"
@@ -258,7 +157,7 @@ def write_report(study: Any) -> tuple[Path, Path]:
     md += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     md += ["| " + " | ".join(cells) + " |" for cells in body]
     md += ["", "## Recommendation", ""] + [f"- {line}" for line in advice] + ["", "## Plots", ""]
-    md += [f"![{title}]({PLOTS}/{path.name})" for title, path in plots.items()]
+    md += [f"![{title}]({PLOTS_DIR}/{path.name})" for title, path in plots.items()]
     md += ["", "## Runs", ""]
     for r in study.runs:
         md.append(f"- `{r.strategy}` seed {r.seed}: `{r.run_dir}`" + (" (reused)" if r.reused else ""))
@@ -302,8 +201,6 @@ figure{{display:inline-block;margin:1em}}img{{max-width:560px}}</style></head><b
 
 def format_table(study: Any) -> str:
     """The report's table as aligned plain text, for the terminal."""
-    from hftl.compare import summarize
-
     header, body = _table(study, summarize(study))
     keep = [i for i, h in enumerate(header) if not h.startswith("test ")]
     header, body = [header[i] for i in keep], [[c[i] if i < len(c) else "" for i in keep] for c in body]

@@ -17,14 +17,13 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hftl.checkpoint import atomic_write_text
 from hftl.config import Config, tracker_names
 from hftl.errors import ConfigError
+from hftl.files import atomic_write_text
+from hftl.train_state import TrainResult
 
 if TYPE_CHECKING:
     from accelerate import Accelerator
-
-    from hftl.trainer import TrainResult
 
 # The PyPI package that makes each tracker importable.
 PIP_NAMES = {"comet_ml": "comet-ml"}

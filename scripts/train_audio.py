@@ -23,6 +23,8 @@ from hftl.config import Config, load_config
 from hftl.data import load_splits
 from hftl.errors import HftlError
 from hftl.modalities import get_modality
+from hftl.models import setup_model
+from hftl.run_dir import prepare_run_dir
 from hftl.trainer import TrainResult, fit, make_accelerator
 
 TASKS = ("audio-classification", "speech-recognition")
@@ -52,12 +54,12 @@ def train(cfg: Config) -> TrainResult:
     #    The convolutional feature encoder stays frozen in every phase unless the strategy is scratch
     #    or strategy.freeze_feature_encoder=false.
     set_seed(cfg.train.seed)
-    model, processor, layer_map, plan = api.setup_model(cfg, modality, splits.label_names)
+    model, processor, layer_map, plan = setup_model(cfg, modality, splits.label_names)
 
     # 3. The run folder, claimed only once data and model loaded (resume=true continues an unfinished
     #    run, overwrite=true replaces a finished one). Accelerate owns devices and precision; a hybrid
     #    run toggles requires_grad between phases, which DDP must be told about.
-    if not api.prepare_run_dir(cfg, run_dir):
+    if not prepare_run_dir(cfg, run_dir):
         cfg.resume = False
     accelerator = make_accelerator(cfg, run_dir, multi_phase=cfg.strategy.head_warmup_epochs > 0)
     if accelerator.is_main_process:

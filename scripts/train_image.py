@@ -23,6 +23,8 @@ from hftl.config import Config, load_config
 from hftl.data import load_splits
 from hftl.errors import HftlError
 from hftl.modalities import get_modality
+from hftl.models import setup_model
+from hftl.run_dir import prepare_run_dir
 from hftl.trainer import TrainResult, fit, make_accelerator
 
 TASK = "image-classification"
@@ -54,12 +56,12 @@ def train(cfg: Config) -> TrainResult:
     #    which parameters train in which epochs. Re-seed so the head's init does not depend on how
     #    much randomness data loading drew.
     set_seed(cfg.train.seed)
-    model, processor, layer_map, plan = api.setup_model(cfg, modality, splits.label_names)
+    model, processor, layer_map, plan = setup_model(cfg, modality, splits.label_names)
 
     # 4. The run folder, claimed only once data and model loaded: a finished run is never
     #    overwritten unless overwrite=true; resume=true continues an unfinished one (and checks the
     #    config did not change).
-    if not api.prepare_run_dir(cfg, run_dir):
+    if not prepare_run_dir(cfg, run_dir):
         cfg.resume = False
     # Accelerate owns devices, processes and mixed precision. A hybrid run toggles requires_grad
     # between phases, which DDP must be told about, hence the multi-phase flag.

@@ -25,6 +25,8 @@ from hftl.config import Config, load_config
 from hftl.data import load_splits
 from hftl.errors import HftlError
 from hftl.modalities import get_modality
+from hftl.models import setup_model
+from hftl.run_dir import prepare_run_dir
 from hftl.trainer import TrainResult, fit, make_accelerator
 
 TASKS = ("text-classification", "token-classification")
@@ -74,10 +76,10 @@ def train(cfg: Config) -> TrainResult:
     # 3. The model with a new head, the checkpoint's tokenizer, the layer map (embeddings -> encoder
     #    layers -> pooler -> head), LoRA on query/value for lora, and the phase plan.
     set_seed(cfg.train.seed)
-    model, tokenizer, layer_map, plan = api.setup_model(cfg, modality, splits.label_names)
+    model, tokenizer, layer_map, plan = setup_model(cfg, modality, splits.label_names)
 
     # 4. The run folder: a finished run is never overwritten unless overwrite=true.
-    if not api.prepare_run_dir(cfg, run_dir):
+    if not prepare_run_dir(cfg, run_dir):
         cfg.resume = False
     accelerator = make_accelerator(cfg, run_dir, multi_phase=cfg.strategy.head_warmup_epochs > 0)
     if accelerator.is_main_process:

@@ -13,18 +13,12 @@ from hftl.config import load_config
 from hftl.data import load_splits
 from hftl.errors import DataError, HftlError
 from hftl.layers import build_layer_map
+from hftl.lora import apply_lora, default_lora_targets
 from hftl.metrics import IGNORE
 from hftl.modalities import get_modality
-from hftl.modalities.audio import (
-    AudioAugment,
-    CTCEvaluator,
-    build_tokenizer,
-    build_vocab,
-    centre_crop,
-    error_rates,
-    normalize_transcript,
-)
-from hftl.strategies import apply_lora, build_plan, default_lora_targets, feature_encoder_parameters
+from hftl.modalities.audio import AudioAugment, centre_crop
+from hftl.modalities.speech import CTCEvaluator, build_tokenizer, build_vocab, error_rates, normalize_transcript
+from hftl.strategies import build_plan, feature_encoder_parameters
 
 from .audio_fixtures import RATE, tiny_wav2vec2_config, tone, write_tone_classes, write_tone_sequences
 from .audio_fixtures import one_thread as one_thread  # noqa: F401 - autouse: one torch thread

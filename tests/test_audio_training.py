@@ -12,9 +12,10 @@ import torch
 import yaml
 from accelerate.utils import set_seed
 
-from hftl.api import load_run, setup_model
 from hftl.config import load_config
 from hftl.modalities import get_modality
+from hftl.models import setup_model
+from hftl.run_dir import load_run
 from hftl.strategies import feature_encoder_parameters
 
 from .audio_fixtures import LETTER_TONES, RATE, letters_clip, tone

@@ -16,12 +16,13 @@ import yaml
 from PIL import Image
 
 from hftl import finetune
-from hftl.api import evaluate_run, predict, prepare_run_dir
 from hftl.config import DataConfig, load_config
 from hftl.data import load_splits
 from hftl.errors import ConfigError, DataError, HftlError
+from hftl.inference import evaluate_run, predict
 from hftl.modalities import get_modality
 from hftl.models import load_model
+from hftl.run_dir import prepare_run_dir
 
 from .conftest import run_cli
 

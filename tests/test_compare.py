@@ -11,8 +11,8 @@ import pytest
 import yaml
 from PIL import Image
 
-from hftl.compare import parse_strategies, split_overrides
 from hftl.errors import ConfigError
+from hftl.study import parse_strategies, split_overrides
 
 from .conftest import run_cli
 from .text_data import sentiment_rows, write_csv

@@ -214,7 +214,7 @@ def cfg(**overrides: object):
 def test_hftl_fills_the_deepspeed_config_from_its_own(stage, monkeypatch):
     from accelerate.utils import DeepSpeedPlugin
 
-    from hftl.zero import configure
+    from hftl.backends.zero import configure
 
     deepspeed_env(monkeypatch, stage)
     plugin = DeepSpeedPlugin()  # as the Accelerator builds it from the launch
@@ -245,7 +245,7 @@ def test_hftl_fills_the_deepspeed_config_from_its_own(stage, monkeypatch):
     ids=["clipping", "accumulation", "hybrid", "stage-0"],
 )
 def test_deepspeed_configs_hftl_would_not_follow_are_refused(env, overrides, message, monkeypatch):
-    from hftl.sharding import check_launch
+    from hftl.backends import check_launch
 
     deepspeed_env(monkeypatch, 2, **env)
     with pytest.raises(ConfigError) as refused:
@@ -258,7 +258,7 @@ def test_deepspeed_configs_hftl_would_not_follow_are_refused(env, overrides, mes
 
 
 def test_a_deepspeed_config_file_with_its_own_optimizer_is_refused(monkeypatch, tmp_path):
-    from hftl.sharding import check_launch
+    from hftl.backends import check_launch
 
     ds_config = {"zero_optimization": {"stage": 2}, "optimizer": {"type": "AdamW", "params": {"lr": 1e-3}}}
     (tmp_path / "ds.json").write_text(json.dumps(ds_config))
@@ -286,12 +286,12 @@ def test_a_deepspeed_launch_without_deepspeed_installed_says_how_to_install(tiny
 def test_a_deepspeed_checkpoint_is_not_resumed_without_deepspeed():
     from accelerate import Accelerator
 
-    from hftl.sharding import load_optimizer_state
+    from hftl.backends import backend_for
 
     model = torch.nn.Linear(2, 2)
     optimizer = torch.optim.AdamW(model.parameters())
     with pytest.raises(HftlError) as refused:
-        load_optimizer_state(Accelerator(cpu=True), model, optimizer, {"deepspeed_zero_stage": 2, "processes": 4})
+        backend_for(Accelerator(cpu=True)).load_optimizer_state(model, optimizer, {"deepspeed_zero_stage": 2, "processes": 4})
     assert "written under DeepSpeed ZeRO-2 on 4 process(es); resume it with accelerate launch" in str(refused.value)
     assert "configs/accelerate/deepspeed_zero2.yaml --num_processes 4" in str(refused.value)
 
@@ -299,7 +299,7 @@ def test_a_deepspeed_checkpoint_is_not_resumed_without_deepspeed():
 def test_optimizer_shards_are_read_without_unpickling_anything_else(tmp_path):
     from deepspeed.runtime.fp16.loss_scaler import DynamicLossScaler
 
-    from hftl.zero import read_shard
+    from hftl.backends.zero import read_shard
 
     # What ZeRO's state dict holds under fp16 (not run on CPUs): the dynamic loss scaler, with its scale.
     scaler = DynamicLossScaler(2.0**16, 1000, 1, 2, False, dtype=torch.float16)

@@ -65,15 +65,19 @@ def test_sigkill_mid_epoch_and_mid_checkpoint_then_resume_matches_uninterrupted(
     assert second.returncode == -signal.SIGKILL
     assert "resuming from" in second.stdout and "phase head_warmup" in second.stdout
 
-    # Die while writing the step-16 checkpoint: the half-written one must not be used.
+    # Die in the middle of writing the step-16 checkpoint (weights and optimizer state written, the rest
+    # not, nothing renamed): the half-written one must not be used.
     third = run_cli(
         "train", str(cfg), f"output_dir={crashed}", "resume=true", env={"HFTL_FAULT_KILL_IN_CHECKPOINT": "16"}, check=False
     )
     assert third.returncode == -signal.SIGKILL
-    assert (crashed / "checkpoints" / ".tmp-crash").exists() and not (crashed / "checkpoints" / "step-0000016").exists()
+    partial = list((crashed / "checkpoints").glob(".tmp-*"))
+    assert len(partial) == 1 and (partial[0] / "weights.safetensors").is_file() and (partial[0] / "optimizer.pt").is_file()
+    assert not (partial[0] / "trainer_state.json").exists() and not (crashed / "checkpoints" / "step-0000016").exists()
 
     last = run_cli("train", str(cfg), f"output_dir={crashed}", "resume=true")
     assert "step-0000014" in last.stdout  # resumed from the previous complete checkpoint
+    assert not partial[0].exists()  # the crash's leftover is cleared by the next checkpoint
 
     expected, got = weights(reference), weights(crashed)
     assert expected.keys() == got.keys()
@@ -107,7 +111,7 @@ def draws() -> tuple:
 
 def test_each_rank_resumes_its_own_rng_stream_and_another_process_count_gets_rank_zeros(tmp_path):
     from hftl.checkpoint import gather_rng_states, load_checkpoint, save_checkpoint, set_rng_state
-    from hftl.trainer import _State
+    from hftl.train_state import TrainState
 
     states, expected = [], []
     for rank in range(2):  # two ranks' streams, as gather_rng_states collects them in a 2-process run
@@ -115,12 +119,12 @@ def test_each_rank_resumes_its_own_rng_stream_and_another_process_count_gets_ran
         states.append(gather_rng_states()[0])  # one process: just this process's state
         expected.append(draws())
     assert expected[0] != expected[1]
-    state = _State(global_step=5, num_processes=2).__dict__
+    state = TrainState(global_step=5, num_processes=2).to_dict()
     path = save_checkpoint(tmp_path, 5, {"w": torch.zeros(1)}, {}, {}, state, states, keep=2)
 
     for rank in range(2):  # same count: every rank continues its own stream exactly
         loaded = load_checkpoint(path, rank, processes=2)
-        assert loaded["rng_exact"] and _State(**loaded["state"]).num_processes == 2
+        assert loaded["rng_exact"] and TrainState(**loaded["state"]).num_processes == 2
         set_rng_state(loaded["rng"])
         assert draws() == expected[rank]
     for rank in range(3):  # another count: rank 0's stream everywhere, as a fresh run seeds every rank alike

@@ -34,15 +34,15 @@ def test_fsdp_on_cpus_is_refused(tiny_bert, tmp_path):
 def test_an_fsdp_checkpoint_is_not_resumed_without_fsdp():
     from accelerate import Accelerator
 
+    from hftl.backends import backend_for
     from hftl.errors import HftlError
-    from hftl.sharding import load_optimizer_state
 
     model = torch.nn.Linear(2, 2)
     optimizer = torch.optim.AdamW(model.parameters())
     # Under FSDP the optimizer state is gathered keyed by parameter name, not by position.
     by_name = {"state": {}, "param_groups": [{**optimizer.state_dict()["param_groups"][0], "params": ["weight", "bias"]}]}
     with pytest.raises(HftlError, match="written with FSDP; resume it the same way"):
-        load_optimizer_state(Accelerator(cpu=True), model, optimizer, by_name)
+        backend_for(Accelerator(cpu=True)).load_optimizer_state(model, optimizer, by_name)
 
 
 def test_a_run_without_deepspeed_never_imports_it(tiny_vit, digits, tmp_path):

@@ -8,16 +8,10 @@ import transformers as tf
 
 from hftl.config import load_config
 from hftl.layers import build_layer_map
-from hftl.strategies import (
-    apply_lora,
-    apply_phase,
-    build_plan,
-    default_lora_targets,
-    init_for_scratch,
-    lr_lambda,
-    param_groups,
-    set_train_mode,
-)
+from hftl.lora import apply_lora, default_lora_targets
+from hftl.models import init_for_scratch
+from hftl.optimization import lr_lambda, param_groups
+from hftl.strategies import build_plan, set_train_mode, set_trainable
 
 
 def tiny_vit():
@@ -74,7 +68,7 @@ def test_hybrid_warmup_phase_then_strategy():
     assert [(p.name, p.start_epoch, p.epochs) for p in plan.phases] == [("head_warmup", 0, 1), ("full", 1, 2)]
     assert parts_of(model, lm, plan.phases[0].trainable) == {"head"}
     assert plan.phase_at(0).name == "head_warmup" and plan.phase_at(2).name == "full"
-    apply_phase(model, plan.phases[0])
+    set_trainable(model, plan.phases[0].trainable)
     assert all(p.requires_grad == (lm.part_of(n) == "head") for n, p in model.named_parameters())
 
 
@@ -104,7 +98,7 @@ def test_freeze_stats_keeps_frozen_batchnorm_in_eval_mode_after_train():
     model = tiny_resnet()
     lm = build_layer_map(model)
     plan = build_plan(model, lm, cfg(**{"strategy.name": "freeze", "strategy.trainable_blocks": 1}))
-    apply_phase(model, plan.phases[0])
+    set_trainable(model, plan.phases[0].trainable)
     set_train_mode(model, lm, plan.phases[0], "freeze_stats")
     bns = {n: m for n, m in model.named_modules() if isinstance(m, torch.nn.BatchNorm2d)}
     for name, bn in bns.items():

@@ -12,12 +12,13 @@ import torch
 import yaml
 from accelerate.utils import set_seed
 
-from hftl.api import load_run, setup_model
 from hftl.config import load_config
 from hftl.data import EpochSampler
 from hftl.metrics import IGNORE
 from hftl.modalities import get_modality
 from hftl.modalities.text import align_labels
+from hftl.models import setup_model
+from hftl.run_dir import load_run
 
 from .conftest import run_cli
 from .text_data import sentiment_rows, tagging_rows, write_csv, write_jsonl

@@ -11,9 +11,10 @@ import torch
 import yaml
 from accelerate.utils import set_seed
 
-from hftl.api import load_run, setup_model
 from hftl.layers import build_layer_map
 from hftl.modalities import get_modality
+from hftl.models import setup_model
+from hftl.run_dir import load_run
 
 from .conftest import run_cli
 

@@ -1,41 +1,30 @@
-"""Speech: audio classification and CTC speech recognition for the wav2vec2 family (HuBERT, WavLM, ...).
+"""Audio classification for the wav2vec2 family (HuBERT, WavLM, ...), and the audio reading speech recognition shares.
 
 Audio is decoded by hftl (soundfile + soxr, see `hftl.audio_io`), not by torchcodec, and batched by the
 checkpoint's own feature extractor, so what the model sees in training is what `pipeline(...)` feeds it.
 `data.max_duration_seconds` crops classification clips (at random on augmented train, centred
-otherwise); CTC cannot crop audio without cutting its transcript, so longer clips are skipped instead.
-
-Speech recognition builds a character vocabulary from the normalised training transcripts (lower case,
-single spaces, `|` between words), saves it as the tokenizer of a `Wav2Vec2Processor`, and scores word
-and character error rates of greedy CTC decoding.
+otherwise). Speech recognition (CTC) builds on this in `speech.py`.
 
 Example:
-    >>> normalize_transcript("  Hello,   World ")
-    'hello, world'
-    >>> build_vocab(["ab a", "ba"])
-    ['<pad>', '<unk>', '|', 'a', 'b']
+    >>> centre_crop(np.arange(10), 4)
+    array([3, 4, 5, 6])
 """
 
 from __future__ import annotations
 
-import json
-import tempfile
-import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import datasets
-import evaluate
 import numpy as np
 import torch
 
 from hftl.audio_io import EXTENSIONS, audio_problem, describe, duration_seconds, load_audio, read_audio, resample, to_mono
 from hftl.data import FILE_BUILDERS, SPLIT_DIRS, DataReport, source_rows
 from hftl.errors import DataError, HftlError
-from hftl.metrics import IGNORE, Evaluator
-from hftl.modalities import FileModality, check_model_path
+from hftl.modalities.base import FileModality, check_model_path
 
 INPUT = "audio"
 INPUT_CANDIDATES = (
@@ -50,9 +39,7 @@ INPUT_CANDIDATES = (
     "filename",
     "file_name",
 )
-TRANSCRIPT_CANDIDATES = ("transcription", "transcript", "text", "sentence", "normalized_text", "label")
 METADATA_FILES = tuple(f"metadata{ext}" for ext in (".csv", ".jsonl", ".json", ".parquet"))
-PAD, UNK, WORD_DELIMITER = "<pad>", "<unk>", "|"  # <pad> doubles as the CTC blank (id 0)
 
 # Train-time augmentation: a random start shift of up to this fraction of the clip, a gain in dB,
 # and, on half the clips, white noise at a signal-to-noise ratio drawn from this range (dB).
@@ -60,40 +47,6 @@ SHIFT_FRACTION = 0.1
 GAIN_DB = (-6.0, 6.0)
 NOISE_SNR_DB = (10.0, 30.0)
 NOISE_PROBABILITY = 0.5
-
-
-def normalize_transcript(text: str) -> str:
-    """Lower case, NFC, single spaces: `Hello  World` and `hello world` are one transcript.
-
-    Example:
-        >>> normalize_transcript("Ça  Va")
-        'ça va'
-    """
-    return " ".join(unicodedata.normalize("NFC", text).lower().split())
-
-
-def build_vocab(transcripts: list[str]) -> list[str]:
-    """CTC vocabulary in id order: blank/pad, unknown, word delimiter, then every character seen."""
-    chars = set("".join(normalize_transcript(t) for t in transcripts)) - {" ", WORD_DELIMITER}
-    return [PAD, UNK, WORD_DELIMITER, *sorted(chars)]
-
-
-def build_tokenizer(vocab: list[str]) -> Any:
-    """A `Wav2Vec2CTCTokenizer` over `vocab` (characters; spaces become the word delimiter).
-
-    Example:
-        >>> build_tokenizer(["<pad>", "<unk>", "|", "a", "b"])("ab a").input_ids
-        [3, 4, 2, 3]
-    """
-    from transformers import Wav2Vec2CTCTokenizer
-
-    with tempfile.TemporaryDirectory() as tmp:
-        vocab_file = Path(tmp) / "vocab.json"
-        vocab_file.write_text(json.dumps({token: i for i, token in enumerate(vocab)}, ensure_ascii=False))
-        # No bos/eos: CTC never emits them, and as extra tokens they would widen the head for nothing.
-        return Wav2Vec2CTCTokenizer(
-            str(vocab_file), unk_token=UNK, pad_token=PAD, word_delimiter_token=WORD_DELIMITER, bos_token=None, eos_token=None
-        )
 
 
 def feature_extractor_of(processor: Any) -> Any:
@@ -312,171 +265,3 @@ class AudioClassification(_AudioBase):
     def predict(self, pipe: Any, inputs: list[Any], top_k: int) -> list[Any]:
         outputs = pipe(self.pipeline_inputs(pipe, inputs), top_k=top_k)
         return [out if isinstance(out, list) else [out] for out in outputs]
-
-
-class ErrorRates(evaluate.Metric):
-    """Word and character error rates (jiwer, as the Hub's wer/cer metrics compute them), offline."""
-
-    def _info(self) -> evaluate.MetricInfo:
-        return evaluate.MetricInfo(
-            description="Word error rate and character error rate computed by jiwer.",
-            citation="",
-            inputs_description="predictions and references: transcripts (str), one per clip.",
-            features=datasets.Features({"predictions": datasets.Value("string"), "references": datasets.Value("string")}),
-        )
-
-    def _compute(self, predictions: list[str], references: list[str]) -> dict[str, float]:
-        import jiwer
-
-        if not references:
-            return {"wer": 0.0, "cer": 0.0}
-        return {"wer": float(jiwer.wer(references, predictions)), "cer": float(jiwer.cer(references, predictions))}
-
-
-def error_rates(predictions: list[str], references: list[str]) -> dict[str, float]:
-    """WER and CER of transcripts.
-
-    Example:
-        >>> error_rates(["a cat"], ["a hat"])
-        {'wer': 0.5, 'cer': 0.2}
-    """
-    return ErrorRates(keep_in_memory=True).compute(predictions=predictions, references=references)
-
-
-class CTCEvaluator(Evaluator):
-    """Greedy CTC decoding (best class per frame, repeats merged, blanks dropped), then WER and CER."""
-
-    classification = False
-
-    def __init__(self, tokenizer: Any) -> None:
-        self.tokenizer = tokenizer
-
-    def example_losses(self, logits: Any, labels: Any) -> Any:
-        return None  # the CTC loss needs input lengths: the model's batch mean is used
-
-    def predictions(self, logits: Any, batch: dict[str, Any], model: Any) -> Any:
-        ids = logits.argmax(-1)
-        mask = batch.get("attention_mask")
-        output_lengths = getattr(model, "_get_feat_extract_output_lengths", None)
-        if mask is not None and output_lengths is not None:
-            # Frames computed from padding are not part of the clip: mark them so decoding skips them.
-            frames = output_lengths(mask.sum(-1)).to(ids.device)
-            ids = ids.masked_fill(torch.arange(ids.shape[1], device=ids.device)[None, :] >= frames[:, None], IGNORE)
-        return ids
-
-    def decode(self, rows: list[list[int]], group: bool) -> list[str]:
-        """Token-id rows (IGNORE-padded) as text; `group` merges repeats (predictions, not references)."""
-        return [self.tokenizer.decode([i for i in row if i != IGNORE], group_tokens=group) for row in rows]
-
-    def compute(self, predictions: list, references: list) -> dict[str, float]:
-        return error_rates(self.decode(predictions, True), self.decode(references, False))
-
-
-class SpeechRecognition(_AudioBase):
-    """CTC fine-tuning (`AutoModelForCTC`) on audio + transcript pairs with a character vocabulary."""
-
-    task = "speech-recognition"
-    pipeline_task = "automatic-speech-recognition"
-    label_candidates = TRANSCRIPT_CANDIDATES
-
-    def model_class(self) -> Any:
-        from transformers import AutoModelForCTC
-
-        return AutoModelForCTC
-
-    def load_processor(
-        self, name_or_path: str, revision: str | None, trust_remote_code: bool, label_names: list[str] | None = None
-    ) -> Any:
-        """With `label_names` (the vocabulary): the checkpoint's feature extractor and a new character
-        tokenizer. Without: a finished run's own processor."""
-        from transformers import AutoProcessor, Wav2Vec2Processor
-
-        if label_names is None:
-            try:
-                return AutoProcessor.from_pretrained(name_or_path, revision=revision, trust_remote_code=trust_remote_code)
-            except (OSError, ValueError, KeyError) as e:
-                raise HftlError(
-                    f"{name_or_path} holds no speech-recognition processor (tokenizer + feature extractor): "
-                    f"{str(e).strip().splitlines()[0][:200]}. Was it written by an hftl speech-recognition run?"
-                ) from None
-        feature_extractor = load_feature_extractor(name_or_path, revision, trust_remote_code)
-        return Wav2Vec2Processor(feature_extractor=feature_extractor, tokenizer=build_tokenizer(label_names))
-
-    def model_kwargs(self, label_names: list[str], processor: Any) -> dict[str, Any]:
-        tokenizer = processor.tokenizer
-        return {
-            "vocab_size": len(tokenizer),
-            "pad_token_id": tokenizer.pad_token_id,  # the CTC blank
-            "ctc_loss_reduction": "mean",
-            # A transcript longer than its clip's frames has no CTC alignment: zero its loss, not NaN the run.
-            "ctc_zero_infinity": True,
-        }
-
-    def example_checker(self, ds: datasets.Dataset) -> Callable[[int, Any], str | None]:
-        """Empty transcripts, and clips longer than data.max_duration_seconds (CTC does not crop)."""
-        column = self.cfg.data.label_column or self.detect_label_column(ds, "the data")
-        texts = ds[column]
-        limit = self.cfg.data.max_duration_seconds
-
-        def problem(i: int, value: Any) -> str | None:
-            if not isinstance(texts[i], str) or not normalize_transcript(texts[i]):
-                return f"empty transcript (column {column!r})"
-            if limit and (seconds := duration_seconds(value)) > limit:
-                return f"{seconds:.2f} s is longer than data.max_duration_seconds={limit} (CTC clips are not cropped)"
-            return None
-
-        return problem
-
-    def label_names(self, ds: datasets.Dataset, column: str, where: str) -> list[str]:
-        """The character vocabulary of the training transcripts."""
-        return build_vocab([t for t in ds[column] if isinstance(t, str)])
-
-    def encode_labels(self, ds: datasets.Dataset, column: str, names: list[str], split: str, where: str) -> datasets.Dataset:
-        """`labels` = the normalised transcript. A transcript with characters the vocabulary lacks (only
-        possible outside train) is skipped and reported, or refused with data.on_bad_file=error."""
-        vocab = set(names)
-        texts, good = [], []
-        for i, (row, text) in enumerate(zip(source_rows(ds), ds[column])):
-            text = normalize_transcript(text) if isinstance(text, str) else ""
-            unknown = sorted(set(text.replace(" ", WORD_DELIMITER)) - vocab)
-            if text and not unknown:
-                good.append(i)
-                texts.append(text)
-                continue
-            problem = f"characters {''.join(unknown)!r} are not in the training transcripts" if text else "empty transcript"
-            if self.cfg.data.on_bad_file == "error":
-                raise DataError(
-                    f"{where}: row {row} of the {split} split: {problem} (vocabulary: {''.join(names[3:])!r}). "
-                    "Fix the transcript, add training examples with these characters, or set data.on_bad_file=skip"
-                )
-            if self.report is not None:
-                self.report.skip(split, f"row {row}", problem)
-        ds = ds.select(good) if len(good) < len(ds) else ds
-        if "labels" in ds.column_names:
-            ds = ds.remove_columns("labels")
-        return ds.add_column("labels", texts)
-
-    def augmenter(self, processor: Any) -> Callable[[Any], Any] | None:
-        return AudioAugment(crop=False)
-
-    def collator(self, processor: Any) -> Callable[[list[dict]], dict]:
-        tokenizer = processor.tokenizer
-
-        def collate(examples: list[dict]) -> dict[str, torch.Tensor]:
-            batch = self.features(processor, examples)
-            ids = [tokenizer(e["labels"]).input_ids for e in examples]
-            width = max(len(x) for x in ids)
-            # -100 marks padding: the CTC loss reads each target's length from it.
-            batch["labels"] = torch.tensor([x + [IGNORE] * (width - len(x)) for x in ids], dtype=torch.long)
-            return batch
-
-        return collate
-
-    def evaluator(self, processor: Any, label_names: list[str]) -> Evaluator:
-        return CTCEvaluator(processor.tokenizer)
-
-    def predict(self, pipe: Any, inputs: list[Any], top_k: int) -> list[Any]:
-        """Transcripts, one `[{"text": ...}]` per input (greedy CTC decoding)."""
-        outputs = pipe(self.pipeline_inputs(pipe, inputs))
-        outputs = outputs if isinstance(outputs, list) else [outputs]
-        return [[out] for out in outputs]

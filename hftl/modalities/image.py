@@ -24,7 +24,7 @@ from PIL import Image, UnidentifiedImageError
 
 from hftl.data import SPLIT_DIRS, DataReport
 from hftl.errors import DataError, HftlError
-from hftl.modalities import FileModality, check_model_path
+from hftl.modalities.base import FileModality, check_model_path
 
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 INPUT_CANDIDATES = ("image", "img", "image_path", "image_file", "path", "file", "filepath", "file_path", "filename")

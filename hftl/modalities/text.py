@@ -22,7 +22,7 @@ import torch
 from hftl.data import DataReport, source_rows
 from hftl.errors import DataError, HftlError
 from hftl.metrics import IGNORE, Evaluator, TokenClassificationEvaluator
-from hftl.modalities import Modality, check_model_path
+from hftl.modalities.base import Modality, check_model_path
 
 TEXT_CANDIDATES = ("text", "sentence", "review", "content", "document", "comment", "sentence1", "question", "premise")
 TOKEN_CANDIDATES = ("tokens", "words")

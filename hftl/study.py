@@ -1,4 +1,4 @@
-"""`hftl compare`: several strategies on the same data, split, seed and budget, then one report.
+"""`hftl compare`: a study of several strategies on the same data, split, seed and budget, then one report.
 
 Each strategy (and seed) is an ordinary run in its own folder under the study's output_dir, so every
 run is resumable and loadable on its own. A finished run is reused when the study is started again;
@@ -14,22 +14,21 @@ from __future__ import annotations
 
 import json
 import shutil
-import statistics
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from hftl.config import STRATEGIES, Config, config_diff, load_config
+from hftl.api import resolve_builtins, run
+from hftl.config import Config, best_metric_name, load_config
 from hftl.errors import ConfigError, HftlError
-from hftl.export import METRICS_FILE
+from hftl.report import write_report
+from hftl.run_dir import CONFIG_FILE, METRICS_FILE, STUDY_FILE, is_finished, read_metrics, saved_config_diff
+from hftl.strategies import PRESETS, REGISTRY, preset_settings
 
-# Study names for strategies: the five of the config plus the head-first hybrid.
-STUDY_STRATEGIES = (*STRATEGIES, "hybrid")
+# Study names for strategies: the registered ones plus the presets (the head-first hybrid).
+STUDY_STRATEGIES = (*REGISTRY, *PRESETS)
 DEFAULT_STRATEGIES = ("scratch", "head_only", "freeze", "lora", "full")
-STUDY_FILE = "study.json"
 
 
 @dataclass
@@ -103,12 +102,7 @@ def run_config(base: Config, strategy: str, seed: int, run_dir: Path, extra: lis
     raw["output_dir"] = str(run_dir)
     raw["train"]["seed"] = seed
     raw["resume"], raw["overwrite"] = False, False
-    if strategy == "hybrid":
-        raw["strategy"]["name"] = "full"
-        raw["strategy"]["head_warmup_epochs"] = raw["strategy"]["head_warmup_epochs"] or 1
-    else:
-        raw["strategy"]["name"] = strategy
-        raw["strategy"]["head_warmup_epochs"] = 0
+    raw["strategy"] = preset_settings(strategy, raw["strategy"])
     return load_config(raw, extra)
 
 
@@ -123,10 +117,6 @@ def compare(
 
     `overwrite=true` among the overrides redoes finished runs instead of reusing them.
     """
-    from hftl.api import resolve_builtins, run
-    from hftl.config import best_metric_name
-    from hftl.report import write_report
-
     names = parse_strategies(strategies)
     if seeds < 1:
         raise ConfigError(f"--seeds must be >= 1, got {seeds}")
@@ -150,18 +140,17 @@ def compare(
         record = RunRecord(name, seed, run_dir)
         study.runs.append(record)
         print(f"\n=== [{i}/{len(plans)}] {name} (seed {seed}) -> {run_dir}", flush=True)
-        finished = run_dir / METRICS_FILE
-        if finished.exists() and base.overwrite:  # overwrite=true redoes the study's finished runs
+        if is_finished(run_dir) and base.overwrite:  # overwrite=true redoes the study's finished runs
             shutil.rmtree(run_dir)
-        if finished.exists():
+        if is_finished(run_dir):
             _check_reusable(cfg, run_dir)
-            record.metrics, record.reused = json.loads(finished.read_text()), True
-            print(f"finished earlier: reusing {finished}")
+            record.metrics, record.reused = read_metrics(run_dir), True
+            print(f"finished earlier: reusing {run_dir / METRICS_FILE}")
             continue
-        cfg.resume = (run_dir / "config.yaml").exists()  # an interrupted run continues from its checkpoint
+        cfg.resume = (run_dir / CONFIG_FILE).exists()  # an interrupted run continues from its checkpoint
         try:
             run(cfg)
-            record.metrics = json.loads(finished.read_text())
+            record.metrics = read_metrics(run_dir)
         except HftlError as e:  # a strategy that cannot run here (e.g. no LoRA target) must not sink the study
             record.error = str(e)
             print(f"{name} failed: {e}")
@@ -184,39 +173,9 @@ def _claim_study_dir(study_dir: Path, base: Config, names: list[str], seeds: lis
 
 def _check_reusable(cfg: Config, run_dir: Path) -> None:
     """A finished run is reused only if it was made with the same settings."""
-    diffs = config_diff(load_config(yaml.safe_load((run_dir / "config.yaml").read_text())), cfg)
+    diffs = saved_config_diff(cfg, run_dir)
     if diffs:
         raise HftlError(
             f"{run_dir} holds a finished run with other settings ({', '.join(diffs[:5])}). "
             "Use a new output_dir for the changed study, or delete that run folder to redo it"
         )
-
-
-def summarize(study: Study) -> list[dict[str, Any]]:
-    """One row per strategy: mean (and std over seeds) of the headline numbers."""
-    rows = []
-    for name in study.strategies:
-        done = [r for r in study.runs if r.strategy == name and r.metrics]
-        failed = [r for r in study.runs if r.strategy == name and r.error]
-        if not done:
-            rows.append({"strategy": name, "error": failed[0].error if failed else "not run"})
-            continue
-        m0 = done[0].metrics
-        row: dict[str, Any] = {
-            "strategy": name,
-            "runs": len(done),
-            "trainable_parameters": m0["trainable_parameters"],
-            "total_parameters": m0["total_parameters"],
-            "trainable_percent": 100 * m0["trainable_parameters"] / max(m0["total_parameters"], 1),
-        }
-        for split in ("validation", "test"):
-            keys = sorted({k for r in done for k in (r.metrics.get(split) or {})})
-            for key in keys:
-                values = [r.metrics[split][key] for r in done if (r.metrics.get(split) or {}).get(key) is not None]
-                if values:
-                    row[f"{split}_{key}"] = statistics.fmean(values)
-                    row[f"{split}_{key}_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
-        for key in ("train_seconds", "samples_per_second", "peak_memory_mb", "best_epoch"):
-            row[key] = statistics.fmean(r.metrics[key] for r in done)
-        rows.append(row)
-    return rows

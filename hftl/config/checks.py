@@ -1,0 +1,133 @@
+"""Config values and their combinations checked before any work, each refusal naming the key and the fix.
+
+Example:
+    >>> tracker_names("tensorboard, mlflow")
+    ['tensorboard', 'mlflow']
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import re
+from typing import Any
+
+from hftl.config.schema import TASK_METRICS, TRACKERS, Config
+from hftl.errors import ConfigError
+
+REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
+
+
+def check_repo_id(repo_id: str) -> str:
+    """`OWNER/NAME` with the Hub's allowed characters, or an error showing the expected form.
+
+    Example:
+        >>> check_repo_id("me/bert-lora")
+        'me/bert-lora'
+    """
+    if not isinstance(repo_id, str) or not REPO_ID.match(repo_id) or ".." in repo_id or repo_id.endswith((".git", ".")):
+        raise ConfigError(
+            f"hub repo id {repo_id!r} is malformed: use OWNER/NAME (letters, digits, '-', '_', '.'), e.g. my-user/bert-reviews"
+        )
+    return repo_id
+
+
+def _check_choices(obj: Any, prefix: str) -> None:
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if dataclasses.is_dataclass(value):
+            _check_choices(value, f"{prefix}{f.name}.")
+            continue
+        choices = f.metadata.get("choices")
+        if choices and value not in choices:
+            raise ConfigError(f"{prefix}{f.name} must be one of {', '.join(choices)}; got {value!r}")
+
+
+def tracker_names(report_to: str) -> list[str]:
+    """train.report_to as a list of tracker names: [] for none, ["all"] for all; a ConfigError for unknown names.
+
+    Example:
+        >>> tracker_names("tensorboard, mlflow")
+        ['tensorboard', 'mlflow']
+    """
+    names = [n.strip().lower() for n in report_to.split(",") if n.strip()]
+    allowed = f"use none, all, or one or more of {', '.join(TRACKERS)} separated by commas (e.g. tensorboard,mlflow)"
+    for name in names:
+        if name not in (*TRACKERS, "all", "none"):
+            hint = difflib.get_close_matches(name, TRACKERS, n=1)
+            close = f" (did you mean {hint[0]!r}?)" if hint else ""
+            raise ConfigError(f"train.report_to={report_to!r}: unknown tracker {name!r}{close}; {allowed}")
+    if not names or names == ["none"]:
+        return []
+    if len(names) > 1 and ("none" in names or "all" in names):
+        raise ConfigError(f"train.report_to={report_to!r}: 'none' and 'all' stand alone; {allowed}")
+    return list(dict.fromkeys(names))
+
+
+def _require(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)
+
+
+def validate(cfg: Config) -> None:
+    """Check values and their combinations; raise ConfigError naming the key and the fix."""
+    _check_choices(cfg, "")
+    t, s, d = cfg.train, cfg.strategy, cfg.data
+    metrics = TASK_METRICS[cfg.task]
+    _require(
+        t.metric_for_best is None or t.metric_for_best in metrics,
+        f"train.metric_for_best={t.metric_for_best!r} is not a {cfg.task} metric; use one of {', '.join(metrics)}",
+    )
+    _require(bool(cfg.model.name_or_path), "model.name_or_path is required: a Hub id or a local checkpoint directory")
+    _require(bool(d.train), "data.train is required: an imagefolder directory, a csv/jsonl/parquet file or a Hub id")
+    _require(t.epochs >= 1, f"train.epochs must be >= 1, got {t.epochs}")
+    _require(t.max_steps is None or t.max_steps >= 1, f"train.max_steps must be >= 1 or null, got {t.max_steps}")
+    _require(t.batch_size >= 1, f"train.batch_size must be >= 1, got {t.batch_size}")
+    _require(t.eval_batch_size is None or t.eval_batch_size >= 1, "train.eval_batch_size must be >= 1 or null")
+    _require(t.learning_rate > 0, f"train.learning_rate must be > 0, got {t.learning_rate}")
+    _require(t.head_learning_rate is None or t.head_learning_rate > 0, "train.head_learning_rate must be > 0 or null")
+    _require(0 < t.layer_lr_decay <= 1, f"train.layer_lr_decay must be in (0, 1], got {t.layer_lr_decay}")
+    _require(t.weight_decay >= 0, f"train.weight_decay must be >= 0, got {t.weight_decay}")
+    _require(t.feature_cache_max_gb >= 0, f"train.feature_cache_max_gb must be >= 0 (0 = no cap), got {t.feature_cache_max_gb}")
+    _require(0 <= t.warmup_ratio < 1, f"train.warmup_ratio must be in [0, 1), got {t.warmup_ratio}")
+    _require(t.gradient_accumulation_steps >= 1, "train.gradient_accumulation_steps must be >= 1")
+    _require(t.max_grad_norm is None or t.max_grad_norm > 0, "train.max_grad_norm must be > 0 or null")
+    _require(t.save_steps is None or t.save_steps >= 1, "train.save_steps must be >= 1 or null")
+    _require(t.save_total_limit >= 1, "train.save_total_limit must be >= 1")
+    _require(t.logging_steps >= 1, "train.logging_steps must be >= 1")
+    tracker_names(t.report_to)
+    _require(
+        t.early_stopping_patience is None or t.early_stopping_patience >= 1, "train.early_stopping_patience must be >= 1 or null"
+    )
+    _require(0 < d.validation_split < 1, f"data.validation_split must be between 0 and 1, got {d.validation_split}")
+    _require(d.max_train_samples is None or d.max_train_samples >= 1, "data.max_train_samples must be >= 1 or null")
+    _require(d.num_workers is None or d.num_workers >= 0, "data.num_workers must be >= 0, or null for automatic")
+    _require(d.max_length is None or d.max_length >= 2, f"data.max_length must be >= 2 or null, got {d.max_length}")
+    _require(
+        d.max_duration_seconds is None or d.max_duration_seconds > 0,
+        f"data.max_duration_seconds must be > 0 or null, got {d.max_duration_seconds}",
+    )
+    _require(
+        d.text_pair_column is None or cfg.task == "text-classification",
+        f"data.text_pair_column is for task text-classification, not {cfg.task}; remove it",
+    )
+    _require(s.trainable_blocks >= 0, f"strategy.trainable_blocks must be >= 0, got {s.trainable_blocks}")
+    _require(s.head_warmup_epochs >= 0, "strategy.head_warmup_epochs must be >= 0")
+    _require(
+        s.head_warmup_epochs < t.epochs,
+        f"strategy.head_warmup_epochs ({s.head_warmup_epochs}) must be smaller than train.epochs ({t.epochs}): "
+        "the warm-up epochs are part of the run's epochs",
+    )
+    _require(
+        not (s.head_warmup_epochs and s.name == "head_only"),
+        "strategy.head_warmup_epochs has no effect with strategy.name=head_only (it already trains the head alone); set it to 0",
+    )
+    _require(s.lora.r >= 1 and s.lora.alpha >= 1, "strategy.lora.r and strategy.lora.alpha must be >= 1")
+    _require(0 <= s.lora.dropout < 1, "strategy.lora.dropout must be in [0, 1)")
+    _require(not (cfg.resume and cfg.overwrite), "resume=true and overwrite=true contradict each other; pick one")
+    _require(not cfg.push_to_hub or bool(cfg.hub_repo_id), "push_to_hub=true needs hub_repo_id=OWNER/NAME")
+    if cfg.hub_repo_id:
+        try:
+            check_repo_id(cfg.hub_repo_id)
+        except ConfigError as e:  # re-raised naming the key
+            raise ConfigError(f"hub_repo_id: {e}") from None

@@ -1,0 +1,217 @@
+"""The config's shape: the dataclasses that mirror the YAML, and the names and choices they allow.
+
+Every field carries `metadata={"help": ..., "choices": ...}`: the help is what `hftl` shows, the
+choices are what `checks.validate` enforces. Nothing here imports torch.
+
+Example:
+    >>> Config().train.epochs
+    3
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+TASKS = ("image-classification", "text-classification", "token-classification", "audio-classification", "speech-recognition")
+STRATEGIES = ("head_only", "freeze", "full", "lora", "scratch")
+_CLASSIFICATION_METRICS = ("f1", "accuracy", "precision", "recall", "loss")
+# Validation metrics per task; the first is the default train.metric_for_best.
+TASK_METRICS = {
+    "image-classification": _CLASSIFICATION_METRICS,
+    "text-classification": _CLASSIFICATION_METRICS,
+    "audio-classification": _CLASSIFICATION_METRICS,
+    "token-classification": ("f1", "precision", "recall", "accuracy", "loss"),  # entity-level (seqeval)
+    "speech-recognition": ("wer", "cer", "loss"),
+}
+# transformers.pipeline task names, where they differ from hftl's.
+PIPELINE_TASKS = {"speech-recognition": "automatic-speech-recognition"}
+LOWER_IS_BETTER = frozenset({"loss", "wer", "cer"})
+# Experiment trackers Accelerate supports (its LoggerType, less "all"); train.report_to takes any of them.
+TRACKERS = ("tensorboard", "wandb", "mlflow", "comet_ml", "aim", "clearml", "dvclive", "swanlab", "trackio")
+# Modality-flavoured names for the generic data keys, accepted in YAML and overrides.
+KEY_ALIASES = {
+    "data.text_column": "data.input_column",
+    "data.tokens_column": "data.input_column",
+    "data.audio_column": "data.input_column",
+    "data.tags_column": "data.label_column",
+    "data.transcript_column": "data.label_column",
+}
+
+# Top-level keys that take a bare value for their section's main field: `strategy=lora`, `model=DIR`.
+_SECTION_SHORTHAND = {"strategy": "name", "model": "name_or_path"}
+# Run-control keys that do not change what is trained (ignored when comparing a resumed config).
+# Keys that do not change what a run computes (the feature cache reproduces uncached training), so a
+# different value neither blocks resume nor the reuse of a finished run in a study.
+RUN_CONTROL_KEYS = (
+    "resume", "overwrite", "push_to_hub", "hub_repo_id", "hub_private", "train.feature_cache", "train.feature_cache_dir",
+    "train.feature_cache_max_gb",
+)  # fmt: skip
+
+
+def _help(text: str, choices: tuple[str, ...] | None = None) -> dict[str, Any]:
+    return {"help": text, "choices": choices}
+
+
+@dataclass
+class ModelConfig:
+    name_or_path: str = field(default="", metadata=_help("Hub id or local directory of the checkpoint."))
+    revision: str | None = field(default=None, metadata=_help("Hub revision (branch, tag or commit)."))
+    trust_remote_code: bool = field(
+        default=False, metadata=_help("Run model code shipped with the checkpoint. Off unless you trust it.")
+    )
+    blocks: str | None = field(
+        default=None,
+        metadata=_help("Dotted path of the backbone's block list (e.g. 'encoder.layer'); found automatically."),
+    )
+
+
+@dataclass
+class DataConfig:
+    train: str | None = field(default=None, metadata=_help("imagefolder dir, csv/json/jsonl/parquet file or Hub id."))
+    validation: str | None = field(default=None, metadata=_help("Validation data; split off train when null."))
+    test: str | None = field(default=None, metadata=_help("Optional held-out test data, evaluated once at the end."))
+    validation_split: float = field(default=0.1, metadata=_help("Fraction of train held out (stratified)."))
+    input_column: str | None = field(
+        default=None,
+        metadata=_help("Column with the inputs (alias text_column / tokens_column / audio_column); auto-detected when null."),
+    )
+    label_column: str | None = field(
+        default=None,
+        metadata=_help("Column with the labels, tags or transcripts (alias tags_column / transcript_column); auto when null."),
+    )
+    text_pair_column: str | None = field(default=None, metadata=_help("Text classification: second text of a pair."))
+    max_length: int | None = field(
+        default=None, metadata=_help("Text: truncate to this many tokens; the tokenizer's limit (at most 512) when null.")
+    )
+    max_duration_seconds: float | None = field(
+        default=None, metadata=_help("Audio: random crop on train, centre crop on eval, to this length; no cut when null.")
+    )
+    group_by_length: bool = field(
+        default=False, metadata=_help("Batch examples of similar length together (less padding for text and audio).")
+    )
+    augment: bool = field(default=True, metadata=_help("Modality-appropriate augmentation on train only."))
+    on_bad_file: str = field(
+        default="skip", metadata=_help("What to do with unreadable files: skip (counted, reported) or error.", ("skip", "error"))
+    )
+    max_train_samples: int | None = field(default=None, metadata=_help("Use at most this many training examples."))
+    num_workers: int | None = field(
+        default=None,
+        metadata=_help("DataLoader worker processes; null: none without a GPU (they would compete with it), else up to 8."),
+    )
+
+
+@dataclass
+class LoraConfig:
+    r: int = field(default=8, metadata=_help("Rank of the low-rank update."))
+    alpha: int = field(default=16, metadata=_help("Scaling numerator (update scaled by alpha / r)."))
+    dropout: float = field(default=0.1, metadata=_help("Dropout on the LoRA input."))
+    target_modules: str | list[str] = field(
+        default="auto", metadata=_help("'auto' (per architecture), or module names / a regex for peft.")
+    )
+
+
+@dataclass
+class StrategyConfig:
+    name: str = field(default="full", metadata=_help("How the pretrained weights are used.", STRATEGIES))
+    trainable_blocks: int = field(default=2, metadata=_help("freeze: how many top backbone blocks train."))
+    head_warmup_epochs: int = field(
+        default=0, metadata=_help("Hybrid: epochs (out of train.epochs) that train the head alone first.")
+    )
+    freeze_feature_encoder: bool = field(
+        default=True,
+        metadata=_help("Speech: keep the convolutional feature encoder frozen (every strategy but scratch)."),
+    )
+    batch_norm: str = field(
+        default="freeze_stats",
+        metadata=_help(
+            "BatchNorm in frozen parts: keep running statistics as loaded, or update them.", ("freeze_stats", "train")
+        ),
+    )
+    lora: LoraConfig = field(default_factory=LoraConfig)
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = field(default=3, metadata=_help("Training epochs (head warm-up included)."))
+    max_steps: int | None = field(default=None, metadata=_help("Stop after this many optimizer steps."))
+    batch_size: int = field(default=32, metadata=_help("Examples per device per step."))
+    eval_batch_size: int | None = field(default=None, metadata=_help("Defaults to batch_size."))
+    learning_rate: float = field(default=5e-5, metadata=_help("Peak learning rate of the backbone's top block."))
+    head_learning_rate: float | None = field(default=None, metadata=_help("Head learning rate; learning_rate if null."))
+    layer_lr_decay: float = field(
+        default=1.0, metadata=_help("Discriminative LR: each block below the top gets this factor once more.")
+    )
+    weight_decay: float = field(default=0.01, metadata=_help("AdamW decay on weight matrices (not biases or norms)."))
+    scheduler: str = field(default="linear", metadata=_help("Learning-rate schedule.", ("linear", "cosine", "constant")))
+    warmup_ratio: float = field(default=0.0, metadata=_help("Fraction of each phase's steps spent warming up."))
+    gradient_accumulation_steps: int = field(default=1, metadata=_help("Micro-batches per optimizer step."))
+    max_grad_norm: float | None = field(default=1.0, metadata=_help("Gradient clipping norm; null turns it off."))
+    mixed_precision: str = field(default="no", metadata=_help("Accelerate mixed precision.", ("no", "fp16", "bf16")))
+    early_stopping_patience: int | None = field(
+        default=None, metadata=_help("Stop after this many epochs without a better metric_for_best.")
+    )
+    metric_for_best: str | None = field(
+        default=None,
+        metadata=_help("Validation metric that picks the best epoch; the task's default (f1, or wer for speech) when null."),
+    )
+    load_best_at_end: bool = field(
+        default=True, metadata=_help("End on the best epoch's weights (by metric_for_best); false keeps the last.")
+    )
+    seed: int = field(default=42, metadata=_help("Seed for init, shuffling, augmentation and dropout."))
+    save_steps: int | None = field(default=None, metadata=_help("Also checkpoint every N optimizer steps."))
+    save_total_limit: int = field(default=2, metadata=_help("Resumable checkpoints kept (the newest)."))
+    logging_steps: int = field(default=10, metadata=_help("Log training loss every N optimizer steps."))
+    report_to: str = field(
+        default="tensorboard",
+        metadata=_help(f"Accelerate tracker(s), comma-separated ({', '.join(TRACKERS)}), 'all' (every installed one) or 'none'."),
+    )
+    feature_cache: str = field(
+        default="auto",
+        metadata=_help(
+            "Train head_only / freeze on cached outputs of the frozen part: auto (where it reproduces uncached "
+            "training), on (refuse to run uncached), off.",
+            ("auto", "on", "off"),
+        ),
+    )
+    torch_compile: bool = field(
+        default=False, metadata=_help("Compile the model with torch.compile (inductor); the feature cache is then off.")
+    )
+    feature_cache_dir: str | None = field(
+        default=None, metadata=_help("Feature cache folder; $HFTL_FEATURE_CACHE or ~/.cache/hftl/features when null.")
+    )
+    feature_cache_max_gb: float = field(
+        default=50.0,
+        metadata=_help(
+            "Size cap of the feature cache folder: after a fill, least recently used entries idle for an hour are "
+            "deleted to stay under it (0 = no cap). `hftl cache list` shows the folder, `hftl cache clear` empties it."
+        ),
+    )
+
+
+@dataclass
+class Config:
+    task: str = field(default="image-classification", metadata=_help("What the model does.", TASKS))
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    strategy: StrategyConfig = field(default_factory=StrategyConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    output_dir: str = field(default="runs/run", metadata=_help("Run folder."))
+    resume: bool = field(default=False, metadata=_help("Continue the unfinished run in output_dir."))
+    overwrite: bool = field(default=False, metadata=_help("Replace a finished run in output_dir."))
+    push_to_hub: bool = field(
+        default=False, metadata=_help("Push the finished run to hub_repo_id (token: HF_TOKEN / hf auth login).")
+    )
+    hub_repo_id: str | None = field(default=None, metadata=_help("OWNER/NAME of the Hub repo push_to_hub creates or updates."))
+    hub_private: bool = field(default=False, metadata=_help("Create the Hub repo private."))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def save(self, path: str | Path) -> None:
+        """Write the resolved config as YAML (no secrets live in the config)."""
+        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))

@@ -1,0 +1,108 @@
+"""LoRA on any backbone (peft): which modules the adapters go on, the wrapping, and the export.
+
+The new head trains fully through peft's `modules_to_save`. At export the adapter is saved on its own
+(`adapter/`, loadable on the untouched base) and merged into the weights `model/` holds.
+
+Example:
+    >>> model = apply_lora(model, layer_map, cfg.strategy.lora)    # doctest: +SKIP
+    >>> merged = save_adapter_and_merge(model, run_dir)             # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from hftl.config import LoraConfig, StrategyConfig
+from hftl.errors import ConfigError
+from hftl.files import replace_dir
+from hftl.layers import LayerMap
+from hftl.run_dir import ADAPTER_DIR
+
+# Attention projections LoRA adapts by default (Hu et al. adapt query and value).
+_ATTENTION_TARGETS = ("query", "value", "q_proj", "v_proj", "q_lin", "v_lin", "q", "v")
+_FUSED_ATTENTION_TARGETS = ("qkv", "query_key_value", "Wqkv", "c_attn")
+
+
+def default_lora_targets(model: nn.Module, layer_map: LayerMap) -> list[str]:
+    """Full names of the modules LoRA adapts when `target_modules: auto`.
+
+    Attention query/value projections inside the blocks where the architecture has them (ViT, BERT,
+    wav2vec2); a fused qkv projection otherwise; for CNNs (ResNet, ConvNeXt) every non-grouped
+    convolution inside the blocks.
+    """
+    in_blocks = [
+        (name, module)
+        for name, module in model.named_modules()
+        if layer_map.part_of(name).startswith("block.") and name not in layer_map.blocks
+    ]
+    for wanted in (_ATTENTION_TARGETS, _FUSED_ATTENTION_TARGETS):
+        found = [n for n, m in in_blocks if isinstance(m, nn.Linear) and n.rsplit(".", 1)[-1] in wanted]
+        if found:
+            return found
+    convs = [n for n, m in in_blocks if isinstance(m, nn.Conv2d) and m.groups == 1]
+    if convs:
+        return convs
+    linears = [n for n, m in in_blocks if isinstance(m, nn.Linear)]
+    if linears:
+        return linears
+    raise ConfigError(
+        f"no Linear or Conv2d layers inside the blocks of {type(model).__name__} for LoRA to adapt; "
+        "set strategy.lora.target_modules to module names"
+    )
+
+
+def apply_lora(model: nn.Module, layer_map: LayerMap, cfg: LoraConfig) -> nn.Module:
+    """Wrap `model` with peft LoRA adapters; the new head trains fully through `modules_to_save`."""
+    from peft import LoraConfig as PeftLoraConfig
+    from peft import get_peft_model
+
+    targets = default_lora_targets(model, layer_map) if cfg.target_modules == "auto" else cfg.target_modules
+    peft_config = PeftLoraConfig(
+        r=cfg.r,
+        lora_alpha=cfg.alpha,
+        lora_dropout=cfg.dropout,
+        target_modules=targets,
+        modules_to_save=list(layer_map.head),
+        bias="none",
+    )
+    try:
+        return get_peft_model(model, peft_config)
+    except ValueError as e:
+        raise ConfigError(f"peft could not apply LoRA with strategy.lora.target_modules={targets!r}: {e}") from None
+
+
+def lora_trainable(model: nn.Module) -> set[str]:
+    """The adapters' parameters (the head's are added by the strategy)."""
+    if not hasattr(model, "peft_config"):
+        raise ConfigError("strategy lora needs the model wrapped by apply_lora() first")
+    return {n for n, _ in model.named_parameters() if "lora_" in n}
+
+
+def save_adapter_and_merge(model: nn.Module, run_dir: Path) -> nn.Module:
+    """Write `adapter/` (adapter weights and config; the trained head rides in modules_to_save), then
+    return the model with the adapters merged into its weights, for `model/`."""
+    tmp = run_dir / f".{ADAPTER_DIR}.tmp-{uuid.uuid4().hex}"
+    # No strategy resizes input embeddings, so tell peft not to look for them: its "auto" check takes a
+    # CTC head's new vocab_size for a resized vocabulary and fails on models without input embeddings (wav2vec2).
+    model.save_pretrained(str(tmp), save_embedding_layers=False)
+    replace_dir(tmp, run_dir / ADAPTER_DIR)
+    return model.merge_and_unload()
+
+
+def lora_summary(model: nn.Module) -> dict[str, Any]:
+    """What metrics.json records of the adapters: the modules they adapt."""
+    return {"lora_targets": sorted(model.peft_config["default"].target_modules)}
+
+
+def lora_card_lines(cfg: StrategyConfig, summary: dict[str, Any]) -> list[str]:
+    """The model card's line on the adapters."""
+    targets = summary["strategy"].get("lora_targets", [])
+    lora = cfg.lora
+    return [
+        f"- LoRA: r={lora.r}, alpha={lora.alpha}, dropout={lora.dropout}, "
+        f"{len(targets)} target modules (e.g. {', '.join(targets[:4])}); merged into `model/`, adapter in `adapter/`"
+    ]

@@ -1,0 +1,142 @@
+"""The PNG plots of a study and of a single run: learning curves, metric against cost, confusion matrices.
+
+Matplotlib runs headless (the Agg backend): files only, also in CI.
+
+Example:
+    >>> write_run_plots(summary, "f1", run_dir / "plots")      # doctest: +SKIP
+    [PosixPath('runs/x/plots/learning_curves.png'), PosixPath('runs/x/plots/confusion_matrix.png')]
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from hftl.config import better
+
+
+def write_plots(study: Any, rows: list[dict[str, Any]], folder: Path) -> dict[str, Path]:
+    """The study's PNG plots; returns {title: path}."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: no display needed, also headless in CI
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker
+
+    folder.mkdir(parents=True, exist_ok=True)
+    metric = study.metric
+    first = {name: next((r for r in study.runs if r.strategy == name and r.metrics), None) for name in study.strategies}
+    plots: dict[str, Path] = {}
+
+    def save(fig: Any, name: str, title: str) -> None:
+        path = folder / f"{name}.png"
+        fig.tight_layout()
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        plots[title] = path
+
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for name, record in first.items():
+        if record:
+            history = record.metrics["history"]
+            ax.plot([h["epoch"] for h in history], [h[f"eval_{metric}"] for h in history], marker="o", label=name)
+    ax.set(xlabel="epoch", ylabel=f"validation {metric}", title=f"Validation {metric} per epoch")
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))  # epochs are whole
+    ax.grid(alpha=0.3)
+    ax.legend()
+    save(fig, "validation_per_epoch", f"Validation {metric} per epoch")
+
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for name, record in first.items():
+        if record and record.metrics["log_history"]:
+            log = record.metrics["log_history"]
+            ax.plot([e["step"] for e in log], [e["loss"] for e in log], label=name)
+    ax.set(xlabel="optimizer step", ylabel="training loss", title="Training loss per step")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    save(fig, "train_loss", "Training loss per step")
+
+    done = [r for r in rows if f"validation_{metric}" in r]
+    for x_key, x_label, name, log_x in (
+        ("trainable_parameters", "trainable parameters", "metric_vs_parameters", True),
+        ("train_seconds", "training time (s)", "metric_vs_time", False),
+    ):
+        fig, ax = plt.subplots(figsize=(6.5, 4.2))
+        for r in done:
+            ax.errorbar(r[x_key], r[f"validation_{metric}"], yerr=r.get(f"validation_{metric}_std") or None, fmt="o", capsize=3)
+            ax.annotate(r["strategy"], (r[x_key], r[f"validation_{metric}"]), textcoords="offset points", xytext=(6, 4))
+        if log_x:
+            ax.set_xscale("log")
+        ax.set(xlabel=x_label, ylabel=f"validation {metric}", title=f"Validation {metric} vs {x_label}")
+        ax.grid(alpha=0.3)
+        save(fig, name, f"Validation {metric} vs {x_label}")
+
+    best = best_record(study)
+    if best is not None and best.metrics.get("confusion_matrix"):
+        fig = confusion_figure(best.metrics["confusion_matrix"], best.metrics["data"]["labels"], f"{best.strategy} (validation)")
+        save(fig, "confusion_matrix", f"Confusion matrix of the best run ({best.strategy})")
+    return plots
+
+
+def confusion_figure(matrix: list[list[int]], labels: list[str], title: str) -> Any:
+    """A confusion-matrix figure (rows true, columns predicted), counts written in when it stays legible."""
+    import matplotlib.pyplot as plt
+
+    size = min(2 + 0.45 * len(labels), 12)
+    fig, ax = plt.subplots(figsize=(size + 1, size))
+    image = ax.imshow(matrix, cmap="Blues")
+    fig.colorbar(image, ax=ax, fraction=0.046)
+    if len(labels) <= 30:
+        ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
+        ax.set_yticks(range(len(labels)), labels)
+        peak = max(max(row) for row in matrix) or 1
+        for i, row in enumerate(matrix):
+            for j, value in enumerate(row):
+                ax.text(j, i, value, ha="center", va="center", color="white" if value > peak / 2 else "black", fontsize=8)
+    ax.set(xlabel="predicted", ylabel="true", title=f"Confusion matrix: {title}")
+    return fig
+
+
+def write_run_plots(summary: dict[str, Any], metric: str, folder: Path) -> list[Path]:
+    """A run's own PNGs: learning curves (training loss per step, validation metric per epoch) and,
+    for classification, the confusion matrix of the best epoch on validation."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker
+
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    fig, (loss_ax, metric_ax) = plt.subplots(1, 2, figsize=(11, 4))
+    log = summary["log_history"]
+    loss_ax.plot([e["step"] for e in log], [e["loss"] for e in log])
+    loss_ax.set(xlabel="optimizer step", ylabel="training loss", title="Training loss")
+    history = summary["history"]
+    metric_ax.plot([h["epoch"] for h in history], [h[f"eval_{metric}"] for h in history], marker="o")
+    metric_ax.set(xlabel="epoch", ylabel=f"validation {metric}", title=f"Validation {metric}")
+    metric_ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    for ax in (loss_ax, metric_ax):
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(folder / "learning_curves.png", dpi=110)
+    plt.close(fig)
+    written.append(folder / "learning_curves.png")
+    if summary.get("confusion_matrix"):
+        fig = confusion_figure(summary["confusion_matrix"], summary["data"]["labels"], "validation, best epoch")
+        fig.tight_layout()
+        fig.savefig(folder / "confusion_matrix.png", dpi=110)
+        plt.close(fig)
+        written.append(folder / "confusion_matrix.png")
+    return written
+
+
+def best_record(study: Any) -> Any:
+    """The finished run of the study with the best validation metric, or None."""
+    key = study.metric
+    done = [r for r in study.runs if r.metrics]
+    best = None
+    for r in done:
+        if best is None or better(key, r.metrics["validation"][key], best.metrics["validation"][key]):
+            best = r
+    return best

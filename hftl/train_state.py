@@ -1,0 +1,59 @@
+"""Where a run stands (`TrainState`, what a checkpoint carries besides tensors) and what it ended with (`TrainResult`).
+
+Example:
+    >>> state = TrainState(**json.loads((checkpoint / "trainer_state.json").read_text()))   # doctest: +SKIP
+    >>> state.epoch, state.global_step                                                      # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass
+class TrainState:
+    """What a checkpoint must carry besides tensors to continue exactly where the run stopped."""
+
+    epoch: int = 0
+    batch_in_epoch: int = 0
+    global_step: int = 0
+    samples_seen: int = 0
+    train_seconds: float = 0.0
+    phase: str = ""
+    best_metric: float | None = None
+    best_epoch: int = -1
+    best_metrics: dict[str, float] = field(default_factory=dict)
+    epochs_without_improvement: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    log_history: list[dict[str, float]] = field(default_factory=list)
+    num_processes: int = 0  # processes that wrote the checkpoint; 0 in checkpoints from before it was stored
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def improved(self, score: float) -> bool:
+        """Record an epoch's score (higher is better); True when it is the best so far."""
+        if self.best_metric is None or score > self.best_metric:
+            self.best_metric, self.best_epoch, self.epochs_without_improvement = score, self.epoch + 1, 0
+            return True
+        self.epochs_without_improvement += 1
+        return False
+
+
+@dataclass
+class TrainResult:
+    """What `fit` returns: the best epoch's metrics, the history, and what the run cost."""
+
+    best_metrics: dict[str, float]
+    best_epoch: int
+    history: list[dict[str, Any]]
+    global_step: int
+    train_seconds: float
+    samples_per_second: float
+    peak_memory_mb: float
+    test_metrics: dict[str, float] | None = None
+    confusion_matrix: list[list[int]] | None = None
+    stopped_early: bool = False
+    log_history: list[dict[str, float]] = field(default_factory=list)
+    feature_cache: dict[str, Any] | None = None
