@@ -273,7 +273,16 @@ def fit(
     accelerator = accelerator or make_accelerator(cfg, run_dir, len(plan.phases) > 1)
     ckpt_dir = run_dir / "checkpoints"
     # The same module object DDP wraps and `unwrap_model` returns, so the stand-ins it installs are seen.
-    cache = FeatureCache(cfg, model, layer_map, data, accelerator)
+    cache = FeatureCache(
+        cfg,
+        model,
+        layer_map,
+        data,
+        accelerator,
+        engine_refusal="the model is sharded with FSDP or DeepSpeed, which the stand-ins are not tested with"
+        if (is_sharded(accelerator) or is_deepspeed(accelerator))
+        else None,
+    )
     collate = cache.collate(data.collate)
     if is_deepspeed(accelerator) and (dtype := zero.compute_dtype(accelerator)) is not None:
         collate = functools.partial(zero.cast_inputs, collate, dtype)
