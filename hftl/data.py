@@ -31,6 +31,7 @@ FILE_BUILDERS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json"
 SPLIT_DIRS = {"train": "train", "validation": "validation", "valid": "validation", "val": "validation", "test": "test"}
 LABELS = "labels"  # the encoded label-id column every split gets
 ROW = "__hftl_row__"  # 1-based row of the source file, so messages stay right after unreadable rows are skipped
+FEATURES = "hftl_features"  # batch key of a cached split's stored tensors; the trainer hands it to the stand-ins
 _MAX_LISTED = 10
 
 
@@ -366,8 +367,6 @@ class ExampleDataset(torch.utils.data.Dataset):
         """A batch's examples (the DataLoader asks for them together): cached features come as one
         batched record, read with one gather instead of one read per example."""
         if self.cached is not None:
-            from hftl.feature_cache import FEATURES
-
             return [{FEATURES: self.cached.batch(indices)}]
         rows = self.ds[list(indices)]  # one read for the batch: per-row reads cost 5x more for short texts
         return [self._example(i, x, label) for i, x, label in zip(indices, rows[self.column], rows[LABELS])]

@@ -118,7 +118,8 @@ def test_cache_is_on_disk_memory_mapped_and_reused(tiny_bert, reviews, tmp_path,
 
 def test_vit_head_only_stores_the_cls_token_only(tiny_vit, digits, tmp_path, monkeypatch):
     """ViT's classifier reads the first token of the last hidden state: one position of ~17 is stored."""
-    from hftl.feature_cache import FEATURES, FULL, CachedSplit, _Feed, collate_cached
+    from hftl.feature_cache import FEATURES, FULL, CachedSplit, collate_cached
+    from hftl.feature_cache.standins import _Feed
 
     monkeypatch.setenv("HFTL_FEATURE_CACHE", str(tmp_path / "cache"))
     path = config(tmp_path, tiny_vit, digits, "image-classification", epochs=1)
@@ -223,7 +224,8 @@ def test_bad_choice_is_a_config_error():
 
 
 def test_batched_reads_pad_inputs_labels_and_features(tmp_path):
-    from hftl.feature_cache import FEATURES, CachedSplit, _ShardWriter, collate_cached
+    from hftl.feature_cache import FEATURES, CachedSplit, collate_cached
+    from hftl.feature_cache.store import _ShardWriter
 
     writer = _ShardWriter(tmp_path / "shard-0")
     for i, n in enumerate((3, 5)):
@@ -265,7 +267,7 @@ def _mapped_kib(path) -> int:
 
 @pytest.mark.skipif(not Path("/proc/self/smaps").exists(), reason="reads /proc/self/smaps (Linux)")
 def test_reading_a_cache_leaves_none_of_it_resident(tmp_path):
-    from hftl.feature_cache import CachedSplit, _ShardWriter
+    from hftl.feature_cache.store import CachedSplit, _ShardWriter
 
     writer = _ShardWriter(tmp_path / "shard-0")
     for i in range(64):  # 64 examples of 256 KiB: 16 MiB on disk
@@ -332,6 +334,54 @@ def test_torch_compile_is_passed_to_accelerate_and_turns_the_cache_off(tiny_bert
     cache.activate(Phase("head_only", 0, 1, frozenset()))
     assert "torch_compile" in cache.status.note and not cache.status.train
     make_accelerator(load_config(cfg, ["train.torch_compile=false"]), tmp_path, multi_phase=False)
+
+
+def test_a_training_engine_that_rules_the_cache_out_turns_it_off_with_its_reason(tiny_bert, tmp_path):
+    from hftl.config import load_config
+    from hftl.feature_cache import FeatureCache
+    from hftl.strategies import Phase
+    from hftl.trainer import make_accelerator
+
+    split = type("Split", (), {"cached": None})
+    data = type("Data", (), {"train": split(), "validation": split(), "test": None})()
+    from hftl.backends import FSDPBackend
+
+    why = FSDPBackend.feature_cache_refusal  # what the trainer passes under FSDP (and DeepSpeed)
+    assert why
+    for mode in ("auto", "on"):
+        cfg = load_config({"model": {"name_or_path": str(tiny_bert)}, "data": {"train": "d"}}, [f"train.feature_cache={mode}"])
+        cache = FeatureCache(cfg, torch.nn.Linear(2, 2), None, data, make_accelerator(cfg, tmp_path, multi_phase=False), why)
+        if mode == "auto":
+            cache.activate(Phase("head_only", 0, 1, frozenset()))
+            assert cache.status.note == why and not cache.status.train and not cache.status.eval
+        else:
+            with pytest.raises(ConfigError, match=f"train.feature_cache=on, but {why}"):
+                cache.activate(Phase("head_only", 0, 1, frozenset()))
+
+
+def test_feature_cache_modules_import_one_way():
+    """Each module of the package imports only those before it here; none asks which engine trains, and the
+    data path does not import the cache (it owns the batch key, FEATURES)."""
+    import ast
+
+    import hftl
+
+    order = ["cut", "key", "store", "standins", "checks", "cache", "__init__"]
+    root = Path(hftl.__file__).parent
+
+    def hftl_imports(path: Path) -> set[str]:
+        tree = ast.parse(path.read_text())
+        names = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        names |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+        return {name for name in names if name.startswith("hftl")}
+
+    assert {p.stem for p in (root / "feature_cache").glob("*.py")} == set(order)
+    for i, name in enumerate(order):
+        imported = hftl_imports(root / "feature_cache" / f"{name}.py")
+        inside = {m.removeprefix("hftl.feature_cache.") for m in imported if m.startswith("hftl.feature_cache.")}
+        assert inside <= set(order[:i]), f"feature_cache/{name}.py imports {inside - set(order[:i])}"
+        assert not {m for m in imported if m in ("hftl.sharding", "hftl.trainer", "hftl.feature_cache")}, name
+    assert not {m for m in hftl_imports(root / "data.py") if m.startswith("hftl.feature_cache")}
 
 
 def test_cache_folder_is_listed_capped_least_recently_used_first_and_cleared(tiny_bert, reviews, tmp_path, monkeypatch):
