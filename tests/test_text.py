@@ -12,8 +12,9 @@ import torch
 import yaml
 from accelerate.utils import set_seed
 
+from hftl.api import setup_data
 from hftl.config import load_config
-from hftl.data import EpochSampler
+from hftl.data import EpochSampler, load_splits
 from hftl.metrics import IGNORE
 from hftl.modalities import get_modality
 from hftl.modalities.text import align_labels
@@ -101,18 +102,51 @@ def test_text_strategy_trains_through_cli_and_changes_exactly_its_parts(strategy
 
 
 def test_full_fine_tuning_learns_and_predicts_through_the_cli(tiny_bert, reviews, tmp_path):
+    """The run learns; `hftl evaluate` on a csv of exactly the run's validation examples gives the run's own
+    validation metrics (model/ is the best epoch's); `hftl predict` gives the softmax of a plain forward pass."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
     run_dir = tmp_path / "run"
-    config = write_config(tmp_path, tiny_bert, reviews, epochs=8, batch_size=8, warmup_ratio=0.1)
+    config = write_config(tmp_path, tiny_bert, reviews, epochs=8, batch_size=8, warmup_ratio=0.1, load_best_at_end=True)
     run_cli("train", str(config), f"output_dir={run_dir}", "strategy=full", "data.group_by_length=true", in_process=True)
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["validation"]["accuracy"] >= 0.8, metrics["history"]  # chance is 0.5
     for png in ("learning_curves.png", "confusion_matrix.png"):  # every run draws its own curves
         assert (run_dir / "plots" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    proc = run_cli("predict", str(run_dir), "a very good film", "the plot was awful", "--json", in_process=True)
-    out = json.loads(proc.stdout)
-    assert [o["predictions"][0]["label"] for o in out] == ["pos", "neg"]
+    texts = ["a very good film", "the plot was awful", "it is"]
+    out = json.loads(run_cli("predict", str(run_dir), *texts, "--json", "--top-k", "2", in_process=True).stdout)
+    assert [o["predictions"][0]["label"] for o in out[:2]] == ["pos", "neg"]
+    tokenizer = AutoTokenizer.from_pretrained(run_dir / "model")
+    model = AutoModelForSequenceClassification.from_pretrained(run_dir / "model").eval()
+    with torch.no_grad():
+        probabilities = model(**tokenizer(texts, padding=True, return_tensors="pt")).logits.softmax(-1)
+    assert [o["input"] for o in out] == texts
+    for item, probs in zip(out, probabilities):
+        top = probs.topk(2)
+        assert [p["label"] for p in item["predictions"]] == [["neg", "pos"][i] for i in top.indices.tolist()]
+        assert [p["score"] for p in item["predictions"]] == pytest.approx(top.values.tolist(), abs=1e-5)
+
     proc = run_cli("evaluate", str(run_dir), "--data", str(reviews), in_process=True)
     assert json.loads(proc.stdout)["accuracy"] >= 0.8
+    # Exactly the validation examples, rebuilt from the run's config.yaml: the run's own numbers again.
+    cfg, _ = load_run(run_dir)
+    splits = load_splits(cfg.data, get_modality(cfg.task, cfg), cfg.train.seed)
+    names = splits.label_names
+    rows = [{"text": t, "label": names[y]} for t, y in zip(splits.validation[splits.input_column], splits.validation["labels"])]
+    assert len(rows) == metrics["data"]["validation_examples"] == 20
+    evaluated = json.loads(
+        run_cli("evaluate", str(run_dir), "--data", str(write_csv(tmp_path / "v.csv", rows)), in_process=True).stdout
+    )
+    assert evaluated["examples"] == 20
+    for key in ("accuracy", "f1", "precision", "recall"):
+        assert evaluated[key] == metrics["validation"][key], key
+    assert evaluated["loss"] == pytest.approx(metrics["validation"]["loss"], rel=1e-5)
+    # The same examples, reversed and with the labels swapped: 1 - accuracy.
+    swapped = [{**r, "label": names[1 - names.index(r["label"])]} for r in rows[::-1]]
+    evaluated = json.loads(
+        run_cli("evaluate", str(run_dir), "--data", str(write_csv(tmp_path / "s.csv", swapped)), in_process=True).stdout
+    )
+    assert evaluated["accuracy"] == pytest.approx(1 - metrics["validation"]["accuracy"])
 
 
 def test_text_pairs(tiny_bert, tmp_path):
@@ -131,6 +165,19 @@ def test_text_pairs(tiny_bert, tmp_path):
     assert metrics["data"]["labels"] == ["0", "1"] and metrics["data"]["train_examples"] == 72
     classify = pipeline("text-classification", model=str(run_dir / "model"))
     assert classify({"text": "good film", "text_pair": "bad film"})["label"] in ("0", "1")
+
+    # What the model is fed: [CLS] premise [SEP] hypothesis [SEP], the hypothesis as segment B.
+    cfg, _ = load_run(run_dir)
+    modality = get_modality(cfg.task, cfg)
+    splits = load_splits(cfg.data, modality, cfg.train.seed)
+    tokenizer = modality.load_processor(str(run_dir / "model"), None, False)
+    data = setup_data(cfg, modality, tokenizer, splits)
+    premise, hypothesis = splits.train[0]["premise"], splits.train[0]["hypothesis"]
+    batch = data.collate(data.train.__getitems__([0]))
+    tokens = tokenizer.convert_ids_to_tokens(batch["input_ids"][0])
+    first = tokenizer.tokenize(premise)
+    assert tokens == ["[CLS]", *first, "[SEP]", *tokenizer.tokenize(hypothesis), "[SEP]"]
+    assert batch["token_type_ids"][0].tolist() == [0] * (len(first) + 2) + [1] * (len(tokens) - len(first) - 2)
 
 
 def test_collator_pads_per_batch_and_truncates(tiny_bert):

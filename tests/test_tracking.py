@@ -11,7 +11,7 @@ import yaml
 from hftl.config import TRACKERS, load_config, tracker_names
 from hftl.errors import ConfigError
 
-from .conftest import run_cli
+from .conftest import require, run_cli
 from .text_data import sentiment_rows, write_csv
 
 BASE = {"model": {"name_or_path": "m"}, "data": {"train": "d"}}
@@ -77,7 +77,7 @@ def tensorboard_run(logs) -> tuple[dict[str, float], dict[str, str]]:
 
 
 def test_hparams_and_final_metrics_reach_tensorboard_and_mlflow(tiny_bert, tmp_path, monkeypatch):
-    pytest.importorskip("mlflow")
+    require("mlflow")
     from mlflow.tracking import MlflowClient
 
     store = f"file:{tmp_path / 'mlruns'}"
@@ -130,7 +130,7 @@ def test_hparams_and_final_metrics_reach_tensorboard_and_mlflow(tiny_bert, tmp_p
 
 def test_a_resumed_run_continues_its_tracker_runs(tiny_bert, tmp_path, monkeypatch):
     """Killed after epoch 1 and resumed: one MLflow run and one TensorBoard folder hold all three epochs."""
-    pytest.importorskip("mlflow")
+    require("mlflow")
     from mlflow.tracking import MlflowClient
 
     store = f"file:{tmp_path / 'mlruns'}"

@@ -153,19 +153,46 @@ def test_learnable_set_reaches_clearly_above_chance(tiny_resnet, digits, tmp_pat
     assert metrics["validation"]["accuracy"] >= 0.7  # chance is 1/3
 
 
-def test_predict_and_evaluate_on_a_finished_run(tiny_vit, digits, tmp_path):
+def plain_forward(model_dir: Path, paths: list[Path]) -> torch.Tensor:
+    """Logits of `paths` from model/ with transformers alone: the checkpoint's image processor, one forward pass."""
+    from PIL import Image
+    from transformers import AutoImageProcessor, AutoModelForImageClassification
+
+    model = AutoModelForImageClassification.from_pretrained(model_dir).eval()
+    images = [Image.open(p).convert("RGB") for p in paths]
+    with torch.no_grad():
+        return model(**AutoImageProcessor.from_pretrained(model_dir)(images=images, return_tensors="pt")).logits
+
+
+def test_predict_and_evaluate_on_a_finished_run(tiny_resnet, digits, tmp_path):
+    """`hftl evaluate` scores model/ as a plain transformers forward pass does; `hftl predict` gives its softmax."""
+    from sklearn.metrics import accuracy_score, f1_score
+
     run_dir = tmp_path / "run"
-    run_cli(
-        "train", str(write_config(tmp_path, tiny_vit, digits)), f"output_dir={run_dir}", "strategy=head_only", "train.epochs=1"
-    )
-    images = [str(p) for p in sorted((digits / "2").iterdir())[:2]]
-    out = run_cli("predict", str(run_dir), *images, "--json", "--top-k", "2")
-    parsed = json.loads(out.stdout[out.stdout.index("[") :])
-    assert [p["input"] for p in parsed] == images
-    assert all(len(p["predictions"]) == 2 and p["predictions"][0]["label"] in LABELS for p in parsed)
-    out = run_cli("evaluate", str(run_dir), "--data", str(digits))
+    config = write_config(tmp_path, tiny_resnet, digits)
+    run_cli("train", str(config), f"output_dir={run_dir}", "strategy=full", "train.learning_rate=1e-2", in_process=True)
+    paths = sorted((digits / label / p.name for label in LABELS for p in (digits / label).iterdir()), key=str)
+    labels = torch.tensor([LABELS.index(p.parent.name) for p in paths])
+    logits = plain_forward(run_dir / "model", paths)
+    predicted = logits.argmax(-1)
+    assert len(set(predicted.tolist())) > 1  # a model that answers one class for everything would make a weak check
+
+    out = run_cli("evaluate", str(run_dir), "--data", str(digits))  # as a user runs it: a fresh process
     metrics = json.loads(out.stdout[out.stdout.index("{") :])
-    assert metrics["examples"] == 90 and 0 <= metrics["accuracy"] <= 1 and "f1" in metrics
+    assert metrics["examples"] == 90
+    assert metrics["accuracy"] == pytest.approx(accuracy_score(labels, predicted), abs=1e-12)
+    assert metrics["f1"] == pytest.approx(f1_score(labels, predicted, average="macro", zero_division=0), abs=1e-12)
+    assert metrics["loss"] == pytest.approx(torch.nn.functional.cross_entropy(logits, labels).item(), rel=1e-5)
+
+    images = [str(p) for p in paths[-2:]]
+    out = run_cli("predict", str(run_dir), *images, "--json", "--top-k", "2", in_process=True)
+    parsed = json.loads(out.stdout)
+    assert [p["input"] for p in parsed] == images
+    probabilities = logits[-2:].softmax(-1)
+    for item, probs in zip(parsed, probabilities):
+        top = probs.topk(2)
+        assert [p["label"] for p in item["predictions"]] == [LABELS[i] for i in top.indices.tolist()]
+        assert [p["score"] for p in item["predictions"]] == pytest.approx(top.values.tolist(), abs=1e-5)
 
 
 def test_python_api_finetune_with_overrides(tiny_vit, digits, tmp_path):
