@@ -45,7 +45,8 @@ class Checkpointer:
             return TrainState(), None
         accelerator, raw = self.accelerator, self.backend.unwrap(self.model)
         loaded = load_checkpoint(latest, accelerator.process_index, accelerator.num_processes)
-        missing = [k for k in loaded["tensors"] if k not in raw.state_dict()]
+        known = raw.state_dict().keys()  # once: a state dict per tensor was quadratic in the model's size
+        missing = [k for k in loaded["tensors"] if k not in known]
         if missing:
             raise HftlError(
                 f"checkpoint {latest} does not fit this model (unknown tensors {missing[:3]}); was the config changed?"

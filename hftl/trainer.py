@@ -81,8 +81,9 @@ def fit(
     """Train `model` following `plan`; resume from `run_dir/checkpoints` when `cfg.resume`."""
     accelerator = accelerator or make_accelerator(cfg, run_dir, len(plan.phases) > 1)
     run = _setup(cfg, model, layer_map, plan, data, run_dir, accelerator)
-    fresh = (TrainState(), None)
-    state, rng = run.checkpoints.restore(run.steps_per_epoch, cfg.train.gradient_accumulation_steps) if cfg.resume else fresh
+    state, rng = TrainState(), None  # rng: the checkpoint's RNG state, set as the first epoch starts
+    if cfg.resume:
+        state, rng = run.checkpoints.restore(run.steps_per_epoch, cfg.train.gradient_accumulation_steps)
     state.num_processes = accelerator.num_processes
     start_trackers(accelerator, cfg, run_dir, resumed=rng is not None)
     accelerator.print(describe_phase(run.raw, layer_map, plan.phase_at(state.epoch)))

@@ -11,14 +11,11 @@ import pytest
 import yaml
 from PIL import Image
 
-from hftl.config import load_config
-from hftl.data import load_splits
 from hftl.errors import ConfigError
-from hftl.modalities import get_modality
 from hftl.study import parse_strategies, split_overrides
 
 from .conftest import run_cli
-from .text_data import sentiment_rows, write_csv
+from .text_data import sentiment_rows, validation_rows, write_csv
 
 
 @pytest.fixture(scope="module")
@@ -68,13 +65,11 @@ def test_study_report_matches_the_runs_and_plots_are_pngs(study_config, tmp_path
     # examples (texts and labels, in order) as every other run's, and as many as its metrics.json says.
     validation_sets = {}
     for name in rows:
-        cfg = load_config(yaml.safe_load((out / name / "config.yaml").read_text()))
-        splits = load_splits(cfg.data, get_modality(cfg.task, cfg), cfg.train.seed)
-        examples = [(text, splits.label_names[y]) for text, y in zip(splits.validation["text"], splits.validation["labels"])]
+        examples = validation_rows(out / name)
         assert len(examples) == json.loads((out / name / "metrics.json").read_text())["data"]["validation_examples"] == 16
         validation_sets[name] = examples
     assert all(examples == validation_sets["scratch"] for examples in validation_sets.values())
-    assert {label for _, label in validation_sets["scratch"]} == {"neg", "pos"}
+    assert {example["label"] for example in validation_sets["scratch"]} == {"neg", "pos"}
     head_cfg = yaml.safe_load((out / "head_only" / "config.yaml").read_text())
     assert head_cfg["train"]["head_learning_rate"] == 1e-2
     assert yaml.safe_load((out / "full" / "config.yaml").read_text())["train"]["head_learning_rate"] is None

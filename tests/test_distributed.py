@@ -16,12 +16,8 @@ import yaml
 from safetensors.torch import load_file
 from transformers import AutoModelForSequenceClassification
 
-from hftl.data import load_splits
-from hftl.modalities import get_modality
-from hftl.run_dir import load_run
-
 from .conftest import REPO, run_cli
-from .text_data import sentiment_rows, write_csv
+from .text_data import sentiment_rows, validation_rows, write_csv
 
 
 def torchrun(*args: str, env: dict | None = None, check: bool = True) -> subprocess.CompletedProcess:
@@ -115,9 +111,7 @@ def test_killed_on_two_processes_resumes_on_one_and_back_on_two(tiny_bert, tmp_p
     # The run at 5e-5 for 6 steps barely moves from chance (loss ~0.69), so "it learnt" is no check here; what
     # it does support: model/ (the best epoch's weights, saved before or after a change of process count)
     # scores exactly the validation numbers metrics.json reports, on exactly the run's validation examples.
-    cfg, _ = load_run(run)
-    splits = load_splits(cfg.data, get_modality(cfg.task, cfg), cfg.train.seed)
-    rows = [{"text": t, "label": splits.label_names[y]} for t, y in zip(splits.validation["text"], splits.validation["labels"])]
+    rows = validation_rows(run)
     evaluated = json.loads(
         run_cli("evaluate", str(run), "--data", str(write_csv(tmp_path / "v.csv", rows)), in_process=True).stdout
     )

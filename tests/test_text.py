@@ -22,7 +22,7 @@ from hftl.models import setup_model
 from hftl.run_dir import load_run
 
 from .conftest import run_cli
-from .text_data import sentiment_rows, tagging_rows, write_csv, write_jsonl
+from .text_data import sentiment_rows, tagging_rows, validation_rows, write_csv, write_jsonl
 
 STRATEGIES = {
     "head_only": ["strategy.name=head_only"],
@@ -129,10 +129,7 @@ def test_full_fine_tuning_learns_and_predicts_through_the_cli(tiny_bert, reviews
     proc = run_cli("evaluate", str(run_dir), "--data", str(reviews), in_process=True)
     assert json.loads(proc.stdout)["accuracy"] >= 0.8
     # Exactly the validation examples, rebuilt from the run's config.yaml: the run's own numbers again.
-    cfg, _ = load_run(run_dir)
-    splits = load_splits(cfg.data, get_modality(cfg.task, cfg), cfg.train.seed)
-    names = splits.label_names
-    rows = [{"text": t, "label": names[y]} for t, y in zip(splits.validation[splits.input_column], splits.validation["labels"])]
+    rows, names = validation_rows(run_dir), metrics["data"]["labels"]
     assert len(rows) == metrics["data"]["validation_examples"] == 20
     evaluated = json.loads(
         run_cli("evaluate", str(run_dir), "--data", str(write_csv(tmp_path / "v.csv", rows)), in_process=True).stdout

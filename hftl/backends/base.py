@@ -68,6 +68,10 @@ def written_by(optimizer_state: dict[str, Any]) -> str:
     return "fsdp" if by_name else "plain"
 
 
+# Under FSDP and DeepSpeed the frozen weights are gathered or cast, which the cache's stand-ins are not tested with.
+SHARDED_REFUSAL = "the model is sharded with FSDP or DeepSpeed, which the stand-ins are not tested with"
+
+
 class Backend:
     """Plain training: one process, or DDP (every process holds the whole model and optimizer)."""
 

@@ -24,14 +24,14 @@ from accelerate.utils import broadcast_object_list
 from torch import nn
 
 from hftl.backends import zero
-from hftl.backends.base import Backend
+from hftl.backends.base import SHARDED_REFUSAL, Backend
 from hftl.config import Config
 
 
 class DeepSpeedBackend(Backend):
     name = "deepspeed"
     variable = "ACCELERATE_USE_DEEPSPEED"
-    feature_cache_refusal = "the model is sharded with FSDP or DeepSpeed, which the stand-ins are not tested with"
+    feature_cache_refusal = SHARDED_REFUSAL
 
     @classmethod
     def check_launch(cls, cfg: Config | None) -> None:

@@ -19,7 +19,7 @@ import torch
 from accelerate.utils import DistributedType
 from torch import nn
 
-from hftl.backends.base import Backend
+from hftl.backends.base import SHARDED_REFUSAL, Backend
 from hftl.config import Config
 from hftl.errors import ConfigError
 
@@ -29,7 +29,7 @@ CPU_PROCESSES = "torchrun --nproc_per_node N -m hftl.cli train ... (or accelerat
 class FSDPBackend(Backend):
     name = "fsdp"
     variable = "ACCELERATE_USE_FSDP"
-    feature_cache_refusal = "the model is sharded with FSDP or DeepSpeed, which the stand-ins are not tested with"
+    feature_cache_refusal = SHARDED_REFUSAL
     fused_optimizer = False  # DTensor parameters
 
     @classmethod
