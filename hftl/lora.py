@@ -10,6 +10,9 @@ Example:
 
 from __future__ import annotations
 
+import functools
+import inspect
+import re
 import uuid
 from pathlib import Path
 from typing import Any
@@ -22,37 +25,86 @@ from hftl.files import replace_dir
 from hftl.layers import LayerMap
 from hftl.run_dir import ADAPTER_DIR
 
-# Attention projections LoRA adapts by default (Hu et al. adapt query and value).
-_ATTENTION_TARGETS = ("query", "value", "q_proj", "v_proj", "q_lin", "v_lin", "q", "v")
-_FUSED_ATTENTION_TARGETS = ("qkv", "query_key_value", "Wqkv", "c_attn")
+# Attention projections LoRA adapts by default (Hu et al. adapt query and value), by the names
+# transformers gives them: BERT/ViT, LLaMA/wav2vec2, DistilBERT/FlauBERT, T5/MPNet, Funnel, DeBERTa,
+# DeepSeek's latent attention.
+_ATTENTION_TARGETS = (
+    *("query", "value", "q_proj", "v_proj", "q_lin", "v_lin", "q", "v", "q_head", "v_head"),
+    *("query_proj", "value_proj", "q_b_proj", "kv_b_proj"),
+)
+# One layer projecting query, key and value at once: ViT-style `qkv`, BLOOM/Falcon/GPT-NeoX, ModernBERT,
+# GPT-2 (a transformers Conv1D), Phi-3, DeBERTa v1.
+_FUSED_ATTENTION_TARGETS = ("qkv", "query_key_value", "Wqkv", "c_attn", "qkv_proj", "in_proj")
+
+
+def _adaptable_types() -> tuple[type, ...]:
+    """Layer types peft's LoRA wraps: linear layers (GPT-2's transposed Conv1D too) and convolutions."""
+    from transformers.pytorch_utils import Conv1D
+
+    return (nn.Linear, Conv1D, nn.Conv1d, nn.Conv2d)
 
 
 def default_lora_targets(model: nn.Module, layer_map: LayerMap) -> list[str]:
     """Full names of the modules LoRA adapts when `target_modules: auto`.
 
     Attention query/value projections inside the blocks where the architecture has them (ViT, BERT,
-    wav2vec2); a fused qkv projection otherwise; for CNNs (ResNet, ConvNeXt) every non-grouped
-    convolution inside the blocks.
+    wav2vec2, SqueezeBERT's 1x1 convolutions); a fused qkv projection otherwise (GPT-2's `c_attn`);
+    else every non-grouped convolution (ResNet) or every linear layer (ConvNeXt's pointwise layers)
+    inside the blocks, whichever holds more weights. Layers the model uses other than by calling them
+    (MobileNet reads a convolution's stride to pad) are left alone: a LoRA wrapper would break them.
     """
+    adaptable = _adaptable_types()
     in_blocks = [
         (name, module)
         for name, module in model.named_modules()
-        if layer_map.part_of(name).startswith("block.") and name not in layer_map.blocks
+        if layer_map.part_of(name).startswith("block.") and isinstance(module, adaptable) and _wrappable(model, name)
     ]
+    linear = tuple(t for t in adaptable if t is not nn.Conv2d)
     for wanted in (_ATTENTION_TARGETS, _FUSED_ATTENTION_TARGETS):
-        found = [n for n, m in in_blocks if isinstance(m, nn.Linear) and n.rsplit(".", 1)[-1] in wanted]
+        found = [n for n, m in in_blocks if n.rsplit(".", 1)[-1] in wanted]
         if found:
             return found
-    convs = [n for n, m in in_blocks if isinstance(m, nn.Conv2d) and m.groups == 1]
-    if convs:
-        return convs
-    linears = [n for n, m in in_blocks if isinstance(m, nn.Linear)]
-    if linears:
-        return linears
+    convs = [(n, m) for n, m in in_blocks if isinstance(m, nn.Conv2d) and m.groups == 1]
+    linears = [(n, m) for n, m in in_blocks if isinstance(m, linear) and not isinstance(m, nn.Conv1d)]
+    # The family holding more weights: ResNet's convolutions, ConvNeXt's pointwise linear layers.
+    family = max((convs, linears), key=lambda fam: sum(m.weight.numel() for _, m in fam))
+    if family:
+        return [n for n, _ in family]
     raise ConfigError(
-        f"no Linear or Conv2d layers inside the blocks of {type(model).__name__} for LoRA to adapt; "
-        "set strategy.lora.target_modules to module names"
+        f"no layer inside the blocks of {type(model).__name__} that LoRA can adapt (peft wraps nn.Linear, "
+        "transformers' Conv1D, nn.Conv1d and nn.Conv2d); set strategy.lora.target_modules to module names, "
+        "or use strategy.name=freeze"
     )
+
+
+def _wrappable(model: nn.Module, name: str) -> bool:
+    """Whether the parent only calls this layer (or reads its weight/bias), so a wrapper can stand in."""
+    parent_name, _, attr = name.rpartition(".")
+    if attr.isdigit():
+        return True  # an item of a list: used by iterating and calling
+    parent = model.get_submodule(parent_name) if parent_name else model
+    return attr not in _attributes_used_otherwise(type(parent))
+
+
+@functools.cache
+def _attributes_used_otherwise(cls: type) -> frozenset[str]:
+    """`self.X` names a class's forward uses other than calling or reading `.weight`/`.bias`."""
+    try:
+        source = inspect.getsource(cls.forward)
+    except (OSError, TypeError):
+        return frozenset()
+    used = set()
+    for match in re.finditer(r"self\.(\w+)\b(?!\s*\()(?!\s*=[^=])(\.(\w+))?", source):
+        if match.group(3) not in ("weight", "bias", None) or match.group(2) is None and _passed_on(source, match):
+            used.add(match.group(1))
+    return frozenset(used)
+
+
+def _passed_on(source: str, match: re.Match) -> bool:
+    """`f(x, self.conv)`: the layer itself handed to other code, which may read anything off it."""
+    after = source[match.end() : match.end() + 1]
+    before = source[max(0, match.start() - 2) : match.start()]
+    return after in (",", ")") and before.strip() in (",", "(", "")
 
 
 def apply_lora(model: nn.Module, layer_map: LayerMap, cfg: LoraConfig) -> nn.Module:

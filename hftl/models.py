@@ -18,6 +18,7 @@ from transformers.utils import logging as hf_logging
 
 from hftl.config import Config
 from hftl.errors import HftlError
+from hftl.layer_trace import example_inputs
 from hftl.layers import LayerMap, build_layer_map
 from hftl.strategies import NORM_TYPES, Plan, build_plan, get_strategy
 
@@ -45,7 +46,6 @@ def load_model(cfg: Config, modality: Any, label_names: list[str]) -> tuple[nn.M
                 ignore_mismatched_sizes=True,
                 **labels,
             )
-            reset_head(model, build_layer_map(model, m.blocks).head)
     except (OSError, ValueError, KeyError) as e:
         raise HftlError(
             f"could not load a {cfg.task} model from model.name_or_path={m.name_or_path!r}: "
@@ -57,13 +57,16 @@ def load_model(cfg: Config, modality: Any, label_names: list[str]) -> tuple[nn.M
     return model, processor
 
 
-def reset_head(model: nn.Module, head: list[str]) -> None:
-    """Re-initialise the task head: a new head even when the checkpoint's had the same shape.
+def reset_head(model: nn.Module, layer_map: LayerMap) -> None:
+    """Re-initialise the layer that outputs the logits: a new classifier even when the checkpoint's had the
+    same shape. The rest of a pretrained head is kept (ModernBERT's prediction head, a projector):
+    transformers already initialised whatever the checkpoint lacked or had in another shape.
 
     transformers 5 skips tensors flagged `_is_hf_initialized` (loaded ones), so clear the flag first.
     """
     init = getattr(model, "_init_weights", None)
-    for name in head:
+    names = [layer_map.classifier] if layer_map.classifier else layer_map.head
+    for name in names:
         for module in model.get_submodule(name).modules():
             for tensor in list(module.parameters(recurse=False)) + list(module.buffers(recurse=False)):
                 if hasattr(tensor, "_is_hf_initialized"):
@@ -104,7 +107,9 @@ def setup_model(cfg: Config, modality: Any, label_names: list[str]) -> tuple[Any
         >>> model, processor, layer_map, plan = setup_model(cfg, get_modality(cfg.task, cfg), ["cat", "dog"])  # doctest: +SKIP
     """
     model, processor = load_model(cfg, modality, label_names)
-    layer_map = build_layer_map(model, cfg.model.blocks)
+    layer_map = build_layer_map(model, cfg.model.blocks, example_inputs(model, processor))
+    if get_strategy(cfg.strategy.name).pretrained:
+        reset_head(model, layer_map)
     wrap = get_strategy(cfg.strategy.name).wrap
     if wrap is not None:
         model = wrap(model, layer_map, cfg.strategy)

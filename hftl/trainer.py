@@ -86,6 +86,8 @@ def fit(
         state, rng = run.checkpoints.restore(run.steps_per_epoch, cfg.train.gradient_accumulation_steps)
     state.num_processes = accelerator.num_processes
     start_trackers(accelerator, cfg, run_dir, resumed=rng is not None)
+    if layer_map.note:
+        accelerator.print(f"note: {layer_map.note}")
     accelerator.print(describe_phase(run.raw, layer_map, plan.phase_at(state.epoch)))
     with PeakMemory() as memory:
         stopped_early = _train(run, state, rng)

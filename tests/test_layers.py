@@ -54,6 +54,7 @@ EXPECTED = {
     "bert": (["bert.embeddings"], "bert.encoder.layer.0", 3, ["bert.pooler"], ["classifier"]),
     "wav2vec2": (
         [
+            "wav2vec2.masked_spec_embed",  # held by the base model itself, used on the way in
             "wav2vec2.feature_extractor",
             "wav2vec2.feature_projection",
             "wav2vec2.encoder.pos_conv_embed",
