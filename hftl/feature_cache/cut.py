@@ -38,7 +38,8 @@ def find_cut(model: nn.Module, layer_map: LayerMap, trainable: frozenset[str]) -
         base_parts = frozenset(p for p in parts.values() if p != "head")
         return Cut("base", full_name(model, layer_map.base_prefix), prefix_parts=base_parts)
     blocks = sorted(i for p in trained if (i := layer_map.block_index(p)) is not None)
-    if "embeddings" in trained or not blocks or blocks[0] == 0:
+    # A block of parallel lists (FlauBERT) has no one module whose input is the hidden state: no block cut.
+    if "embeddings" in trained or not blocks or blocks[0] == 0 or layer_map.grouped:
         return None
     k = blocks[0]
     return Cut(
