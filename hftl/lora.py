@@ -48,23 +48,24 @@ def default_lora_targets(model: nn.Module, layer_map: LayerMap) -> list[str]:
     """Full names of the modules LoRA adapts when `target_modules: auto`.
 
     Attention query/value projections inside the blocks where the architecture has them (ViT, BERT,
-    wav2vec2, SqueezeBERT's 1x1 convolutions); a fused qkv projection otherwise (GPT-2's `c_attn`);
-    else every non-grouped convolution (ResNet) or every linear layer (ConvNeXt's pointwise layers)
-    inside the blocks, whichever holds more weights. Layers the model uses other than by calling them
-    (MobileNet reads a convolution's stride to pad) are left alone: a LoRA wrapper would break them.
+    wav2vec2); a fused qkv projection otherwise (GPT-2's `c_attn`); else every convolution (ResNet)
+    or every linear layer (ConvNeXt's pointwise layers)
+    inside the blocks, whichever holds more weights. Grouped convolutions are left out: peft cannot
+    merge their adapters into `model/`.
     """
     adaptable = _adaptable_types()
     in_blocks = [
         (name, module)
         for name, module in model.named_modules()
-        if layer_map.part_of(name).startswith("block.") and isinstance(module, adaptable) and _wrappable(model, name)
+        # peft cannot merge a LoRA on a grouped convolution (SqueezeBERT's query, depthwise convs) into model/.
+        if layer_map.part_of(name).startswith("block.") and isinstance(module, adaptable) and getattr(module, "groups", 1) == 1
     ]
     linear = tuple(t for t in adaptable if t is not nn.Conv2d)
     for wanted in (_ATTENTION_TARGETS, _FUSED_ATTENTION_TARGETS):
         found = [n for n, m in in_blocks if n.rsplit(".", 1)[-1] in wanted]
         if found:
             return found
-    convs = [(n, m) for n, m in in_blocks if isinstance(m, nn.Conv2d) and m.groups == 1]
+    convs = [(n, m) for n, m in in_blocks if isinstance(m, (nn.Conv1d, nn.Conv2d))]
     linears = [(n, m) for n, m in in_blocks if isinstance(m, linear) and not isinstance(m, nn.Conv1d)]
     # The family holding more weights: ResNet's convolutions, ConvNeXt's pointwise linear layers.
     family = max((convs, linears), key=lambda fam: sum(m.weight.numel() for _, m in fam))
@@ -75,6 +76,29 @@ def default_lora_targets(model: nn.Module, layer_map: LayerMap) -> list[str]:
         "transformers' Conv1D, nn.Conv1d and nn.Conv2d); set strategy.lora.target_modules to module names, "
         "or use strategy.name=freeze"
     )
+
+
+@functools.cache
+def _forwarding_layers() -> dict[type, type]:
+    """peft's LoRA layers that answer attribute reads (`stride`, `padding`, ...) from the layer they wrap.
+
+    MobileNet pads by reading its convolutions' stride and kernel size; a plain LoRA wrapper has neither.
+    Registered only for models whose forward reads attributes of a target (peft's custom-module hook).
+    """
+    from peft.tuners.lora import layer as lora_layers
+
+    def forwarding(base: type) -> type:
+        def __getattr__(self: Any, name: str) -> Any:
+            try:
+                return base.__getattr__(self, name)
+            except AttributeError:
+                if name == "base_layer":
+                    raise
+                return getattr(self.get_base_layer(), name)
+
+        return type(f"Forwarding{base.__name__}", (base,), {"__getattr__": __getattr__})
+
+    return {nn.Conv2d: forwarding(lora_layers.Conv2d), nn.Linear: forwarding(lora_layers.Linear)}
 
 
 def _wrappable(model: nn.Module, name: str) -> bool:
@@ -121,6 +145,8 @@ def apply_lora(model: nn.Module, layer_map: LayerMap, cfg: LoraConfig) -> nn.Mod
         modules_to_save=list(layer_map.head),
         bias="none",
     )
+    if not all(_wrappable(model, t) for t in targets if isinstance(t, str)):
+        peft_config._register_custom_module(_forwarding_layers())
     try:
         return get_peft_model(model, peft_config)
     except ValueError as e:
