@@ -162,6 +162,10 @@ def _from_config(model: nn.Module) -> dict[str, Any] | None:
         vocab = getattr(cfg.get_text_config(), "vocab_size", None) or 100
         ids = torch.arange(5, 21) % max(vocab - 5, 1) + min(5, vocab - 1)
         return {"input_ids": ids[None], "attention_mask": torch.ones(1, len(ids), dtype=torch.long)}
+    if name == "input_features":  # time-major filter-bank features (Parakeet, LASR, wav2vec2-BERT)
+        encoder = getattr(cfg, "encoder_config", None) or cfg
+        width = getattr(encoder, "num_mel_bins", None) or getattr(cfg, "feature_projection_input_dim", None)
+        return {"input_features": torch.randn(1, 200, width) * 0.1} if width else None
     if name == "input_values" and not hasattr(cfg, "num_mel_bins"):
         return {"input_values": torch.randn(1, SPEECH_RATE, generator=torch.Generator().manual_seed(0)) * 0.1}
     return None
