@@ -54,6 +54,9 @@ def load_model(cfg: Config, modality: Any, label_names: list[str]) -> tuple[nn.M
         ) from None
     finally:
         hf_logging.set_verbosity(verbosity)
+    if isinstance(getattr(model.config, "label_names", None), list):
+        # timm checkpoints keep their own label list, which would otherwise outlive the new id2label on save.
+        model.config.label_names = [model.config.id2label[i] for i in range(len(model.config.id2label))]
     return model, processor
 
 
