@@ -148,8 +148,19 @@ def _from_config(model: nn.Module) -> dict[str, Any] | None:
     """A batch built from the config alone, for the main input kinds (images, token ids, raw audio)."""
     cfg = model.config
     name = getattr(model, "main_input_name", "input_ids")
+    if name == "inputs":  # Perceiver: token ids when it embeds tokens, else an image
+        vocab = getattr(cfg, "vocab_size", None)
+        takes_ids = any(isinstance(m, nn.Embedding) and m.num_embeddings == vocab for m in model.modules())
+        name = "input_ids" if takes_ids else "pixel_values"
+        made = _from_config_named(model, name)
+        return {"inputs": made[name]} if made else None
+    return _from_config_named(model, name)
+
+
+def _from_config_named(model: nn.Module, name: str) -> dict[str, Any] | None:
+    cfg = model.config
     vision = getattr(cfg, "vision_config", None) or cfg
-    if name == "pixel_values" or name == "inputs" and hasattr(vision, "image_size"):  # Perceiver calls it `inputs`
+    if name == "pixel_values":
         # timm models keep their input size in `pretrained_cfg` (MaxViT's windows need exactly that size).
         timm_cfg = next((m.pretrained_cfg for m in model.modules() if isinstance(getattr(m, "pretrained_cfg", None), dict)), {})
         height, width = _image_size(vision, timm_cfg)
@@ -159,13 +170,23 @@ def _from_config(model: nn.Module) -> dict[str, Any] | None:
         # Whisper: the encoder takes exactly 2 * max_source_positions mel frames.
         return {"input_features": torch.zeros(1, cfg.num_mel_bins, 2 * cfg.max_source_positions)}
     if name == "input_ids":
-        vocab = getattr(cfg.get_text_config(), "vocab_size", None) or 100
+        text = cfg.get_text_config()
+        vocab = getattr(text, "vocab_size", None) or 100
         ids = torch.arange(5, 21) % max(vocab - 5, 1) + min(5, vocab - 1)
+        eos = getattr(text, "eos_token_id", None)
+        if isinstance(eos, int) and eos < vocab:  # encoder-decoder classifiers pool at the end-of-sequence token
+            ids[-1] = eos
         return {"input_ids": ids[None], "attention_mask": torch.ones(1, len(ids), dtype=torch.long)}
     if name == "input_features":  # time-major filter-bank features (Parakeet, LASR, wav2vec2-BERT)
         encoder = getattr(cfg, "encoder_config", None) or cfg
-        width = getattr(encoder, "num_mel_bins", None) or getattr(cfg, "feature_projection_input_dim", None)
+        width = (
+            getattr(encoder, "input_dim", None)
+            or getattr(encoder, "num_mel_bins", None)
+            or getattr(cfg, "feature_projection_input_dim", None)
+        )
         return {"input_features": torch.randn(1, 200, width) * 0.1} if width else None
+    if name == "input_values" and hasattr(cfg, "num_mel_bins") and hasattr(cfg, "max_length"):  # AST's filter banks
+        return {"input_values": torch.randn(1, cfg.max_length, cfg.num_mel_bins) * 0.1}
     if name == "input_values" and not hasattr(cfg, "num_mel_bins"):
         return {"input_values": torch.randn(1, SPEECH_RATE, generator=torch.Generator().manual_seed(0)) * 0.1}
     return None

@@ -154,8 +154,11 @@ def _find_blocks(model: nn.Module, spans: dict[str, tuple[int, int]], trace: Tra
     """The run of blocks doing the most work: the most layer calls in the forward pass (a deep body over
     a wide stem), then the most parameters, then the outermost; with parallel lists joined in."""
     leaf_calls = {n: c for n, c in trace.calls.items() if next(model.get_submodule(n).children(), None) is None}
+    encoder = _feature_encoder(model)
     best: tuple[tuple[int, int, int], list[str], str] | None = None
     for parent, run in _candidate_runs(model, spans, trace):
+        if encoder and all(n in encoder for r in run for n, _ in model.get_submodule(r).named_parameters(prefix=r)):
+            continue  # a speech model's convolutional feature encoder: the input's processing, not the blocks
         calls = sum(c for n, c in leaf_calls.items() for r in run if _under(n, r))
         n_params = sum(p.numel() for name in run for p in model.get_submodule(name).parameters())
         score = (calls, n_params, -run[0].count("."))
@@ -165,6 +168,28 @@ def _find_blocks(model: nn.Module, spans: dict[str, tuple[int, int]], trace: Tra
         return []
     run, parent = best[1], best[2]
     return _join_parallel(model, parent, run, spans) if trace.ok else [[name] for name in run]
+
+
+def _feature_encoder(model: nn.Module) -> set[str]:
+    """Parameters transformers' own `freeze_feature_encoder()` freezes (wav2vec2's and its kin's convolutions
+    over the raw waveform); every trainable flag is put back as it was."""
+    freeze = getattr(model, "freeze_feature_encoder", None)
+    if not callable(freeze):
+        return set()
+    params = dict(model.named_parameters())
+    flags = {n: p.requires_grad for n, p in params.items()}
+    module_flags = {m: m._requires_grad for m in model.modules() if hasattr(m, "_requires_grad")}
+    for p in params.values():
+        p.requires_grad_(True)
+    try:
+        freeze()
+        return {n for n, p in params.items() if not p.requires_grad}
+    finally:
+        for n, p in params.items():
+            p.requires_grad_(flags[n])
+        for m in model.modules():
+            if hasattr(m, "_requires_grad"):
+                m._requires_grad = module_flags.get(m, True)
 
 
 def _candidate_runs(model: nn.Module, spans: dict[str, tuple[int, int]], trace: Trace) -> Iterator[tuple[str, list[str]]]:

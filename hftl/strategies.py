@@ -17,6 +17,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -126,6 +127,9 @@ def head_parameters(model: nn.Module, layer_map: LayerMap) -> set[str]:
 
 def _freeze(model: nn.Module, layer_map: LayerMap, cfg: StrategyConfig) -> set[str]:
     n_blocks = len(layer_map.blocks)
+    if cfg.trainable_blocks > n_blocks and cfg.trainable_blocks == StrategyConfig().trainable_blocks:
+        # The default on a model with fewer blocks (ALBERT's one shared layer group): train them all.
+        cfg = dataclasses.replace(cfg, trainable_blocks=n_blocks)
     if cfg.trainable_blocks > n_blocks:
         raise ConfigError(
             f"strategy.trainable_blocks={cfg.trainable_blocks} but this model has only {n_blocks} backbone blocks; "
@@ -141,7 +145,8 @@ def _everything(model: nn.Module, layer_map: LayerMap, cfg: StrategyConfig) -> s
 
 
 def _freeze_card(cfg: StrategyConfig, summary: dict[str, Any]) -> list[str]:
-    return [f"- trainable blocks: top {cfg.trainable_blocks} of {summary['strategy']['blocks']}"]
+    blocks = summary["strategy"]["blocks"]
+    return [f"- trainable blocks: top {min(cfg.trainable_blocks, blocks)} of {blocks}"]
 
 
 register_strategy(Strategy("head_only", trains=lambda model, layer_map, cfg: head_parameters(model, layer_map)))
