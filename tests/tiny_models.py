@@ -112,6 +112,17 @@ _OVERRIDES: dict[str, dict[str, Any]] = {
     "roc_bert": {"pronunciation_vocab_size": 16, "shape_vocab_size": 16, "pronunciation_embed_dim": 16, "shape_embed_dim": 16},
     "t5": {"decoder_start_token_id": 0},
     "esm": {"pad_token_id": 1, "mask_token_id": 3},
+    "perceiver": {
+        "d_latents": 32,
+        "d_model": 32,
+        "num_latents": 8,
+        "num_self_attends_per_block": 2,
+        "num_self_attention_heads": 2,
+        "num_cross_attention_heads": 1,
+        "image_size": 32,
+    },
+    "audio-spectrogram-transformer": {"max_length": 128},
+    "textnet": {"image_size": [64, 64]},
 }
 
 
@@ -234,9 +245,7 @@ def _word_tokenizer(model: Any) -> Any:
     names = ["input_ids", "attention_mask"]
     if "token_type_ids" in inspect.signature(model.forward).parameters:
         names.insert(1, "token_type_ids")
-    path = Path(__import__("tempfile").mkdtemp()) / "vocab.txt"
-    path.write_text("\n".join(vocab) + "\n")
-    return BertTokenizerFast(vocab_file=str(path), model_input_names=names)
+    return BertTokenizerFast(vocab={w: i for i, w in enumerate(vocab)}, model_input_names=names)
 
 
 def _audio_processor(task: str, model: Any) -> Any:

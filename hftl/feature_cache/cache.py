@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 
 from hftl.cache_folder import prune, touch
 from hftl.data import FEATURES, loader_workers
-from hftl.errors import ConfigError
+from hftl.errors import ConfigError, HftlError
 from hftl.feature_cache.checks import (
     _plain,
     _rng_devices,
@@ -126,6 +126,13 @@ class FeatureCache:
         except _Unsafe as e:
             self.deactivate()
             self._refuse(str(e))
+        except HftlError:  # the user's data or settings: theirs to fix, never hidden behind "uncached"
+            self.deactivate()
+            raise
+        except Exception as e:  # noqa: BLE001 - the cache is an optimisation: any failure of its own runs uncached
+            self.deactivate()
+            first = (str(e).strip().splitlines() or [""])[0][:200]
+            self._refuse(f"it failed on this model ({type(e).__name__}: {first})")
 
     def feed_batch(self, batch: dict[str, Any]) -> None:
         features = batch.pop(FEATURES, None)

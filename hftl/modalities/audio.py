@@ -221,7 +221,9 @@ class _AudioBase(FileModality):
         fe = feature_extractor_of(processor)
         max_samples = self.max_samples(processor)
         audio = [centre_crop(e["input"], max_samples) for e in examples]
-        return dict(fe(audio, sampling_rate=fe.sampling_rate, padding=True, return_tensors="pt"))
+        # Extractors of a fixed input length (Whisper: exactly 30 s of mel frames) pad every clip to it.
+        padding = "max_length" if getattr(fe, "nb_max_frames", None) else True
+        return dict(fe(audio, sampling_rate=fe.sampling_rate, padding=padding, return_tensors="pt"))
 
     def lengths(self, ds: datasets.Dataset, column: str, processor: Any) -> list[int] | None:
         """Clip lengths in samples (from file headers), capped at max_duration_seconds."""
