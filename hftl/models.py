@@ -32,19 +32,21 @@ def load_model(cfg: Config, modality: Any, label_names: list[str]) -> tuple[nn.M
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # the "newly initialized head" warning is the point here; hftl says it itself
     try:
+        # Settings go on the config, never as model kwargs: a model class whose __init__ takes only the config
+        # (Perceiver) would refuse them, and a composite config keeps pad_token_id in its text part.
+        config = AutoConfig.from_pretrained(m.name_or_path, revision=m.revision, trust_remote_code=m.trust_remote_code, **labels)
+        if "pad_token_id" in labels:
+            config.get_text_config().pad_token_id = labels["pad_token_id"]
         if not get_strategy(cfg.strategy.name).pretrained:
-            config = AutoConfig.from_pretrained(
-                m.name_or_path, revision=m.revision, trust_remote_code=m.trust_remote_code, **labels
-            )
             model = model_class.from_config(config, trust_remote_code=m.trust_remote_code)
             init_for_scratch(model)
         else:
             model = model_class.from_pretrained(
                 m.name_or_path,
+                config=config,
                 revision=m.revision,
                 trust_remote_code=m.trust_remote_code,
                 ignore_mismatched_sizes=True,
-                **labels,
             )
     except (OSError, ValueError, KeyError) as e:
         raise HftlError(

@@ -83,15 +83,16 @@ def load_tokenizer(name_or_path: str, revision: str | None, trust_remote_code: b
 
     local = check_model_path(name_or_path, "bert-base-uncased")
     problem = None
-    if local.is_dir() and not any((local / name).is_file() for name in TOKENIZER_FILES):
-        problem = f"none of {', '.join(TOKENIZER_FILES)} in the folder"
+    # Only a hint: byte- and character-level tokenizers (CANINE, Perceiver) need no vocabulary file.
+    no_files = local.is_dir() and not any((local / name).is_file() for name in TOKENIZER_FILES)
     try:
         tokenizer = AutoTokenizer.from_pretrained(name_or_path, revision=revision, trust_remote_code=trust_remote_code, **kwargs)
     except (OSError, ValueError, TypeError, KeyError) as e:
         tokenizer, problem = None, str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
     # transformers 5 builds an empty-vocabulary tokenizer from a bare config instead of failing.
     if tokenizer is not None and not isinstance(tokenizer, bool) and len(tokenizer) <= len(tokenizer.all_special_tokens) + 1:
-        problem = problem or f"its vocabulary holds only {len(tokenizer)} tokens"
+        problem = f"its vocabulary holds only {len(tokenizer)} tokens"
+        problem += f"; none of {', '.join(TOKENIZER_FILES)} in the folder" if no_files else ""
     if problem or tokenizer is None or isinstance(tokenizer, bool):
         raise HftlError(
             f"model.name_or_path={name_or_path} has no tokenizer{f' ({problem})' if problem else ''}. "
