@@ -77,8 +77,8 @@ E2E = {
         "bert", "albert", "distilbert", "deberta-v2", "gpt2", "llama", "flaubert", "funnel", "electra", "modernbert",
     ],
     "token-classification": ["roberta", "xlm-roberta", "mpnet", "squeezebert"],
-    "audio-classification": ["wav2vec2", "hubert", "wavlm", "whisper"],
-    "speech-recognition": ["wav2vec2", "data2vec-audio", "sew"],
+    "audio-classification": ["wav2vec2", "hubert", "wavlm", "whisper", "audio-spectrogram-transformer"],
+    "speech-recognition": ["wav2vec2", "data2vec-audio", "sew", "wav2vec2-bert", "parakeet_ctc", "lasr_ctc"],
 }  # fmt: skip
 E2E_CASES = [(task, m) for task, models in E2E.items() for m in models]
 

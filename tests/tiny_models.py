@@ -254,7 +254,12 @@ def _audio_processor(task: str, model: Any) -> Any:
     from transformers import Wav2Vec2FeatureExtractor
     from transformers.models.auto.feature_extraction_auto import FEATURE_EXTRACTOR_MAPPING_NAMES
 
-    name = FEATURE_EXTRACTOR_MAPPING_NAMES.get(model.config.model_type)
-    if name and name != "Wav2Vec2FeatureExtractor":
-        return getattr(transformers, name)()
-    return Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=16_000, return_attention_mask=True)
+    model_type = model.config.model_type
+    # wav2vec2-BERT checkpoints ship SeamlessM4T's filter-bank extractor, whatever the auto mapping says.
+    name = {"wav2vec2-bert": "SeamlessM4TFeatureExtractor"}.get(model_type) or FEATURE_EXTRACTOR_MAPPING_NAMES.get(model_type)
+    if not name or name == "Wav2Vec2FeatureExtractor":
+        return Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=16_000, return_attention_mask=True)
+    cls = getattr(transformers, name)
+    accepted = inspect.signature(cls.__init__).parameters
+    sized = {k: getattr(model.config, k) for k in ("num_mel_bins", "max_length") if k in accepted and hasattr(model.config, k)}
+    return cls(**sized)

@@ -223,7 +223,10 @@ class _AudioBase(FileModality):
         audio = [centre_crop(e["input"], max_samples) for e in examples]
         # Extractors of a fixed input length (Whisper: exactly 30 s of mel frames) pad every clip to it.
         padding = "max_length" if getattr(fe, "nb_max_frames", None) else True
-        return dict(fe(audio, sampling_rate=fe.sampling_rate, padding=padding, return_tensors="pt"))
+        # Ask for the mask where the extractor says the model takes one: some return it only when asked (LASR,
+        # whose CTC loss reads its lengths); wav2vec2-base-style extractors say no and get none.
+        mask = {"return_attention_mask": True} if getattr(fe, "return_attention_mask", False) else {}
+        return dict(fe(audio, sampling_rate=fe.sampling_rate, padding=padding, return_tensors="pt", **mask))
 
     def lengths(self, ds: datasets.Dataset, column: str, processor: Any) -> list[int] | None:
         """Clip lengths in samples (from file headers), capped at max_duration_seconds."""

@@ -171,8 +171,11 @@ class ImageClassification(FileModality):
 
     def collator(self, processor: Any) -> Callable[[list[dict]], dict]:
         def collate(examples: list[dict]) -> dict[str, torch.Tensor]:
-            pixels = processor(images=[e["input"] for e in examples], return_tensors="pt")["pixel_values"]
-            return {"pixel_values": pixels, "labels": torch.tensor([e["labels"] for e in examples], dtype=torch.long)}
+            # Whatever the processor makes is what the model takes: pixel_values mostly, ImageGPT's colour-cluster
+            # input_ids, a pixel mask.
+            batch = dict(processor(images=[e["input"] for e in examples], return_tensors="pt"))
+            batch["labels"] = torch.tensor([e["labels"] for e in examples], dtype=torch.long)
+            return batch
 
         return collate
 
