@@ -42,3 +42,25 @@ def test_character_and_byte_level_text_models_train_and_reload(save, tmp_path):
     )
     scores = pipeline("text-classification", model=str(result.output_dir / "model"))("the film was good", top_k=None)
     assert sorted(s["label"] for s in scores) == ["neg", "pos"]
+
+
+def test_token_classification_refuses_a_tokenizer_that_cannot_map_tokens_to_words(tmp_path):
+    """LUKE's tokenizer ignores is_split_into_words (word_ids are all None): training would see no label."""
+    import json
+
+    from hftl.errors import HftlError
+    from hftl.modalities.text import _check_word_alignment
+
+    pieces = ["<s>", "<pad>", "</s>", "<unk>", "<mask>", "Ġ", *"abcdefghijklmnopqrstuvwxyz", *(f"Ġ{c}" for c in "abcdefghij")]
+    (tmp_path / "vocab.json").write_text(json.dumps({piece: i for i, piece in enumerate(pieces)}))
+    (tmp_path / "merges.txt").write_text("#version: 0.2\n")
+    (tmp_path / "entity_vocab.json").write_text(json.dumps({"[PAD]": 0, "[UNK]": 1, "[MASK]": 2, "[MASK2]": 3}))
+    luke = tf.LukeTokenizer(
+        vocab_file=str(tmp_path / "vocab.json"), merges_file=str(tmp_path / "merges.txt"),
+        entity_vocab_file=str(tmp_path / "entity_vocab.json"),
+    )  # fmt: skip
+    assert set(luke([["ab", "cd"]], is_split_into_words=True).word_ids(0)) == {None}
+    with pytest.raises(HftlError, match="maps each token to its word"):
+        _check_word_alignment(luke, "studio-ousia/luke-base")
+    bert = tf.BertTokenizerFast(vocab={w: i for i, w in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "alpha", "beta"])})
+    _check_word_alignment(bert, "bert")  # a fast tokenizer passes

@@ -111,6 +111,21 @@ def _kind(value: Any) -> str:
     return "empty cell" if value is None else type(value).__name__
 
 
+def _check_word_alignment(tokenizer: Any, name_or_path: str) -> None:
+    """Word labels reach sub-tokens through `word_ids()`; a tokenizer that cannot say which word a token came
+    from (LUKE's, which labels entity spans instead) would train on no label at all: refuse it."""
+    try:
+        words = tokenizer([["alpha", "beta"]], is_split_into_words=True).word_ids(0)
+    except (ValueError, TypeError, AttributeError):
+        words = []
+    if not {0, 1} <= set(words):
+        raise HftlError(
+            f"token classification needs a tokenizer that maps each token to its word (word_ids), and the "
+            f"{type(tokenizer).__name__} of {name_or_path} does not; use a checkpoint with a fast, word-aware tokenizer "
+            "(tokenizer.json), or a sequence task"
+        )
+
+
 class _TextBase(Modality):
     """What both text tasks share: tokenizer loading, pad token, input-column checks."""
 
@@ -261,6 +276,7 @@ class TokenClassification(_TextBase):
                 raise
             tokenizer = load_tokenizer(name_or_path, revision, trust_remote_code, add_prefix_space=True)
             tokenizer.pad_token = tokenizer.pad_token or tokenizer.eos_token
+        _check_word_alignment(tokenizer, name_or_path)
         return tokenizer
 
     def prepare_inputs(self, ds: datasets.Dataset, column: str, where: str) -> datasets.Dataset:
