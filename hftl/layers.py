@@ -204,9 +204,10 @@ def _candidate_runs(model: nn.Module, spans: dict[str, tuple[int, int]], trace: 
             runs = []
         for run in runs:
             names = [n for n, _ in run]
-            # Same-class siblings must be layers, not single weights (BERT's three embedding tables); a
-            # list may hold single weights as its blocks (VGG's `features`: convolutions one after another).
-            layers = isinstance(module, (nn.ModuleList, nn.Sequential)) or all(next(c.children(), None) for _, c in run)
+            # Blocks are layers, not single weights (BERT's three embedding tables, MarkupLM's 50 xpath tables),
+            # except in a Sequential that ran as a whole: it chains them (VGG's `features`: convolutions in turn).
+            chained = isinstance(module, nn.Sequential) and trace.calls.get(name, 0) > 0
+            layers = chained or all(next(c.children(), None) is not None for _, c in run)
             if names and layers and _runs_in_turn(names, spans, trace):
                 yield name, names
 

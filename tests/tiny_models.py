@@ -35,11 +35,13 @@ PIPELINES = {
 }
 
 # (task or "*", model_type) -> why the sweep leaves it out. Each reason was checked by trying.
-_NEEDS_LAYOUT = "needs inputs hftl never supplies: word bounding boxes (document layout models)"
-_NEEDS_IMAGE = "a vision-language model: its text classifier needs an image with every text"
 SKIPS: dict[tuple[str, str], str] = {
-    **{("*", m): _NEEDS_LAYOUT for m in ("layoutlm", "layoutlmv2", "layoutlmv3", "lilt", "bros", "markuplm")},
-    ("text-classification", "tapas"): "needs a table with every text (table question answering)",
+    ("token-classification", "bros"): "needs inputs hftl never supplies: word bounding boxes (`bbox` is required)",
+    ("*", "layoutlmv2"): "needs the detectron2 package (its visual backbone), not installed",
+    **{
+        ("*", m): "cannot be built small: the generic shrink breaks its 2-D layout stream's widths"
+        for m in ("lilt", "layoutlmv3")
+    },
     **{
         ("*", m): "cannot be built small: the generic shrink breaks its mixture-of-experts latent attention, and the "
         "default config is billions of weights"
@@ -48,20 +50,21 @@ SKIPS: dict[tuple[str, str], str] = {
     **{
         ("*", m): "cannot be built small: its hybrid layer pattern (attention vs. linear/state-space layers) does not "
         "survive the generic shrink, and the default config is billions of weights"
-        for m in ("qwen3_5_text", "zamba", "zamba2", "t5gemma", "cohere_compass_text")
+        for m in ("zamba", "zamba2", "cohere_compass_text")
     },
-    ("*", "esmc"): "cannot be built small: its config validator ties the layer shapes to the published sizes",
+    **{
+        ("*", m): "cannot be built small: its config validator ties the layer shapes to the published sizes"
+        for m in ("esmc", "t5gemma2")
+    },
     ("image-classification", "siglip2"): "cannot be built small: its patch embedding sizes are tied to the default "
     "num_patches, and the default config is 90M weights",
     ("speech-recognition", "granite_speech5_ctc"): "cannot be built small: the encoder's input width is tied to its "
     "feature stacking, and the default config is over 40M weights",
     ("*", "xmod"): "needs a language adapter chosen (XmodModel.set_default_language) before any forward pass",
     ("image-classification", "dinat"): "needs the natten package (neighbourhood attention kernels), not installed",
-    **{("*", m): _NEEDS_IMAGE for m in ("modernvbert", "ultravbert", "gemma3", "t5gemma2", "qwen3_5", "shieldgemma2")},
-    ("image-classification", "shieldgemma2"): "a vision-language safety classifier: needs a text prompt with each image",
-    ("text-classification", "reformer"): "axial position embeddings need sequences exactly as long as the config's shape",
-    ("token-classification", "qwen3_asr"): "a speech model registered for token classification: needs audio inputs",
-    ("token-classification", "openai_privacy_filter"): "needs a checkpoint-specific tokenizer and labels scheme",
+    ("token-classification", "qwen3_asr"): "a speech-language model: on text its audio tower, most of its weights, never runs",
+    ("image-classification", "shieldgemma2"): "cannot be built small: its image token id lies outside a shrunk vocabulary, "
+    "and the default config is billions of weights",
 }
 
 # Architectures whose LoRA default is a clear refusal (the error names strategy.lora.target_modules), and why.
@@ -123,6 +126,7 @@ _OVERRIDES: dict[str, dict[str, Any]] = {
     },
     "audio-spectrogram-transformer": {"max_length": 128},
     "textnet": {"image_size": [64, 64]},
+    "markuplm": {"max_depth": 4, "xpath_unit_hidden_size": 8},
 }
 
 
@@ -157,6 +161,11 @@ def _shrunk(values: dict[str, Any]) -> dict[str, Any]:
             out[key] = [min(v, 1) for v in value]
     if isinstance(values.get("conv_dim"), (list, tuple)):
         out["conv_dim"] = [32] * len(values["conv_dim"])
+    layers = out.get("num_hidden_layers")
+    if layers and isinstance(values.get("layer_types"), list) and len(values["layer_types"]) > layers:
+        # Keep the pattern's first and last kinds (e.g. sliding and full attention) for the shrunk depth.
+        kinds = values["layer_types"]
+        out["layer_types"] = [kinds[0]] * (layers - 1) + [kinds[-1]]
     vocab = out.get("vocab_size", values.get("vocab_size")) or 10**9
     for key, new in _SPECIAL_IDS.items():
         if isinstance(values.get(key), int) and values[key] >= vocab:
