@@ -17,15 +17,18 @@ from accelerate.utils import set_seed
 
 from hftl.backends import backend_for, check_launch
 from hftl.config import PIPELINE_TASKS, Config, best_metric_name, load_config
-from hftl.data import ExampleDataset, Splits, TrainData, load_splits
+from hftl.data import LABELS, ExampleDataset, Splits, TrainData, load_splits
 from hftl.errors import HftlError
 from hftl.export import export_model, write_metrics, write_model_card
+from hftl.labels import REGRESSION
 from hftl.layers import LayerMap, describe, numel
+from hftl.losses import class_weight_vector, sample_weights, training_loss
 from hftl.modalities import Modality, get_modality
 from hftl.models import setup_model
-from hftl.plots import write_run_plots
+from hftl.plots import write_prediction_plots, write_run_plots
 from hftl.run_dir import CONFIG_FILE, PLOTS_DIR, prepare_run_dir
 from hftl.strategies import Phase, Plan, get_strategy, trainable_as
+from hftl.target_scaling import fold
 from hftl.tracking import log_with
 from hftl.trainer import TrainResult, fit, make_accelerator
 
@@ -71,8 +74,10 @@ def run(cfg: Config) -> FinetuneResult:
     set_seed(cfg.train.seed)
     modality = get_modality(cfg.task, cfg)
     splits = load_splits(cfg.data, modality, cfg.train.seed)
+    if modality.label_shapes:  # weights for labels the data lacks fail here, before the run folder is claimed
+        class_weight_vector(splits.labels, cfg.train.class_weights)
     set_seed(cfg.train.seed)  # the new head's init does not depend on how much data loading drew
-    model, processor, layer_map, plan = setup_model(cfg, modality, splits.label_names)
+    model, processor, layer_map, plan = setup_model(cfg, modality, splits.labels)
     # The run folder is claimed only once data and model load: a typo there leaves nothing behind.
     if not prepare_run_dir(cfg, run_dir):
         cfg.resume = False
@@ -81,6 +86,8 @@ def run(cfg: Config) -> FinetuneResult:
         cfg.save(run_dir / CONFIG_FILE)
     if splits.report.total():
         accelerator.print(splits.report.summary())
+    if (counts := splits.labels.describe_counts()) is not None:
+        accelerator.print(counts)
     data = setup_data(cfg, modality, processor, splits)
     result = fit(cfg, model, layer_map, plan, data, run_dir, accelerator)
     summary = finish_run(cfg, accelerator, splits, model, processor, layer_map, plan, result)
@@ -136,10 +143,20 @@ def setup_data(cfg: Config, modality: Modality, processor: Any, splits: Splits) 
         validation=ExampleDataset(validation, col, load),
         test=ExampleDataset(test, col, load) if test is not None else None,
         collate=modality.collator(processor),
-        evaluator=modality.evaluator(processor, splits.label_names),
+        evaluator=modality.evaluator(processor, splits.labels),
         processor=processor,
         train_lengths=modality.lengths(train, col, processor) if cfg.data.group_by_length else None,
+        **_label_options(cfg, modality, splits),
     )
+
+
+def _label_options(cfg: Config, modality: Modality, splits: Splits) -> dict[str, Any]:
+    """The loss of the label shape (class weights, label smoothing) and the balanced sampler's weights."""
+    if not modality.label_shapes:
+        return {}
+    t = cfg.train
+    weights = sample_weights(splits.labels, splits.train[LABELS]) if cfg.data.sampler == "balanced" else None
+    return {"loss": training_loss(splits.labels, t.class_weights, t.label_smoothing), "sample_weights": weights}
 
 
 def finish_run(
@@ -161,14 +178,23 @@ def finish_run(
 
     def rebuild() -> Any:  # the run's model afresh, for engines whose trained model is not plain
         set_seed(cfg.train.seed)
-        return setup_model(cfg, get_modality(cfg.task, cfg), splits.label_names)[0]
+        return setup_model(cfg, get_modality(cfg.task, cfg), splits.labels)[0]
 
     plain = backend.exportable_model(model, rebuild)  # a collective under FSDP and DeepSpeed
     if accelerator.is_main_process:
+
+        def finalize(exported: Any) -> None:  # the trained model, before it is saved
+            exported = backend.unwrap(exported)
+            exported.config.update(result.model_config)
+            if splits.labels.problem == REGRESSION:
+                fold(exported, layer_map.classifier, splits.labels)
+
         with backend.unprobed():  # save_pretrained unwraps through Accelerate too
-            export_model(plain, processor, run_dir, get_strategy(cfg.strategy.name))
+            export_model(plain, processor, run_dir, get_strategy(cfg.strategy.name), finalize=finalize)
         write_model_card(run_dir, cfg, summary)
         write_run_plots(summary, best_metric_name(cfg), run_dir / PLOTS_DIR)
+        if result.predictions is not None:
+            write_prediction_plots(splits.labels, *result.predictions, run_dir / PLOTS_DIR)
         write_metrics(run_dir, summary)
         pipeline_task = PIPELINE_TASKS.get(cfg.task, cfg.task)
         accelerator.print(f"finished: {run_dir} (model/ loads with transformers.pipeline({pipeline_task!r}))")
@@ -205,6 +231,8 @@ def run_summary(cfg: Config, splits: Splits, model: Any, layer_map: LayerMap, pl
         "history": result.history,
         "log_history": result.log_history,
         "confusion_matrix": result.confusion_matrix,
+        "per_class": result.per_class,
+        **result.model_config,
         "train_seconds": result.train_seconds,
         "samples_per_second": result.samples_per_second,
         "peak_memory_mb": result.peak_memory_mb,
@@ -219,6 +247,7 @@ def run_summary(cfg: Config, splits: Splits, model: Any, layer_map: LayerMap, pl
             "validation_examples": len(splits.validation),
             "test_examples": len(splits.test) if splits.test is not None else 0,
             "labels": splits.label_names,
+            "label_space": splits.labels.to_dict() if splits.labels is not None else None,
             "skipped_total": splits.report.total(),
             "skipped": splits.report.to_dict(),
         },

@@ -62,7 +62,10 @@ def format_prediction(p: dict) -> str:
         return f"{p['word']} [{p['entity_group']}] ({p['score']:.3f})"
     if "text" in p:
         return repr(p["text"])
-    return f"{p['label']} ({p['score']:.3f})"
+    if "value" in p:  # regression
+        return f"{p['label']} = {p['value']:.4g}"
+    mark = {True: " [yes]", False: " [no]"}.get(p.get("predicted"), "")  # multi-label: over the run's threshold
+    return f"{p['label']} ({p['score']:.3f}){mark}"
 
 
 def _print_study(study) -> None:
@@ -136,7 +139,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("predict", help="predictions for input files or texts")
     p.add_argument("run_dir")
     p.add_argument("inputs", nargs="+", help="image or audio files, or texts (quote each text)")
-    p.add_argument("--top-k", type=int, default=1)
+    p.add_argument(
+        "--top-k", type=int, default=None, help="best k labels (default: 1; multi-label: every label); not for regression"
+    )
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=_predict)
 

@@ -69,7 +69,8 @@ class Splits:
     input_column: str
     report: DataReport
     sources: dict[str, str]
-    label_column: str = "label"
+    label_column: str | list[str] = "label"
+    labels: Any = None  # the task's labels.LabelSpace (shape, names, class counts, target scaling)
 
 
 def load_splits(cfg: DataConfig, modality: Any, seed: int) -> Splits:
@@ -98,9 +99,12 @@ def load_splits(cfg: DataConfig, modality: Any, seed: int) -> Splits:
             where = sources.get(split, cfg.train)
             prepared[split] = prepare_split(ds, split, where, (input_column, label_column), modality, cfg.on_bad_file, report)
 
-    label_names = modality.label_names(prepared["train"], label_column, sources["train"])
+    space = modality.label_space(prepared["train"], label_column, sources["train"])
+    label_names = space.names
+    if modality.label_shapes:  # auto resolved: saved with the run, and it picks the default metric
+        cfg.problem = space.problem
     for split, ds in prepared.items():
-        encoded = modality.encode_labels(ds, label_column, label_names, split, sources.get(split, cfg.train))
+        encoded = modality.encode_labels(ds, label_column, space, split, sources.get(split, cfg.train))
         prepared[split] = encoded.remove_columns(ROW)
     train = prepared["train"]
     if "validation" not in prepared:
@@ -121,7 +125,11 @@ def load_splits(cfg: DataConfig, modality: Any, seed: int) -> Splits:
     for split, ds in (("train", train), ("validation", prepared["validation"]), ("test", prepared.get("test"))):
         if ds is not None and len(ds) == 0:
             raise DataError(f"the {split} split ({sources.get(split, cfg.train)}) is empty after loading; add examples to it")
-    return Splits(train, prepared["validation"], prepared.get("test"), label_names, input_column, report, sources, label_column)
+    if modality.label_shapes:
+        space.recount(train[LABELS])
+    return Splits(
+        train, prepared["validation"], prepared.get("test"), label_names, input_column, report, sources, label_column, space
+    )
 
 
 def prepare_split(
@@ -129,8 +137,8 @@ def prepare_split(
 ) -> datasets.Dataset:
     """One split with its (input, label) `columns` checked, its inputs prepared and checked by the modality
     (unusable ones skipped and reported, or refused), each row's source row kept in ROW."""
-    input_column, _ = columns
-    _require_columns(ds, list(columns), where, split)
+    input_column, label_column = columns
+    _require_columns(ds, [input_column, *(label_column if isinstance(label_column, list) else [label_column])], where, split)
     ds = ds.add_column(ROW, list(range(1, len(ds) + 1)))
     ds = modality.prepare_inputs(ds, input_column, where)
     checked = modality.check_inputs(ds, input_column, split, on_bad, report)
@@ -141,24 +149,25 @@ def prepare_split(
     return checked
 
 
-def load_labelled(spec: str, modality: Any, cfg: DataConfig, label_names: list[str], report: DataReport) -> tuple[Any, str]:
+def load_labelled(spec: str, modality: Any, cfg: DataConfig, labels: Any, report: DataReport) -> tuple[Any, str]:
     """Labelled data for a trained model (`hftl evaluate --data`), read and checked as training data is, with
-    label ids into the model's `label_names`. Returns the split and its input column.
+    labels encoded into the model's label space `labels` (a labels.LabelSpace). Returns the split and its input column.
 
     Example:
-        >>> ds, column = load_labelled("more.csv", modality, cfg.data, ["neg", "pos"], DataReport())  # doctest: +SKIP
+        >>> ds, column = load_labelled("more.csv", modality, cfg.data, space, DataReport())  # doctest: +SKIP
     """
     loaded = load_source(spec, modality, "--data", report)
     ds = loaded if not isinstance(loaded, dict) else loaded.get("test") or loaded.get("validation") or next(iter(loaded.values()))
     column = cfg.input_column or modality.detect_input_column(ds, spec)
     label_column = cfg.label_column or modality.detect_label_column(ds, spec)
-    if label_column not in ds.column_names:
-        raise DataError(
-            f"{spec} has no label column {label_column!r}; its columns are {ds.column_names}. "
-            "Rename the column to match the run's data.label_column"
-        )
+    for name in label_column if isinstance(label_column, list) else [label_column]:
+        if name not in ds.column_names:
+            raise DataError(
+                f"{spec} has no label column {name!r}; its columns are {ds.column_names}. "
+                "Rename the column to match the run's data.label_column"
+            )
     ds = prepare_split(ds, "evaluation", spec, (column, label_column), modality, cfg.on_bad_file, report)
-    return modality.encode_labels(ds, label_column, label_names, "evaluation", spec).remove_columns(ROW), column
+    return modality.encode_labels(ds, label_column, labels, "evaluation", spec).remove_columns(ROW), column
 
 
 def load_source(spec: str, modality: Any, key: str, report: DataReport) -> datasets.Dataset | dict[str, datasets.Dataset]:
@@ -230,7 +239,7 @@ def _pick(loaded: Any, split: str, where: str, required: bool = True) -> dataset
 def _require_columns(ds: datasets.Dataset, columns: list[str], where: str, split: str) -> None:
     for column in columns:
         if column not in ds.column_names:
-            key = "data.label_column" if column == columns[-1] else "data.input_column"
+            key = "data.input_column" if column == columns[0] else "data.label_column"
             raise DataError(
                 f"{where} ({split}) has no column {column!r}; its columns are {ds.column_names}. "
                 f"Rename the column or set {key}=<name>"
@@ -309,12 +318,32 @@ def stratified_split(labels: list[int], fraction: float, seed: int) -> tuple[lis
     return sorted(train_idx), sorted(val_idx)
 
 
+def label_tensor(values: list[Any]) -> torch.Tensor:
+    """A batch's labels: class ids as int64, multi-hot vectors and regression targets as float32.
+
+    Example:
+        >>> label_tensor([1, 0]).dtype, label_tensor([[0.0, 1.0]]).dtype
+        (torch.int64, torch.float32)
+    """
+    return torch.tensor(values)  # torch infers both: Python ints become int64, floats the default float32
+
+
 class EpochSampler(torch.utils.data.Sampler[int]):
     """Shuffles with a permutation that depends only on (seed, epoch): resumable without RNG state."""
 
-    def __init__(self, size: int, seed: int, shuffle: bool = True, lengths: list[int] | None = None, batch_size: int = 1) -> None:
+    def __init__(
+        self,
+        size: int,
+        seed: int,
+        shuffle: bool = True,
+        lengths: list[int] | None = None,
+        batch_size: int = 1,
+        weights: list[float] | None = None,
+    ) -> None:
         self.size, self.seed, self.shuffle, self.epoch = size, seed, shuffle, 0
         self.lengths, self.batch_size = lengths, batch_size
+        # data.sampler=balanced: an epoch draws `size` examples with replacement in proportion to these.
+        self.weights = torch.as_tensor(weights, dtype=torch.float64) if weights is not None else None
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -323,7 +352,10 @@ class EpochSampler(torch.utils.data.Sampler[int]):
         if not self.shuffle:
             return iter(range(self.size))
         generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-        order = torch.randperm(self.size, generator=generator).tolist()
+        if self.weights is not None:
+            order = torch.multinomial(self.weights, self.size, replacement=True, generator=generator).tolist()
+        else:
+            order = torch.randperm(self.size, generator=generator).tolist()
         if self.lengths is None:
             return iter(order)
         # Length grouping as transformers' LengthGroupedSampler: shuffled mega-batches of 50 batches,
@@ -411,3 +443,5 @@ class TrainData:
     evaluator: Evaluator = field(default_factory=Evaluator)
     train_lengths: list[int] | None = None  # per example, for data.group_by_length
     processor: Any = None  # part of the feature cache's key
+    loss: Callable[[Any, Any], Any] | None = None  # (logits, labels) -> loss; None: the model's own
+    sample_weights: list[float] | None = None  # data.sampler=balanced: per training example

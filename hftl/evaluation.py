@@ -26,12 +26,14 @@ def evaluate_loop(
     evaluator: Evaluator | None = None,
     desc: str = "eval",
     feed: Callable[[dict], None] | None = None,
+    calibrate: bool = False,
 ) -> tuple[dict[str, float], list[Any], list[Any]]:
     """Loss and the task's metrics over `loader`, gathered across processes without duplicates.
 
     Sequence predictions (tags, CTC frames) are padded with IGNORE to a common length before the
     gather, since processes' batches differ in length; the evaluator strips the padding.
-    `feed` hands a batch's cached features to the feature cache's stand-ins.
+    `feed` hands a batch's cached features to the feature cache's stand-ins. `calibrate` (the validation
+    split) first fits what the evaluator chooses on it, such as a multi-label decision threshold.
     """
     evaluator = evaluator or Evaluator()
     raw = backend_for(accelerator).unwrap(model)
@@ -41,7 +43,9 @@ def evaluate_loop(
         for batch in tqdm(loader, desc=desc, leave=False, disable=not accelerator.is_local_main_process):
             if feed is not None:
                 feed(batch)
-            out = model(**batch)
+            # Labels stay out of the model unless its loss is the one reported: float labels (multi-label,
+            # regression) would meet heads that only know class ids.
+            out = model(**(batch if evaluator.model_loss else {k: v for k, v in batch.items() if k != "labels"}))
             p, r = evaluator.predictions(out.logits, batch, raw), batch["labels"]
             if p.dim() > 1:
                 p = accelerator.pad_across_processes(p.contiguous(), dim=1, pad_index=IGNORE)
@@ -55,6 +59,8 @@ def evaluate_loop(
             refs += r.tolist()
             losses += loss.sum().item()
             count += loss.numel()
+    if calibrate:
+        evaluator.calibrate(preds, refs)
     metrics = evaluator.compute(preds, refs)
     metrics["loss"] = losses / max(count, 1)
     return metrics, preds, refs

@@ -12,21 +12,27 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from torch import nn
 
-from hftl.config import PIPELINE_TASKS, TASK_METRICS, Config, best_metric_name
+from hftl.config import PIPELINE_TASKS, Config, best_metric_name, metric_names
 from hftl.files import atomic_write_text, replace_dir
 from hftl.run_dir import CARD_FILE, METRICS_FILE, MODEL_DIR
 from hftl.strategies import Strategy, get_strategy
 
 
-def export_model(model: nn.Module, processor: Any, run_dir: Path, strategy: Strategy) -> nn.Module:
+def export_model(
+    model: nn.Module, processor: Any, run_dir: Path, strategy: Strategy, finalize: Callable[[nn.Module], None] | None = None
+) -> nn.Module:
     """Save `model/` (pipeline-ready, with the processor) after the strategy's own export step (LoRA:
-    `adapter/` written, adapters merged); return the saved model."""
+    `adapter/` written, adapters merged); return the saved model. `finalize` edits the model first (config
+    settings, a regression head's scaling), so `adapter/` and `model/` agree."""
+    if finalize is not None:
+        finalize(model)
     if strategy.export is not None:
         model = strategy.export(model, run_dir)
     tmp = run_dir / f".{MODEL_DIR}.tmp-{uuid.uuid4().hex}"
@@ -65,7 +71,7 @@ def write_model_card(run_dir: Path, cfg: Config, summary: dict[str, Any]) -> Non
         for split, metrics in (("validation", summary["validation"]), ("test", summary.get("test")))
         if metrics
         for name, value in metrics.items()
-        if name in TASK_METRICS[cfg.task] and name != "loss"
+        if name in metric_names(cfg.task, cfg.data.problem) and name != "loss"
     ]
     card_data = ModelCardData(
         base_model=base if _is_hub_id(base) else None,
@@ -98,7 +104,10 @@ def _card_body(cfg: Config, s: dict[str, Any]) -> str:
     if s["data"].get("test_examples"):
         lines.append(f"- test: `{s['data']['sources']['test']}` ({s['data']['test_examples']} examples)")
     labels = s["data"]["labels"]
-    lines.append(f"- labels ({len(labels)}): {', '.join(labels[:50])}{' ...' if len(labels) > 50 else ''}")
+    word = {"multi_label": "labels (several per example)", "regression": "regression targets"}.get(cfg.data.problem, "labels")
+    lines.append(f"- {word} ({len(labels)}): {', '.join(labels[:50])}{' ...' if len(labels) > 50 else ''}")
+    if cfg.data.problem == "multi_label" and s.get("decision_threshold") is not None:
+        lines.append(f"- decision threshold (chosen on validation; in `config.json`): {s['decision_threshold']}")
     if s["data"]["skipped_total"]:
         lines.append(f"- skipped unreadable or non-matching files: {s['data']['skipped_total']} (listed in metrics.json)")
     lines += [
@@ -124,12 +133,13 @@ def _card_body(cfg: Config, s: dict[str, Any]) -> str:
         lines.append(f"| {key} | {getattr(t, key)} |")
     lines.append(f"| augment | {cfg.data.augment} |")
     lines += ["", "## Results", "", f"Best epoch: {s['best_epoch']} (by validation {best_metric_name(cfg)}).", ""]
-    metric_keys = [k for k in TASK_METRICS[cfg.task] if k in (s.get("validation") or {})]
+    metric_keys = [k for k in metric_names(cfg.task, cfg.data.problem) if k in (s.get("validation") or {})]
     lines += ["| split | " + " | ".join(metric_keys) + " |", "|---|" + "---|" * len(metric_keys)]
     for split in ("validation", "test"):
         m = s.get(split)
         if m:
             lines.append(f"| {split} | " + " | ".join(_fmt(m[k]) for k in metric_keys) + " |")
+    lines += per_class_table(s.get("per_class"), cfg.data.problem)
     lines += (
         ["", "| epoch | phase | " + " | ".join(k for k in s["history"][0] if k.startswith("eval_")) + " |"]
         if s["history"]
@@ -153,3 +163,24 @@ def _card_body(cfg: Config, s: dict[str, Any]) -> str:
         ),
     ]
     return "\n".join(lines)
+
+
+def per_class_table(per_class: dict[str, Any] | None, problem: str, limit: int = 50) -> list[str]:
+    """Markdown lines: per class (label, target) of the best weights, validation then test.
+
+    Example:
+        >>> per_class_table({"validation": {"cat": {"f1": 0.667, "support": 2}}}, "single_label")[2]
+        '| split | class | f1 | support |'
+    """
+    lines: list[str] = []
+    for split, rows in (per_class or {}).items():
+        if not rows:
+            continue
+        keys = list(next(iter(rows.values())))
+        what = {"regression": "target", "multi_label": "label"}.get(problem, "class")
+        if not lines:
+            lines += ["", f"Per {what} (the best weights):", "| split | " + " | ".join([what, *keys]) + " |"]
+            lines.append("|---|---|" + "---:|" * len(keys))
+        for name, row in list(rows.items())[:limit]:
+            lines.append(f"| {split} | {name} | " + " | ".join(_fmt(row[k]) if row[k] is not None else "-" for k in keys) + " |")
+    return lines

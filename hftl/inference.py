@@ -19,7 +19,10 @@ from accelerate import Accelerator
 from torch.utils.data import DataLoader
 
 from hftl.data import DataReport, ExampleDataset, load_labelled
+from hftl.errors import HftlError
 from hftl.evaluation import evaluate_loop
+from hftl.label_metrics import evaluator_for
+from hftl.labels import LabelSpace
 from hftl.modalities import get_modality
 from hftl.run_dir import load_run, read_metrics
 
@@ -29,10 +32,12 @@ def evaluate_run(run_dir: str | Path, data: str, batch_size: int | None = None) 
     cfg, model_dir = load_run(run_dir)
     modality = get_modality(cfg.task, cfg)
     model = modality.model_class().from_pretrained(str(model_dir))
+    # The run's own decision threshold (multi-label), as its model/config.json keeps it: never re-tuned on new data.
+    threshold = getattr(model.config, "decision_threshold", None)
     processor = modality.load_processor(str(model_dir), None, False)
-    label_names = read_metrics(run_dir)["data"]["labels"]
+    space = run_labels(run_dir)
     report = DataReport()
-    ds, column = load_labelled(data, modality, cfg.data, label_names, report)
+    ds, column = load_labelled(data, modality, cfg.data, space, report)
     if report.total():
         print(report.summary())
     accelerator = Accelerator(cpu=not torch.cuda.is_available())  # several processes on CPUs too (gloo)
@@ -43,16 +48,48 @@ def evaluate_run(run_dir: str | Path, data: str, batch_size: int | None = None) 
         collate_fn=modality.collator(processor),
     )
     model, loader = accelerator.prepare(model, loader)
-    metrics, _, _ = evaluate_loop(accelerator, model, loader, modality.evaluator(processor, label_names), desc="evaluate")
+    evaluator = evaluator_for(space, threshold) if modality.label_shapes and threshold is not None else None
+    evaluator = evaluator or modality.evaluator(processor, space)
+    metrics, _, _ = evaluate_loop(accelerator, model, loader, evaluator, desc="evaluate")
     metrics["examples"] = len(ds)
     return metrics
 
 
-def predict(run_dir: str | Path, inputs: list[str], top_k: int = 1) -> list[list[dict[str, Any]]]:
-    """Label names and scores for each input (file path or text), through `transformers.pipeline`."""
+def run_labels(run_dir: str | Path) -> LabelSpace:
+    """The label space a finished run recorded, as its exported model sees it (regression: data units)."""
+    data = read_metrics(run_dir)["data"]
+    return LabelSpace.from_dict(data.get("label_space"), data["labels"]).in_data_units()
+
+
+def predict(run_dir: str | Path, inputs: list[str], top_k: int | None = None) -> list[list[dict[str, Any]]]:
+    """Label names and scores for each input (file path or text), through `transformers.pipeline`.
+
+    Multi-label: every label with its sigmoid score, best first, and `predicted` (the score reaches the
+    run's decision threshold); `top_k` keeps the best k. Regression: one `{"label": target, "score": value}`
+    per target, in the data's units. `top_k` (default: 1 for single-label, every label for multi-label) is
+    refused for regression, where it means nothing.
+    """
     from transformers import pipeline
 
     cfg, model_dir = load_run(run_dir)
     modality = get_modality(cfg.task, cfg)
     loaded = [modality.load_predict_input(item) for item in inputs]
-    return modality.predict(pipeline(modality.pipeline_task, model=str(model_dir)), loaded, top_k)
+    pipe = pipeline(modality.pipeline_task, model=str(model_dir))
+    problem = getattr(pipe.model.config, "problem_type", None)
+    if not modality.label_shapes or problem not in ("multi_label_classification", "regression"):
+        return modality.predict(pipe, loaded, top_k or 1)
+    if problem == "regression" and top_k is not None:
+        raise HftlError("--top-k ranks classes; a regression model predicts one value per target. Leave it out")
+    outputs = modality.predict(pipe, loaded, len(pipe.model.config.id2label))  # every label (target), best first
+    if problem == "regression":
+        order = {name: i for i, name in pipe.model.config.id2label.items()}
+        return [
+            [{"label": o["label"], "value": o["score"]} for o in sorted(out, key=lambda o: order[o["label"]])] for out in outputs
+        ]
+    threshold = getattr(pipe.model.config, "decision_threshold", 0.5)
+    index = {name: i for i, name in pipe.model.config.id2label.items()}
+    for out in outputs:
+        for o in out:
+            t = threshold[index[o["label"]]] if isinstance(threshold, list) else threshold
+            o["predicted"] = o["score"] >= t
+    return [out[:top_k] if top_k else out for out in outputs]

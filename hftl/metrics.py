@@ -93,19 +93,43 @@ def iob_tags(label_names: list[str]) -> list[str]:
 
 
 class Evaluator:
-    """How one task turns logits into predictions and predictions into metrics.
+    """How one task turns logits into predictions and predictions into metrics (single-label classification here).
 
     `predictions` runs per batch on the device; `compute` once on the gathered lists. Sequence tasks
-    return rows padded with IGNORE, which `compute` strips.
+    return rows padded with IGNORE, which `compute` strips. `calibrate` fits what is chosen on the
+    validation split (a decision threshold), `details` gives the per-class breakdown, and
+    `config_updates` what the exported model's config keeps of it.
     """
 
     classification = True  # one class id per example: a confusion matrix makes sense
+    model_loss = False  # True: the loss is the model's own (sequence tasks); else example_losses, labels kept from the model
+
+    def __init__(self, names: list[str] | None = None) -> None:
+        self.names = list(names or [])
 
     def predictions(self, logits: Any, batch: dict[str, Any], model: Any) -> Any:
         return logits.argmax(-1)
 
     def compute(self, predictions: list, references: list) -> dict[str, float]:
         return classification_metrics(predictions, references)
+
+    def calibrate(self, predictions: list, references: list) -> None:
+        """Fit what the validation split decides (nothing for single-label)."""
+
+    def details(self, predictions: list, references: list) -> dict[str, Any] | None:
+        """Precision, recall, F1 and support per class (scikit-learn's classification report)."""
+        if not self.names:
+            return None
+        ids = list(range(len(self.names)))
+        p, r, f, n = precision_recall_fscore_support(references, predictions, labels=ids, average=None, zero_division=0)
+        return {
+            name: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]), "support": int(n[i])}
+            for i, name in enumerate(self.names)
+        }
+
+    def config_updates(self) -> dict[str, Any]:
+        """Settings the exported model's config.json keeps (read back by `hftl predict` / `hftl evaluate`)."""
+        return {}
 
     def example_losses(self, logits: Any, labels: Any) -> Any:
         """Loss per example (the model's cross-entropy, unreduced), or None where the task has none.
@@ -122,11 +146,13 @@ class TokenClassificationEvaluator(Evaluator):
     """Entity F1 over words: only positions with a label (each word's first sub-token) are scored."""
 
     classification = False
+    model_loss = True
 
     def example_losses(self, logits: Any, labels: Any) -> Any:
         return None  # token-weighted within a batch: the batch mean is used
 
     def __init__(self, label_names: list[str]) -> None:
+        super().__init__()
         self.tags = iob_tags(label_names)
 
     def compute(self, predictions: list, references: list) -> dict[str, float]:

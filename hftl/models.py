@@ -18,16 +18,19 @@ from transformers.utils import logging as hf_logging
 
 from hftl.config import Config
 from hftl.errors import HftlError
+from hftl.labels import REGRESSION, LabelSpace, as_space
 from hftl.layer_trace import example_inputs
 from hftl.layers import LayerMap, build_layer_map
 from hftl.strategies import NORM_TYPES, Plan, build_plan, get_strategy
+from hftl.target_scaling import check_head
 
 
-def load_model(cfg: Config, modality: Any, label_names: list[str]) -> tuple[nn.Module, Any]:
-    """The task model (head sized to `label_names`, id2label/label2id set) and its processor."""
+def load_model(cfg: Config, modality: Any, label_names: LabelSpace | list[str]) -> tuple[nn.Module, Any]:
+    """The task model (head sized to the labels, id2label/label2id and problem_type set) and its processor."""
     m = cfg.model
-    processor = modality.load_processor(m.name_or_path, m.revision, m.trust_remote_code, label_names)
-    labels = modality.model_kwargs(label_names, processor)
+    space = as_space(label_names)
+    processor = modality.load_processor(m.name_or_path, m.revision, m.trust_remote_code, space.names)
+    labels = modality.model_kwargs(space, processor)
     model_class = modality.model_class()
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # the "newly initialized head" warning is the point here; hftl says it itself
@@ -105,7 +108,7 @@ def init_for_scratch(model: nn.Module) -> None:
                 nn.init.zeros_(module.bias)
 
 
-def setup_model(cfg: Config, modality: Any, label_names: list[str]) -> tuple[Any, Any, LayerMap, Plan]:
+def setup_model(cfg: Config, modality: Any, label_names: LabelSpace | list[str]) -> tuple[Any, Any, LayerMap, Plan]:
     """Model with a new head, its layer map, the strategy's wrapping (LoRA), and the phase plan.
 
     Example:
@@ -115,6 +118,9 @@ def setup_model(cfg: Config, modality: Any, label_names: list[str]) -> tuple[Any
     layer_map = build_layer_map(model, cfg.model.blocks, example_inputs(model, processor))
     if get_strategy(cfg.strategy.name).pretrained:
         reset_head(model, layer_map)
+    space = as_space(label_names)
+    if space.problem == REGRESSION and (note := check_head(model, layer_map.classifier, space)):
+        layer_map.note = f"{layer_map.note}; {note}" if layer_map.note else note
     wrap = get_strategy(cfg.strategy.name).wrap
     if wrap is not None:
         model = wrap(model, layer_map, cfg.strategy)

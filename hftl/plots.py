@@ -75,6 +75,11 @@ def write_plots(study: Any, rows: list[dict[str, Any]], folder: Path) -> dict[st
     if best is not None and best.metrics.get("confusion_matrix"):
         fig = confusion_figure(best.metrics["confusion_matrix"], best.metrics["data"]["labels"], f"{best.strategy} (validation)")
         save(fig, "confusion_matrix", f"Confusion matrix of the best run ({best.strategy})")
+    for name, title in (("predicted_vs_true", "Predicted vs true"), ("precision_recall", "Precision-recall")):
+        source = Path(best.run_dir) / "plots" / f"{name}.png" if best is not None else None
+        if source is not None and source.is_file():  # the best run's own plot of its label shape
+            (folder / f"best_{name}.png").write_bytes(source.read_bytes())
+            plots[f"{title} of the best run ({best.strategy})"] = folder / f"best_{name}.png"
     return plots
 
 
@@ -129,6 +134,52 @@ def write_run_plots(summary: dict[str, Any], metric: str, folder: Path) -> list[
         plt.close(fig)
         written.append(folder / "confusion_matrix.png")
     return written
+
+
+def write_prediction_plots(space: Any, predictions: list, references: list, folder: Path) -> list[Path]:
+    """Validation predictions of the final weights: predicted against true per target (regression), or
+    precision against recall per label (multi-label). Single-label has the confusion matrix instead."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    if space.problem not in ("regression", "multi_label") or not len(predictions):
+        return []
+    folder.mkdir(parents=True, exist_ok=True)
+    pred, true = np.asarray(predictions, dtype=np.float64), np.asarray(references, dtype=np.float64)
+    if space.problem == "regression":
+        pred = pred.reshape(len(pred), -1) * np.asarray(space.std) + np.asarray(space.mean)
+        true = true.reshape(len(true), -1)
+        shown = space.names[:4]
+        fig, axes = plt.subplots(1, len(shown), figsize=(4.5 * len(shown), 4.2), squeeze=False)
+        for j, (ax, name) in enumerate(zip(axes[0], shown)):
+            ax.scatter(true[:, j], pred[:, j], s=8, alpha=0.5)
+            low, high = float(min(true[:, j].min(), pred[:, j].min())), float(max(true[:, j].max(), pred[:, j].max()))
+            ax.plot([low, high], [low, high], color="grey", linestyle="--", linewidth=1)  # perfect predictions
+            ax.set(xlabel=f"true {name}", ylabel=f"predicted {name}", title=f"Validation: {name}")
+            ax.grid(alpha=0.3)
+        path = folder / "predicted_vs_true.png"
+    else:
+        from sklearn.metrics import precision_recall_curve
+
+        fig, ax = plt.subplots(figsize=(6, 5))
+        truth = true > 0.5
+        for j, name in enumerate(space.names[:10]):
+            if truth[:, j].any():
+                precision, recall, _ = precision_recall_curve(truth[:, j], pred[:, j])
+                ax.plot(recall, precision, label=name, linewidth=1)
+        precision, recall, _ = precision_recall_curve(truth.ravel(), pred.ravel())
+        ax.plot(recall, precision, label="all labels (micro)", color="black", linewidth=2)
+        ax.set(xlabel="recall", ylabel="precision", title="Precision-recall on validation", xlim=(0, 1), ylim=(0, 1.02))
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+        path = folder / "precision_recall.png"
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return [path]
 
 
 def best_record(study: Any) -> Any:

@@ -319,7 +319,8 @@ def resolve_builtin(source: str | None) -> str | None:
 
     Built-ins need nothing from the Hub: `builtin:efficientnet-lite0` and `builtin:all-minilm-l6-v2`
     (models, from PyPI packages), `builtin:digits` (scikit-learn's digits as an imagefolder, 64 px) and
-    `builtin:vader-words` (the VADER lexicon's clearly polar words as a csv).
+    `builtin:vader-words` (the VADER lexicon's clearly polar words as a csv) and `builtin:vader-valence` (every
+    lexicon word with its mean valence, for regression).
 
     Example:
         >>> resolve_builtin("google/vit-base-patch16-224")
@@ -333,6 +334,7 @@ def resolve_builtin(source: str | None) -> str | None:
         "digits": lambda: write_digits_imagefolder(DEFAULT_DATA_DIR.expanduser() / "digits-64", size=64),
         "all-minilm-l6-v2": lambda: all_minilm_l6_v2(),
         "vader-words": lambda: write_vader_words(DEFAULT_DATA_DIR.expanduser() / "vader-words.csv"),
+        "vader-valence": lambda: write_vader_valence(DEFAULT_DATA_DIR.expanduser() / "vader-valence.csv"),
     }
     if name not in makers:
         raise HftlError(f"unknown built-in {source!r}; available: {', '.join(BUILTIN_PREFIX + k for k in makers)}")
@@ -371,6 +373,23 @@ def write_vader_words(path: str | Path, min_valence: float = 1.0) -> Path:
         >>> write_vader_words("/tmp/vader.csv")  # doctest: +SKIP
         PosixPath('/tmp/vader.csv')
     """
+    rows = [(w, "positive" if v > 0 else "negative") for w, v in _vader_lexicon() if abs(v) >= min_valence]
+    return _write_word_csv(path, "label", rows)
+
+
+def write_vader_valence(path: str | Path) -> Path:
+    """A real regression set: every VADER lexicon word (7,500-odd) with its mean valence (-4..4, the mean of
+    10 human ratings), as `text,valence`.
+
+    Example:
+        >>> write_vader_valence("/tmp/vader-valence.csv")  # doctest: +SKIP
+        PosixPath('/tmp/vader-valence.csv')
+    """
+    return _write_word_csv(path, "valence", [(w, f"{v:g}") for w, v in _vader_lexicon()])
+
+
+def _vader_lexicon() -> list[tuple[str, float]]:
+    """(word, mean valence) of the VADER lexicon's words (emoticons, which have no letters, left out)."""
     try:
         import vaderSentiment
     except ImportError:
@@ -379,14 +398,15 @@ def write_vader_words(path: str | Path, min_valence: float = 1.0) -> Path:
     rows = []
     for line in lexicon.read_text(encoding="utf-8", errors="replace").splitlines():
         parts = line.split("\t")
-        if len(parts) < 2 or not re.fullmatch(r"[A-Za-z][A-Za-z'-]*", parts[0]):
-            continue
-        valence = float(parts[1])
-        if abs(valence) >= min_valence:
-            rows.append((parts[0], "positive" if valence > 0 else "negative"))
+        if len(parts) >= 2 and re.fullmatch(r"[A-Za-z][A-Za-z'-]*", parts[0]):
+            rows.append((parts[0], float(parts[1])))
+    return rows
+
+
+def _write_word_csv(path: str | Path, column: str, rows: list[tuple[str, str]]) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    text = "text,label\n" + "".join(f'"{w.replace(chr(34), chr(34) * 2)}",{label}\n' for w, label in rows)
+    text = f"text,{column}\n" + "".join(f'"{w.replace(chr(34), chr(34) * 2)}",{value}\n' for w, value in rows)
     if not path.is_file() or path.read_text() != text:
         atomic_write_text(path, text)
     return path

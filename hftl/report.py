@@ -16,9 +16,10 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from hftl.config import LOWER_IS_BETTER, TASK_METRICS, better
+from hftl.config import LOWER_IS_BETTER, PROBLEM_METRICS, better, metric_names
+from hftl.export import per_class_table
 from hftl.files import atomic_write_text
-from hftl.plots import write_plots
+from hftl.plots import best_record, write_plots
 from hftl.run_dir import PLOTS_DIR, STUDY_FILE
 
 
@@ -102,7 +103,10 @@ def summarize(study: Any) -> list[dict[str, Any]]:
 
 
 def _table(study: Any, rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
-    metrics = [m for m in TASK_METRICS[study.task] if m != "loss"]
+    # The label shape's metrics (a study of auto-detected multi-label data has multi-label ones), as present.
+    shapes = [metric_names(study.task, p) for p in ("single_label", *PROBLEM_METRICS)]
+    candidates = dict.fromkeys(m for names in shapes for m in names if m != "loss")
+    metrics = [m for m in candidates if any(f"validation_{m}" in r for r in rows)] or [study.metric]
     has_test = any(f"test_{metrics[0]}" in r for r in rows)
     header = ["strategy", "trainable params", *(f"val {m}" for m in metrics)]
     header += [f"test {m}" for m in metrics] if has_test else []
@@ -156,6 +160,13 @@ def write_report(study: Any) -> tuple[Path, Path]:
     md = [f"# Strategy comparison: {study.task}", "", f"{data_line}. Same split, budget and {seeds}.", ""]
     md += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     md += ["| " + " | ".join(cells) + " |" for cells in body]
+    best = best_record(study)
+    per_class = []
+    if best is not None:  # runs from before label shapes have no label_space
+        problem = (best.metrics["data"].get("label_space") or {}).get("problem", "single_label")
+        per_class = per_class_table(best.metrics.get("per_class"), problem)
+    if per_class:
+        md += ["", f"## Per class: the best run ({best.strategy})", *per_class[1:]]
     md += ["", "## Recommendation", ""] + [f"- {line}" for line in advice] + ["", "## Plots", ""]
     md += [f"![{title}]({PLOTS_DIR}/{path.name})" for title, path in plots.items()]
     md += ["", "## Runs", ""]
@@ -186,6 +197,7 @@ figure{{display:inline-block;margin:1em}}img{{max-width:560px}}</style></head><b
 <h1>Strategy comparison: {html.escape(study.task)}</h1><p>{inline(data_line)}. Same split, budget and {html.escape(seeds)}.</p>
 <table><tr>{"".join(f"<th>{html.escape(h)}</th>" for h in header)}</tr>
 {"".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>" for cells in body)}</table>
+{_html_table(per_class[2:], f"Per class: the best run ({best.strategy})") if per_class else ""}
 <h2>Recommendation</h2><ul>{"".join(f"<li>{inline(line)}</li>" for line in advice)}</ul>
 <h2>Plots</h2>{images}</body></html>
 """
@@ -197,6 +209,14 @@ figure{{display:inline-block;margin:1em}}img{{max-width:560px}}</style></head><b
     info["runs"] = [{"strategy": r.strategy, "seed": r.seed, "run_dir": str(r.run_dir), "error": r.error} for r in study.runs]
     atomic_write_text(marker, json.dumps(info, indent=2))
     return report_md, report_html
+
+
+def _html_table(markdown_rows: list[str], title: str) -> str:
+    """A markdown table (header, rule, rows) as an HTML table under an h2."""
+    cells = [[c.strip() for c in row.strip("|").split("|")] for row in markdown_rows if not row.startswith("|---")]
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in cells[0])
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in cells[1:])
+    return f"<h2>{html.escape(title)}</h2><table><tr>{head}</tr>{body}</table>"
 
 
 def format_table(study: Any) -> str:

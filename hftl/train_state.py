@@ -57,3 +57,6 @@ class TrainResult:
     stopped_early: bool = False
     log_history: list[dict[str, float]] = field(default_factory=list)
     feature_cache: dict[str, Any] | None = None
+    per_class: dict[str, Any] | None = None  # per split: the evaluator's per-class (label, target) breakdown
+    predictions: tuple[list, list] | None = None  # validation (predictions, references) of the final weights, for plots
+    model_config: dict[str, Any] = field(default_factory=dict)  # what the exported config keeps (decision threshold)

@@ -106,7 +106,9 @@ def _setup(
     train_loader = DataLoader(
         data.train,
         batch_size=t.batch_size,
-        sampler=EpochSampler(len(data.train), t.seed, lengths=data.train_lengths, batch_size=t.batch_size),
+        sampler=EpochSampler(
+            len(data.train), t.seed, lengths=data.train_lengths, batch_size=t.batch_size, weights=data.sample_weights
+        ),
         collate_fn=collate,
         num_workers=workers,
         pin_memory=pin,
@@ -219,7 +221,7 @@ def _train_epoch(run: _Run, state: TrainState, loader: Any, clipped: list, progr
     for batch in loader:
         run.cache.feed_batch(batch)
         with accelerator.accumulate(model):
-            loss = model(**batch).loss
+            loss = _loss(run, model, batch)
             accelerator.backward(loss)  # under DeepSpeed also the clipping and the optimizer step
             if accelerator.sync_gradients and t.max_grad_norm:
                 accelerator.clip_grad_norm_(clipped, t.max_grad_norm)
@@ -244,6 +246,14 @@ def _train_epoch(run: _Run, state: TrainState, loader: Any, clipped: list, progr
         if state.global_step >= run.total_steps:
             break
     state.train_seconds += time.perf_counter() - started
+
+
+def _loss(run: _Run, model: nn.Module, batch: dict[str, Any]) -> torch.Tensor:
+    """The model's own loss, or the task's (class weights, label smoothing, multi-label, regression) on its logits."""
+    if run.data.loss is None:
+        return model(**batch).loss
+    logits = model(**{k: v for k, v in batch.items() if k != "labels"}).logits
+    return run.data.loss(logits, batch["labels"])
 
 
 def _log_step(run: _Run, state: TrainState, loss: float, progress: Any) -> None:
@@ -287,7 +297,13 @@ def _end_epoch(run: _Run, state: TrainState, phase: Phase, epoch_seconds: float)
 def _evaluate(run: _Run, loader: int, desc: str) -> tuple[dict[str, float], list[Any], list[Any]]:
     """`evaluate_loop` over eval loader `loader` (0: validation, 1: test), cached features fed to the stand-ins."""
     return evaluate_loop(
-        run.accelerator, run.model, run.eval_loaders[loader], run.data.evaluator, desc=desc, feed=run.cache.feed_batch
+        run.accelerator,
+        run.model,
+        run.eval_loaders[loader],
+        run.data.evaluator,
+        desc=desc,
+        feed=run.cache.feed_batch,
+        calibrate=loader == 0,
     )
 
 
@@ -307,12 +323,17 @@ def _finish(run: _Run, state: TrainState, memory: PeakMemory, stopped_early: boo
         log_history=state.log_history,
         feature_cache=run.cache.status.to_dict(),
     )
+    evaluator = run.data.evaluator
     _, preds, refs = _evaluate(run, 0, "validation (best)")
-    if run.data.evaluator.classification:
+    if evaluator.classification:
         result.confusion_matrix = confusion(preds, refs, len(run.raw.config.id2label))
+    result.per_class = {"validation": evaluator.details(preds, refs)}
+    result.predictions = (preds, refs)
     if len(run.eval_loaders) > 1:
-        result.test_metrics = _evaluate(run, 1, "test")[0]
+        result.test_metrics, test_preds, test_refs = _evaluate(run, 1, "test")
+        result.per_class["test"] = evaluator.details(test_preds, test_refs)
         run.accelerator.print("test " + " ".join(f"{k}={v:.4f}" for k, v in result.test_metrics.items()))
+    result.model_config = evaluator.config_updates()
     run.cache.close()  # the real frozen part again, for export
     finish_trackers(run.accelerator, run.cfg, result)
     return result

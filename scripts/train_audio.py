@@ -54,7 +54,7 @@ def train(cfg: Config) -> TrainResult:
     #    The convolutional feature encoder stays frozen in every phase unless the strategy is scratch
     #    or strategy.freeze_feature_encoder=false.
     set_seed(cfg.train.seed)
-    model, processor, layer_map, plan = setup_model(cfg, modality, splits.label_names)
+    model, processor, layer_map, plan = setup_model(cfg, modality, splits.labels)
 
     # 3. The run folder, claimed only once data and model loaded (resume=true continues an unfinished
     #    run, overwrite=true replaces a finished one). Accelerate owns devices and precision; a hybrid

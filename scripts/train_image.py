@@ -56,7 +56,7 @@ def train(cfg: Config) -> TrainResult:
     #    which parameters train in which epochs. Re-seed so the head's init does not depend on how
     #    much randomness data loading drew.
     set_seed(cfg.train.seed)
-    model, processor, layer_map, plan = setup_model(cfg, modality, splits.label_names)
+    model, processor, layer_map, plan = setup_model(cfg, modality, splits.labels)
 
     # 4. The run folder, claimed only once data and model loaded: a finished run is never
     #    overwritten unless overwrite=true; resume=true continues an unfinished one (and checks the

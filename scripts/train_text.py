@@ -77,7 +77,7 @@ def train(cfg: Config) -> TrainResult:
     # 3. The model with a new head, the checkpoint's tokenizer, the layer map (embeddings -> encoder
     #    layers -> pooler -> head), LoRA on query/value for lora, and the phase plan.
     set_seed(cfg.train.seed)
-    model, tokenizer, layer_map, plan = setup_model(cfg, modality, splits.label_names)
+    model, tokenizer, layer_map, plan = setup_model(cfg, modality, splits.labels)
 
     # 4. The run folder: a finished run is never overwritten unless overwrite=true.
     if not prepare_run_dir(cfg, run_dir):

@@ -3,6 +3,7 @@ that are real PNGs, per-strategy overrides, seeds, and a study that resumes afte
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 from pathlib import Path
@@ -34,7 +35,9 @@ def study_config(tiny_bert, tmp_path_factory) -> Path:
 
 
 def table_rows(report: str) -> dict[str, list[str]]:
-    lines = [line for line in report.splitlines() if line.startswith("| ")]
+    """The rows of the report's first table (the strategies), by strategy."""
+    lines = list(itertools.takewhile(lambda line: line.startswith("|"), report[report.index("\n|") + 1 :].splitlines()))
+    lines = [line for line in lines if line.startswith("| ")]
     header = [c.strip() for c in lines[0].strip("|").split("|")]
     return {
         cells[0]: dict(zip(header, cells)) for cells in ([c.strip() for c in line.strip("|").split("|")] for line in lines[1:])

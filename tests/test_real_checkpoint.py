@@ -51,3 +51,21 @@ def test_minilm_head_only_and_full_on_vader_words_beat_scratch(tmp_path):
     assert results["full"] >= 0.85, results
     # What pretraining buys: scratch learns from word pieces alone (0.82 after 3 epochs, measured).
     assert results["scratch"] < results["head-only"] - 0.03 and results["scratch"] < results["full"] - 0.1, results
+
+
+@pytest.mark.slow
+def test_minilm_regression_of_vader_valence_predicts_in_valence_units(tmp_path):
+    """all-MiniLM-L6-v2 regresses the mean human valence (-4..4) of the VADER lexicon's words; the exported
+    model, loaded by a plain pipeline, says how positive a word is on the raters' own scale."""
+    require(*MINILM)
+    require(*VADER)
+    from transformers import pipeline
+
+    config = Path(__file__).resolve().parents[1] / "configs" / "text" / "minilm-vader-valence.yaml"
+    run = tmp_path / "valence"
+    run_cli("train", str(config), "report_to=none", "epochs=1", "data.max_train_samples=3000", f"output_dir={run}")
+    metrics = json.loads((run / "metrics.json").read_text())["validation"]
+    assert metrics["r2"] > 0.5 and metrics["pearson"] > 0.7, metrics  # predicting the mean scores r2 = 0
+    pipe = pipeline("text-classification", model=str(run / "model"))
+    good, bad = (pipe(word, top_k=None)[0]["score"] for word in ("wonderful", "horrible"))
+    assert good > 1.0 and bad < -1.0, (good, bad)  # raters: wonderful 2.7, horrible -2.5

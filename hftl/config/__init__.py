@@ -16,12 +16,15 @@ from typing import Any
 
 import yaml
 
-from hftl.config.checks import check_repo_id, tracker_names, validate
+from hftl.config.checks import check_repo_id, metric_names, tracker_names, validate
 from hftl.config.keys import from_dict, override_items, set_value
 from hftl.config.schema import (
+    CLASSIFICATION_TASKS,
     KEY_ALIASES,
     LOWER_IS_BETTER,
     PIPELINE_TASKS,
+    PROBLEM_METRICS,
+    PROBLEMS,
     RUN_CONTROL_KEYS,
     STRATEGIES,
     TASK_METRICS,
@@ -37,9 +40,10 @@ from hftl.config.schema import (
 from hftl.errors import ConfigError
 
 __all__ = [
-    "KEY_ALIASES", "LOWER_IS_BETTER", "PIPELINE_TASKS", "RUN_CONTROL_KEYS", "STRATEGIES", "TASKS", "TASK_METRICS",
+    "CLASSIFICATION_TASKS", "KEY_ALIASES", "LOWER_IS_BETTER", "PIPELINE_TASKS", "PROBLEMS", "PROBLEM_METRICS",
+    "RUN_CONTROL_KEYS", "STRATEGIES", "TASKS", "TASK_METRICS",
     "TRACKERS", "Config", "DataConfig", "LoraConfig", "ModelConfig", "StrategyConfig", "TrainConfig", "best_metric_name",
-    "better", "check_repo_id", "config_diff", "load_config", "set_value", "tracker_names", "validate",
+    "better", "check_repo_id", "config_diff", "load_config", "metric_names", "set_value", "tracker_names", "validate",
 ]  # fmt: skip
 
 
@@ -92,13 +96,19 @@ def config_diff(saved: Config, now: Config) -> list[str]:
 
     def walk(a: dict, b: dict, prefix: str) -> None:
         for key in a:
-            if isinstance(a[key], dict):
-                walk(a[key], b[key], f"{prefix}{key}.")
-            elif a[key] != b[key] and f"{prefix}{key}" not in RUN_CONTROL_KEYS:
-                diffs.append(f"{prefix}{key} ({a[key]!r} -> {b[key]!r})")
+            dotted = f"{prefix}{key}"
+            if isinstance(a[key], dict) and isinstance(b[key], dict) and a[key].keys() == b[key].keys():
+                walk(a[key], b[key], f"{dotted}.")  # a section (or a mapping value such as class_weights)
+            elif a[key] != b[key] and dotted not in RUN_CONTROL_KEYS and not _resolved(dotted, a[key], b[key]):
+                diffs.append(f"{dotted} ({a[key]!r} -> {b[key]!r})")
 
     walk(saved.to_dict(), now.to_dict(), "")
     return diffs
+
+
+def _resolved(key: str, a: Any, b: Any) -> bool:
+    """data.problem=auto against the shape it resolved to: the same data resolves it the same way."""
+    return key == "data.problem" and "auto" in (a, b)
 
 
 def better(metric: str, a: float, b: float) -> bool:
@@ -112,5 +122,5 @@ def better(metric: str, a: float, b: float) -> bool:
 
 
 def best_metric_name(cfg: Config) -> str:
-    """train.metric_for_best, or the task's default metric when it is null."""
-    return cfg.train.metric_for_best or TASK_METRICS[cfg.task][0]
+    """train.metric_for_best, or the default metric of the task and label shape when it is null."""
+    return cfg.train.metric_for_best or metric_names(cfg.task, cfg.data.problem)[0]

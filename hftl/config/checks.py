@@ -12,7 +12,7 @@ import difflib
 import re
 from typing import Any
 
-from hftl.config.schema import TASK_METRICS, TRACKERS, Config
+from hftl.config.schema import CLASSIFICATION_TASKS, PROBLEM_METRICS, TASK_METRICS, TRACKERS, Config
 from hftl.errors import ConfigError
 
 REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
@@ -64,6 +64,16 @@ def tracker_names(report_to: str) -> list[str]:
     return list(dict.fromkeys(names))
 
 
+def metric_names(task: str, problem: str = "auto") -> tuple[str, ...]:
+    """Validation metrics of `task` with label shape `problem`, the default metric_for_best first.
+
+    Example:
+        >>> metric_names("text-classification", "regression")[0]
+        'rmse'
+    """
+    return PROBLEM_METRICS.get(problem, TASK_METRICS[task]) if task in CLASSIFICATION_TASKS else TASK_METRICS[task]
+
+
 def _require(ok: bool, message: str) -> None:
     if not ok:
         raise ConfigError(message)
@@ -73,11 +83,15 @@ def validate(cfg: Config) -> None:
     """Check values and their combinations; raise ConfigError naming the key and the fix."""
     _check_choices(cfg, "")
     t, s, d = cfg.train, cfg.strategy, cfg.data
-    metrics = TASK_METRICS[cfg.task]
+    metrics = metric_names(cfg.task, d.problem)
+    if d.problem == "auto" and cfg.task in CLASSIFICATION_TASKS:  # the label shape is known once the data is read
+        metrics = tuple(dict.fromkeys([*metrics, *(m for ms in PROBLEM_METRICS.values() for m in ms)]))
+    shape = f" {d.problem}" if d.problem not in ("auto", "single_label") else ""
     _require(
         t.metric_for_best is None or t.metric_for_best in metrics,
-        f"train.metric_for_best={t.metric_for_best!r} is not a {cfg.task} metric; use one of {', '.join(metrics)}",
+        f"train.metric_for_best={t.metric_for_best!r} is not a {cfg.task}{shape} metric; use one of {', '.join(metrics)}",
     )
+    _check_label_options(cfg)
     _require(bool(cfg.model.name_or_path), "model.name_or_path is required: a Hub id or a local checkpoint directory")
     _require(bool(d.train), "data.train is required: an imagefolder directory, a csv/jsonl/parquet file or a Hub id")
     _require(t.epochs >= 1, f"train.epochs must be >= 1, got {t.epochs}")
@@ -131,3 +145,48 @@ def validate(cfg: Config) -> None:
             check_repo_id(cfg.hub_repo_id)
         except ConfigError as e:  # re-raised naming the key
             raise ConfigError(f"hub_repo_id: {e}") from None
+
+
+def _check_label_options(cfg: Config) -> None:
+    """data.problem and the imbalance options: where they apply, and values that make sense."""
+    t, d = cfg.train, cfg.data
+    _require(
+        d.problem in ("auto", "single_label") or cfg.task in CLASSIFICATION_TASKS,
+        f"data.problem={d.problem} is for {', '.join(CLASSIFICATION_TASKS)}, not {cfg.task}; remove it",
+    )
+    _require(
+        not isinstance(d.label_column, list) or d.problem == "regression",
+        f"data.label_column={d.label_column} names several columns, which only regression takes (several targets); "
+        "set data.problem=regression, or name one label column",
+    )
+    _require(bool(d.label_separator), "data.label_separator must not be empty; the default is '|'")
+    _require(0 <= t.label_smoothing < 1, f"train.label_smoothing must be in [0, 1), got {t.label_smoothing}")
+    if isinstance(t.class_weights, str):
+        _require(
+            t.class_weights in ("none", "balanced"),
+            f"train.class_weights must be none, balanced or a mapping {{label: weight}}; got {t.class_weights!r}",
+        )
+    else:
+        bad = {k: v for k, v in t.class_weights.items() if not v > 0}
+        _require(not bad, f"train.class_weights: weights must be > 0; got {bad}")
+    if isinstance(t.decision_threshold, str):
+        _require(
+            t.decision_threshold in ("auto", "per_label"),
+            f"train.decision_threshold must be auto, per_label or a number in (0, 1); got {t.decision_threshold!r}",
+        )
+    else:
+        _require(0 < t.decision_threshold < 1, f"train.decision_threshold must be in (0, 1), got {t.decision_threshold}")
+    sequence = cfg.task not in CLASSIFICATION_TASKS
+    for key, value, off in (
+        ("train.class_weights", t.class_weights, "none"),
+        ("data.sampler", d.sampler, "random"),
+        ("train.label_smoothing", t.label_smoothing, 0.0),
+    ):
+        _require(
+            not (sequence and value != off),
+            f"{key} is for {', '.join(CLASSIFICATION_TASKS)}, not {cfg.task}; remove it",
+        )
+        _require(
+            not (d.problem == "regression" and value != off),
+            f"{key} applies to classes; data.problem=regression has none. Remove it",
+        )

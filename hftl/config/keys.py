@@ -136,6 +136,23 @@ def _close_leaf(key: str) -> str | None:
     return leaves[hint[0]] if hint else None
 
 
+def _coerce_mapping(value: Any, key: str, from_text: bool) -> dict[str, float]:
+    """A {name: number} mapping (train.class_weights); on the command line written as YAML, `{a: 2, b: 1}`."""
+    if from_text and isinstance(value, str) and value.strip().startswith("{"):
+        try:
+            value = yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise ConfigError(f"{key} must be a mapping such as {{a: 2.0, b: 1.0}}; got {value!r}") from None
+    if not isinstance(value, dict):
+        raise ConfigError(f"{key} must be a mapping such as {{a: 2.0, b: 1.0}}, got {value!r}")
+    out = {}
+    for k, v in value.items():
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise ConfigError(f"{key}: the value of {k!r} must be a number, got {v!r}")
+        out[str(k)] = float(v)
+    return out
+
+
 def _coerce(value: Any, hint: Any, key: str, from_text: bool) -> Any:
     """Turn `value` into `hint`'s type or raise a ConfigError naming the key."""
     origin = typing.get_origin(hint)
@@ -159,6 +176,8 @@ def _coerce(value: Any, hint: Any, key: str, from_text: bool) -> Any:
         raise ConfigError(errors[0] if errors else f"{key} cannot be null")
     if value is None:
         raise ConfigError(f"{key} cannot be null; give it a value, or leave it out to use the default")
+    if origin is dict:
+        return _coerce_mapping(value, key, from_text)
     if origin is list:
         if from_text and isinstance(value, str):
             if not value.strip().startswith("["):

@@ -20,6 +20,14 @@ import yaml
 TASKS = ("image-classification", "text-classification", "token-classification", "audio-classification", "speech-recognition")
 STRATEGIES = ("head_only", "freeze", "full", "lora", "scratch")
 _CLASSIFICATION_METRICS = ("f1", "accuracy", "precision", "recall", "loss")
+PROBLEMS = ("auto", "single_label", "multi_label", "regression")
+# Validation metrics of the label shapes other than single-label (image, text and audio classification);
+# the first is the default train.metric_for_best. f1, precision and recall are macro averages.
+PROBLEM_METRICS = {
+    "multi_label": ("f1", "micro_f1", "precision", "recall", "mean_average_precision", "exact_match", "loss"),
+    "regression": ("rmse", "mae", "r2", "pearson", "spearman", "loss"),
+}
+CLASSIFICATION_TASKS = ("image-classification", "text-classification", "audio-classification")
 # Validation metrics per task; the first is the default train.metric_for_best.
 TASK_METRICS = {
     "image-classification": _CLASSIFICATION_METRICS,
@@ -30,7 +38,7 @@ TASK_METRICS = {
 }
 # transformers.pipeline task names, where they differ from hftl's.
 PIPELINE_TASKS = {"speech-recognition": "automatic-speech-recognition"}
-LOWER_IS_BETTER = frozenset({"loss", "wer", "cer"})
+LOWER_IS_BETTER = frozenset({"loss", "wer", "cer", "rmse", "mae"})
 # Experiment trackers Accelerate supports (its LoggerType, less "all"); train.report_to takes any of them.
 TRACKERS = ("tensorboard", "wandb", "mlflow", "comet_ml", "aim", "clearml", "dvclive", "swanlab", "trackio")
 # Modality-flavoured names for the generic data keys, accepted in YAML and overrides.
@@ -80,9 +88,31 @@ class DataConfig:
         default=None,
         metadata=_help("Column with the inputs (alias text_column / tokens_column / audio_column); auto-detected when null."),
     )
-    label_column: str | None = field(
+    label_column: str | list[str] | None = field(
         default=None,
-        metadata=_help("Column with the labels, tags or transcripts (alias tags_column / transcript_column); auto when null."),
+        metadata=_help(
+            "Column with the labels, tags or transcripts (alias tags_column / transcript_column); auto when null. "
+            "Regression: one column, or a list of target columns."
+        ),
+    )
+    problem: str = field(
+        default="auto",
+        metadata=_help(
+            "Classification label shape: single_label, multi_label (several labels per example) or regression "
+            "(numeric targets); auto: multi_label when the label column holds lists, else single_label.",
+            PROBLEMS,
+        ),
+    )
+    label_separator: str = field(
+        default="|", metadata=_help("multi_label: the separator of several labels in one text cell (a csv), e.g. 'cat|dog'.")
+    )
+    sampler: str = field(
+        default="random",
+        metadata=_help(
+            "Training order: random (a permutation per epoch), or balanced (draws with replacement, every class "
+            "equally likely; a pure function of seed and epoch).",
+            ("random", "balanced"),
+        ),
     )
     text_pair_column: str | None = field(default=None, metadata=_help("Text classification: second text of a pair."))
     max_length: int | None = field(
@@ -155,9 +185,28 @@ class TrainConfig:
     early_stopping_patience: int | None = field(
         default=None, metadata=_help("Stop after this many epochs without a better metric_for_best.")
     )
+    class_weights: dict[str, float] | str = field(
+        default="none",
+        metadata=_help(
+            "Loss weight per class: none, balanced (inverse frequency; multi_label: positive weight negatives/positives "
+            "per label), or a mapping {label: weight} (multi_label: positive weights)."
+        ),
+    )
+    label_smoothing: float = field(
+        default=0.0, metadata=_help("Label smoothing of the classification loss (0 = off; multi_label: targets move eps/2).")
+    )
+    decision_threshold: float | str = field(
+        default="auto",
+        metadata=_help(
+            "multi_label: the score above which a label is predicted: auto (one threshold chosen on validation for the "
+            "best macro F1), per_label (one per label, chosen the same way) or a number in (0, 1)."
+        ),
+    )
     metric_for_best: str | None = field(
         default=None,
-        metadata=_help("Validation metric that picks the best epoch; the task's default (f1, or wer for speech) when null."),
+        metadata=_help(
+            "Validation metric that picks the best epoch; the task's default when null (f1, wer for speech, rmse for regression)."
+        ),
     )
     load_best_at_end: bool = field(
         default=True, metadata=_help("End on the best epoch's weights (by metric_for_best); false keeps the last.")

@@ -255,7 +255,8 @@ def row_records(
         trim = _trimmer(lengths, row)
         record: Record = {}
         for name, value in batch.items():
-            kept = trim(value[row])
+            # Multi-hot or regression label vectors are not sequences, whatever their length.
+            kept = value[row] if name == "labels" and value.is_floating_point() else trim(value[row])
             keep = inputs_only or name != main_input
             record[f"input.{name}"] = (kept if keep else None, tuple(kept.shape), value.dtype)
         for name, value in fields.items():

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from hftl.audio_io import EXTENSIONS, audio_problem, describe, duration_seconds, load_audio, read_audio, resample, to_mono
-from hftl.data import FILE_BUILDERS, SPLIT_DIRS, DataReport, source_rows
+from hftl.data import FILE_BUILDERS, SPLIT_DIRS, DataReport, label_tensor, source_rows
 from hftl.errors import DataError, HftlError
 from hftl.modalities.base import FileModality, check_model_path
 
@@ -262,7 +262,7 @@ class AudioClassification(_AudioBase):
     def collator(self, processor: Any) -> Callable[[list[dict]], dict]:
         def collate(examples: list[dict]) -> dict[str, torch.Tensor]:
             batch = self.features(processor, examples)
-            batch["labels"] = torch.tensor([e["labels"] for e in examples], dtype=torch.long)
+            batch["labels"] = label_tensor([e["labels"] for e in examples])
             return batch
 
         return collate

@@ -4,6 +4,8 @@ image, text and audio classification share; `FileModality` for inputs that are f
 Example:
     >>> Modality().model_kwargs(["cat", "dog"], None)["id2label"]
     {0: 'cat', 1: 'dog'}
+    >>> Modality().model_kwargs(LabelSpace("multi_label", ["cat", "dog"]), None)["problem_type"]
+    'multi_label_classification'
 """
 
 from __future__ import annotations
@@ -14,8 +16,10 @@ from typing import TYPE_CHECKING, Any
 
 import datasets
 
-from hftl.data import DataReport, encode_labels, label_names_of
+from hftl.data import DataReport
 from hftl.errors import DataError, HftlError
+from hftl.label_metrics import evaluator_for
+from hftl.labels import PROBLEM_TYPES, LabelSpace, as_space, build_space, encode
 from hftl.metrics import Evaluator
 
 if TYPE_CHECKING:
@@ -51,6 +55,7 @@ class Modality:
     task: str = ""
     pipeline_task: str = ""
     label_candidates: tuple[str, ...] = LABEL_CANDIDATES
+    label_shapes = True  # single-label, multi-label or regression (data.problem); sequence tasks have their own
 
     def __init__(self, cfg: Config | None = None) -> None:
         from hftl.config import Config
@@ -68,13 +73,18 @@ class Modality:
         """The checkpoint's processor (saved with the model so pipelines load it)."""
         raise NotImplementedError
 
-    def model_kwargs(self, label_names: list[str], processor: Any) -> dict[str, Any]:
-        """Config overrides that size the model's head to the labels."""
-        return {
-            "num_labels": len(label_names),
-            "id2label": dict(enumerate(label_names)),
-            "label2id": {name: i for i, name in enumerate(label_names)},
+    def model_kwargs(self, labels: LabelSpace | list[str], processor: Any) -> dict[str, Any]:
+        """Config overrides that size the model's head to the labels (class names, or regression targets)
+        and set its problem_type, which picks the loss of transformers' heads and the pipelines' scores."""
+        space = as_space(labels)
+        kwargs = {
+            "num_labels": len(space.names),
+            "id2label": dict(enumerate(space.names)),
+            "label2id": {name: i for i, name in enumerate(space.names)},
         }
+        # Single-label: no problem_type, as before; a checkpoint fine-tuned for another shape has its own reset.
+        kwargs["problem_type"] = PROBLEM_TYPES[space.problem] if space.problem != "single_label" else None
+        return kwargs
 
     # -- data --------------------------------------------------------------------------------------
     def load_folder(self, root: Path, report: DataReport) -> datasets.Dataset | dict[str, datasets.Dataset]:
@@ -103,13 +113,15 @@ class Modality:
         """Drop (and report) or refuse unusable inputs."""
         return ds
 
-    def label_names(self, ds: datasets.Dataset, column: str, where: str) -> list[str]:
-        """The label vocabulary, from the training split."""
-        return label_names_of(ds, column, where)
+    def label_space(self, ds: datasets.Dataset, column: str | list[str], where: str) -> LabelSpace:
+        """The labels' shape and vocabulary, from the training split."""
+        return build_space(self.cfg.data, ds, column, where)
 
-    def encode_labels(self, ds: datasets.Dataset, column: str, names: list[str], split: str, where: str) -> datasets.Dataset:
+    def encode_labels(
+        self, ds: datasets.Dataset, column: str | list[str], labels: LabelSpace, split: str, where: str
+    ) -> datasets.Dataset:
         """Add the `labels` column the collator reads."""
-        return encode_labels(ds, column, names, split, where)
+        return encode(self.cfg.data, ds, column, labels, split, where)
 
     def encode(self, ds: datasets.Dataset, column: str, processor: Any) -> tuple[datasets.Dataset, str]:
         """Work the collator would otherwise redo every epoch, done once per split (text: tokenizing).
@@ -135,9 +147,9 @@ class Modality:
         return None
 
     # -- evaluation and serving --------------------------------------------------------------------
-    def evaluator(self, processor: Any, label_names: list[str]) -> Evaluator:
-        """Predictions and metrics of the task."""
-        return Evaluator()
+    def evaluator(self, processor: Any, labels: LabelSpace | list[str]) -> Evaluator:
+        """Predictions and metrics of the task and label shape."""
+        return evaluator_for(as_space(labels), self.cfg.train.decision_threshold)
 
     def load_predict_input(self, item: str) -> Any:
         """One `hftl predict` argument as a pipeline input."""

@@ -22,7 +22,7 @@ import datasets
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from hftl.data import SPLIT_DIRS, DataReport
+from hftl.data import SPLIT_DIRS, DataReport, label_tensor
 from hftl.errors import DataError, HftlError
 from hftl.modalities.base import FileModality, check_model_path
 
@@ -174,7 +174,7 @@ class ImageClassification(FileModality):
             # Whatever the processor makes is what the model takes: pixel_values mostly, ImageGPT's colour-cluster
             # input_ids, a pixel mask.
             batch = dict(processor(images=[e["input"] for e in examples], return_tensors="pt"))
-            batch["labels"] = torch.tensor([e["labels"] for e in examples], dtype=torch.long)
+            batch["labels"] = label_tensor([e["labels"] for e in examples])
             return batch
 
         return collate

@@ -29,6 +29,7 @@ import torch
 from hftl.audio_io import duration_seconds
 from hftl.data import source_rows
 from hftl.errors import DataError, HftlError
+from hftl.labels import SINGLE, LabelSpace, as_space
 from hftl.metrics import IGNORE, Evaluator
 from hftl.modalities.audio import AudioAugment, _AudioBase, load_feature_extractor
 
@@ -103,8 +104,10 @@ class CTCEvaluator(Evaluator):
     """Greedy CTC decoding (best class per frame, repeats merged, blanks dropped), then WER and CER."""
 
     classification = False
+    model_loss = True
 
     def __init__(self, tokenizer: Any) -> None:
+        super().__init__()
         self.tokenizer = tokenizer
 
     def example_losses(self, logits: Any, labels: Any) -> Any:
@@ -134,6 +137,7 @@ class SpeechRecognition(_AudioBase):
     task = "speech-recognition"
     pipeline_task = "automatic-speech-recognition"
     label_candidates = TRANSCRIPT_CANDIDATES
+    label_shapes = False
 
     def model_class(self) -> Any:
         from transformers import AutoModelForCTC
@@ -158,7 +162,7 @@ class SpeechRecognition(_AudioBase):
         feature_extractor = load_feature_extractor(name_or_path, revision, trust_remote_code)
         return Wav2Vec2Processor(feature_extractor=feature_extractor, tokenizer=build_tokenizer(label_names))
 
-    def model_kwargs(self, label_names: list[str], processor: Any) -> dict[str, Any]:
+    def model_kwargs(self, labels: LabelSpace | list[str], processor: Any) -> dict[str, Any]:
         tokenizer = processor.tokenizer
         return {
             "vocab_size": len(tokenizer),
@@ -183,13 +187,19 @@ class SpeechRecognition(_AudioBase):
 
         return problem
 
+    def label_space(self, ds: datasets.Dataset, column: str, where: str) -> LabelSpace:
+        return LabelSpace(SINGLE, self.label_names(ds, column, where))
+
     def label_names(self, ds: datasets.Dataset, column: str, where: str) -> list[str]:
         """The character vocabulary of the training transcripts."""
         return build_vocab([t for t in ds[column] if isinstance(t, str)])
 
-    def encode_labels(self, ds: datasets.Dataset, column: str, names: list[str], split: str, where: str) -> datasets.Dataset:
+    def encode_labels(
+        self, ds: datasets.Dataset, column: str, labels: LabelSpace | list[str], split: str, where: str
+    ) -> datasets.Dataset:
         """`labels` = the normalised transcript. A transcript with characters the vocabulary lacks (only
         possible outside train) is skipped and reported, or refused with data.on_bad_file=error."""
+        names = as_space(labels).names
         vocab = set(names)
         texts, good = [], []
         for i, (row, text) in enumerate(zip(source_rows(ds), ds[column])):
@@ -228,7 +238,7 @@ class SpeechRecognition(_AudioBase):
 
         return collate
 
-    def evaluator(self, processor: Any, label_names: list[str]) -> Evaluator:
+    def evaluator(self, processor: Any, labels: LabelSpace | list[str]) -> Evaluator:
         return CTCEvaluator(processor.tokenizer)
 
     def predict(self, pipe: Any, inputs: list[Any], top_k: int) -> list[Any]:

@@ -19,8 +19,9 @@ from typing import Any
 import datasets
 import torch
 
-from hftl.data import DataReport, source_rows
+from hftl.data import DataReport, label_tensor, source_rows
 from hftl.errors import DataError, HftlError
+from hftl.labels import SINGLE, LabelSpace, as_space
 from hftl.metrics import IGNORE, Evaluator, TokenClassificationEvaluator
 from hftl.modalities.base import Modality, check_model_path
 
@@ -141,8 +142,8 @@ class _TextBase(Modality):
             tokenizer.pad_token = tokenizer.eos_token
         return tokenizer
 
-    def model_kwargs(self, label_names: list[str], processor: Any) -> dict[str, Any]:
-        return {**super().model_kwargs(label_names, processor), "pad_token_id": processor.pad_token_id}
+    def model_kwargs(self, labels: LabelSpace | list[str], processor: Any) -> dict[str, Any]:
+        return {**super().model_kwargs(labels, processor), "pad_token_id": processor.pad_token_id}
 
     def detect_input_column(self, ds: datasets.Dataset, where: str) -> str:
         for name in self.input_candidates:
@@ -241,7 +242,7 @@ class TextClassification(_TextBase):
                 batch = pad_batch(inputs, processor)
             else:
                 batch = dict(self._tokenize(inputs, processor, padding=True, return_tensors="pt"))
-            batch["labels"] = torch.tensor([e["labels"] for e in examples], dtype=torch.long)
+            batch["labels"] = label_tensor([e["labels"] for e in examples])
             return batch
 
         return collate
@@ -259,6 +260,7 @@ class TokenClassification(_TextBase):
     pipeline_task = "token-classification"
     input_candidates = TOKEN_CANDIDATES
     label_candidates = TAG_CANDIDATES
+    label_shapes = False
 
     def model_class(self) -> Any:
         from transformers import AutoModelForTokenClassification
@@ -314,6 +316,9 @@ class TokenClassification(_TextBase):
             values = [v.split() if isinstance(v, str) else v for v in values]
         return values, names
 
+    def label_space(self, ds: datasets.Dataset, column: str, where: str) -> LabelSpace:
+        return LabelSpace(SINGLE, self.label_names(ds, column, where))
+
     def label_names(self, ds: datasets.Dataset, column: str, where: str) -> list[str]:
         values, names = self._tags(ds, column)
         if names is not None:
@@ -332,7 +337,10 @@ class TokenClassification(_TextBase):
         text = sorted({str(t) for t in distinct})
         return (["O"] + [t for t in text if t != "O"]) if "O" in text else text
 
-    def encode_labels(self, ds: datasets.Dataset, column: str, names: list[str], split: str, where: str) -> datasets.Dataset:
+    def encode_labels(
+        self, ds: datasets.Dataset, column: str, labels: LabelSpace | list[str], split: str, where: str
+    ) -> datasets.Dataset:
+        names = as_space(labels).names
         values, own_names = self._tags(ds, column)
         index = {name: i for i, name in enumerate(names)}
         rows = source_rows(ds)
@@ -382,8 +390,8 @@ class TokenClassification(_TextBase):
 
         return collate
 
-    def evaluator(self, processor: Any, label_names: list[str]) -> Evaluator:
-        return TokenClassificationEvaluator(label_names)
+    def evaluator(self, processor: Any, labels: LabelSpace | list[str]) -> Evaluator:
+        return TokenClassificationEvaluator(as_space(labels).names)
 
     def load_predict_input(self, item: str) -> Any:
         if not item.strip():
