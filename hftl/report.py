@@ -22,10 +22,19 @@ from hftl.files import atomic_write_text
 from hftl.plots import best_record, write_plots
 from hftl.run_dir import PLOTS_DIR, STUDY_FILE
 
+UNBOUNDED = frozenset({"rmse", "mae", "loss"})  # in the data's units: compared as a relative change, not in points
+
 
 def _points(metric: str, a: float, b: float) -> float:
-    """How much better `a` is than `b`, in points (percentage points of a 0..1 metric)."""
+    """How much better `a` is than `b`: percentage points of a 0..1 metric, or percent of `b` for an
+    unbounded one (rmse: 0.86 against 1.46 is 41% lower)."""
+    if metric in UNBOUNDED:
+        return 100 * (b - a) / abs(b) if b else 0.0
     return 100 * ((b - a) if metric in LOWER_IS_BETTER else (a - b))
+
+
+def _unit(metric: str) -> str:
+    return "%" if metric in UNBOUNDED else "points"
 
 
 def _fmt_count(n: float) -> str:
@@ -50,25 +59,28 @@ def recommend(rows: list[dict[str, Any]], metric: str) -> list[str]:
         f"{best['train_seconds']:.0f} s of training, {_fmt_count(best['trainable_parameters'])} trainable parameters)."
     ]
     close = [r for r in done if _points(metric, best[key], r[key]) <= 1.0]
+    within = "1%" if metric in UNBOUNDED else "1 point"
     fastest = min(close, key=lambda r: r["train_seconds"])
     if fastest is not best:
         lines.append(
-            f"**Fastest within 1 point of the best: `{fastest['strategy']}`** ({fastest[key]:.4f}, "
+            f"**Fastest within {within} of the best: `{fastest['strategy']}`** ({fastest[key]:.4f}, "
             f"{fastest['train_seconds']:.0f} s, {best['train_seconds'] / max(fastest['train_seconds'], 1e-9):.1f}x less "
             "training time)."
         )
-    per_second = max(done, key=lambda r: (r[key] if metric not in LOWER_IS_BETTER else -r[key]) / max(r["train_seconds"], 1e-9))
-    lines.append(f"Best {metric} per second of training: `{per_second['strategy']}`.")
+    if metric not in LOWER_IS_BETTER:  # a ratio of an error to seconds would favour the slowest run
+        per_second = max(done, key=lambda r: r[key] / max(r["train_seconds"], 1e-9))
+        lines.append(f"Best {metric} per second of training: `{per_second['strategy']}`.")
     smallest = min(close, key=lambda r: r["trainable_parameters"])
     lines.append(
-        f"**Smallest trainable set within 1 point of the best: `{smallest['strategy']}`** "
+        f"**Smallest trainable set within {within} of the best: `{smallest['strategy']}`** "
         f"({_fmt_count(smallest['trainable_parameters'])} parameters, {smallest['trainable_percent']:.2f}% of the model): "
         + ("what to ship when many fine-tuned variants must be stored." if smallest is not best else "also the best.")
     )
     scratch = next((r for r in done if r["strategy"] == "scratch"), None)
     if scratch is not None and best is not scratch:
         gap = _points(metric, best[key], scratch[key])
-        lines.append(f"Pretraining buys {gap:+.1f} points of {metric} over training the same architecture from scratch.")
+        what = f"{metric} {gap:.1f}% lower than" if metric in UNBOUNDED else f"{gap:+.1f} points of {metric} over"
+        lines.append(f"Pretraining buys {what} training the same architecture from scratch.")
     return lines
 
 
@@ -113,7 +125,7 @@ def _table(study: Any, rows: list[dict[str, Any]]) -> tuple[list[str], list[list
     header += ["train time (s)", "samples/s", "peak memory (MiB)", "best epoch"]
     scratch = next((r for r in rows if r["strategy"] == "scratch" and f"validation_{study.metric}" in r), None)
     if scratch:
-        header.append(f"vs scratch ({study.metric}, points)")
+        header.append(f"vs scratch ({study.metric}, {_unit(study.metric)})")
     body = []
     for r in rows:
         if "error" in r:
@@ -165,8 +177,9 @@ def write_report(study: Any) -> tuple[Path, Path]:
     if best is not None:  # runs from before label shapes have no label_space
         problem = (best.metrics["data"].get("label_space") or {}).get("problem", "single_label")
         per_class = per_class_table(best.metrics.get("per_class"), problem)
+    what = per_class[1].split(" (")[0] if per_class else ""  # "Per class", "Per label" or "Per target"
     if per_class:
-        md += ["", f"## Per class: the best run ({best.strategy})", *per_class[1:]]
+        md += ["", f"## {what}: the best run ({best.strategy})", "", *per_class[2:]]
     md += ["", "## Recommendation", ""] + [f"- {line}" for line in advice] + ["", "## Plots", ""]
     md += [f"![{title}]({PLOTS_DIR}/{path.name})" for title, path in plots.items()]
     md += ["", "## Runs", ""]
@@ -197,7 +210,7 @@ figure{{display:inline-block;margin:1em}}img{{max-width:560px}}</style></head><b
 <h1>Strategy comparison: {html.escape(study.task)}</h1><p>{inline(data_line)}. Same split, budget and {html.escape(seeds)}.</p>
 <table><tr>{"".join(f"<th>{html.escape(h)}</th>" for h in header)}</tr>
 {"".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>" for cells in body)}</table>
-{_html_table(per_class[2:], f"Per class: the best run ({best.strategy})") if per_class else ""}
+{_html_table(per_class[2:], f"{what}: the best run ({best.strategy})") if per_class else ""}
 <h2>Recommendation</h2><ul>{"".join(f"<li>{inline(line)}</li>" for line in advice)}</ul>
 <h2>Plots</h2>{images}</body></html>
 """
