@@ -278,6 +278,8 @@ def test_balanced_class_weights_raise_the_minority_recall_at_the_same_budget(tmp
         assert "train examples per class: one: 190, zero: 10" in out
         assert "1 class(es) with fewer than 10" not in out  # 10 is enough not to warn
         recall[weights] = json.loads((run / "metrics.json").read_text())["per_class"]["validation"]["zero"]["recall"]
+        card = (run / "README.md").read_text()  # single-label runs get the per-class table too
+        assert "Per class (the best weights):" in card and "| validation | zero |" in card
     assert recall["balanced"] > recall["none"] + 0.1, recall
 
 
