@@ -383,3 +383,28 @@ def test_bad_label_options_are_refused_naming_the_key():
     assert class_weight_vector(LabelSpace("multi_label", ["a"], counts=[20], examples=100), "balanced") == [4.0]
     # On the command line a mapping is written as YAML.
     assert load_config(base, ["train.class_weights={pos: 3, neg: 1}"]).train.class_weights == {"pos": 3.0, "neg": 1.0}
+
+
+def test_regression_with_a_bias_free_head_scales_without_centring_and_says_so(tmp_path):
+    """GPT-2's `score` layer has no bias: the targets' mean cannot be folded in, so it is not subtracted either."""
+    from transformers import pipeline
+
+    from .tiny_models import save_tiny
+
+    model = save_tiny("text-classification", "gpt2", tmp_path / "gpt2")
+    rows = text_rows(120)
+    data = write_jsonl(tmp_path / "texts.jsonl", [{"text": r["text"], "words": r["words"] + 10} for r in rows])
+    cfg = write_config(tmp_path / "c.yaml", model, data, data={"label_column": "words", "problem": "regression"})
+    run = tmp_path / "run"
+    out = run_cli("train", str(cfg), f"output_dir={run}", "epochs=1", in_process=True).stdout
+    assert "has no bias, so the targets are scaled by their spread but not centred" in out
+    space = json.loads((run / "metrics.json").read_text())["data"]["label_space"]
+    assert space["mean"] == [0.0] and space["std"][0] > 0
+    validation = json.loads((run / "metrics.json").read_text())["validation"]
+    value = pipeline("text-classification", model=str(run / "model"))("good film", top_k=None)[0]["score"]
+    cfg_run = load_config(run / "config.yaml")
+    texts = load_splits(cfg_run.data, get_modality(cfg_run.task, cfg_run), cfg_run.train.seed).validation
+    val = write_jsonl(tmp_path / "val.jsonl", [{"text": t, "words": y[0]} for t, y in zip(texts["text"], texts["labels"])])
+    again = json.loads(run_cli("evaluate", str(run), "--data", str(val), in_process=True).stdout)
+    assert again["rmse"] == pytest.approx(validation["rmse"], rel=1e-4)  # the saved model is the evaluated one
+    assert isinstance(value, float)
