@@ -40,7 +40,7 @@ def _train(args: argparse.Namespace) -> None:
 def _evaluate(args: argparse.Namespace) -> None:
     from hftl.inference import evaluate_run
 
-    metrics = evaluate_run(args.run_dir, args.data, args.batch_size)
+    metrics = evaluate_run(args.run_dir, args.data, args.batch_size, args.data_config, args.revision, args.split)
     if _is_main_process():
         print(json.dumps(metrics, indent=2))
 
@@ -134,6 +134,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir")
     p.add_argument("--data", required=True, help="imagefolder, csv/jsonl/parquet file or Hub dataset id")
     p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--data-config", default=None, help="Hub dataset: the config (subset), e.g. sst2 of glue")
+    p.add_argument("--revision", default=None, help="Hub dataset: branch, tag or commit")
+    p.add_argument("--split", default=None, help="split or slice (default: test, else validation), e.g. validation[:50%%]")
     p.set_defaults(func=_evaluate)
 
     p = sub.add_parser("predict", help="predictions for input files or texts")

@@ -24,8 +24,10 @@ import numpy as np
 import torch
 
 from hftl.config import DataConfig
+from hftl.dataset_repos import RepoOptions, is_dataset_repo, load_repo, select_split
 from hftl.errors import DataError
 from hftl.metrics import Evaluator
+from hftl.sampling import stratified_split
 
 FILE_BUILDERS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
 SPLIT_DIRS = {"train": "train", "validation": "validation", "valid": "validation", "val": "validation", "test": "test"}
@@ -76,20 +78,25 @@ class Splits:
 def load_splits(cfg: DataConfig, modality: Any, seed: int) -> Splits:
     """Load train / validation / test as declared in `cfg`, checked and with label ids in `labels`."""
     report = DataReport()
-    loaded = load_source(cfg.train, modality, "data.train", report)
-    train = _pick(loaded, "train", cfg.train)
-    validation = _pick(loaded, "validation", cfg.train, required=False) if isinstance(loaded, dict) else None
-    test = _pick(loaded, "test", cfg.train, required=False) if isinstance(loaded, dict) else None
+    repo = RepoOptions(cfg.dataset_config, cfg.revision)
+    loaded = load_source(cfg.train, modality, "data.train", report, repo)
+    train = _pick(loaded, "train", cfg.train, wanted=cfg.train_split, key="data.train_split")
+    validation = test = None
+    if isinstance(loaded, dict):
+        validation = _pick(loaded, "validation", cfg.train, False, cfg.validation_split_name, "data.validation_split_name")
+        test = _pick(loaded, "test", cfg.train, False, cfg.test_split, "data.test_split")
     sources = {"train": cfg.train}
     sources.update(
         {split: f"{cfg.train} ({split} split)" for split, ds in (("validation", validation), ("test", test)) if ds is not None}
     )
-    if cfg.validation:
-        validation = _pick(load_source(cfg.validation, modality, "data.validation", report), "validation", cfg.validation)
-        sources["validation"] = cfg.validation
-    if cfg.test:
-        test = _pick(load_source(cfg.test, modality, "data.test", report), "test", cfg.test)
-        sources["test"] = cfg.test
+    for role, spec, wanted in (("validation", cfg.validation, cfg.validation_split_name), ("test", cfg.test, cfg.test_split)):
+        if not spec:
+            continue
+        source = load_source(spec, modality, f"data.{role}", report, repo)
+        key = "data.validation_split_name" if role == "validation" else "data.test_split"
+        picked = _pick(source, role, spec, wanted=wanted if isinstance(source, dict) else None, key=key)
+        validation, test = (picked, test) if role == "validation" else (validation, picked)
+        sources[role] = spec
 
     input_column = cfg.input_column or modality.detect_input_column(train, cfg.train)
     label_column = cfg.label_column or modality.detect_label_column(train, cfg.train)
@@ -149,15 +156,31 @@ def prepare_split(
     return checked
 
 
-def load_labelled(spec: str, modality: Any, cfg: DataConfig, labels: Any, report: DataReport) -> tuple[Any, str]:
+def load_labelled(
+    spec: str,
+    modality: Any,
+    cfg: DataConfig,
+    labels: Any,
+    report: DataReport,
+    repo: RepoOptions | None = None,
+    split: str | None = None,
+) -> tuple[Any, str]:
     """Labelled data for a trained model (`hftl evaluate --data`), read and checked as training data is, with
-    labels encoded into the model's label space `labels` (a labels.LabelSpace). Returns the split and its input column.
+    labels encoded into the model's label space `labels` (a labels.LabelSpace). A dataset's `split` (name or
+    slice; default test, else validation, else the first) in `repo`'s config. Returns the split and its input column.
 
     Example:
         >>> ds, column = load_labelled("more.csv", modality, cfg.data, space, DataReport())  # doctest: +SKIP
     """
-    loaded = load_source(spec, modality, "--data", report)
-    ds = loaded if not isinstance(loaded, dict) else loaded.get("test") or loaded.get("validation") or next(iter(loaded.values()))
+    loaded = load_source(spec, modality, "--data", report, repo)
+    if split and isinstance(loaded, dict):
+        ds = select_split(loaded, split, spec, "--split")
+    else:
+        ds = (
+            loaded
+            if not isinstance(loaded, dict)
+            else loaded.get("test") or loaded.get("validation") or next(iter(loaded.values()))
+        )
     column = cfg.input_column or modality.detect_input_column(ds, spec)
     label_column = cfg.label_column or modality.detect_label_column(ds, spec)
     for name in label_column if isinstance(label_column, list) else [label_column]:
@@ -170,9 +193,15 @@ def load_labelled(spec: str, modality: Any, cfg: DataConfig, labels: Any, report
     return modality.encode_labels(ds, label_column, labels, "evaluation", spec).remove_columns(ROW), column
 
 
-def load_source(spec: str, modality: Any, key: str, report: DataReport) -> datasets.Dataset | dict[str, datasets.Dataset]:
-    """A folder (class sub-folders), a csv/json/jsonl/parquet file, or a Hub dataset id."""
+def load_source(
+    spec: str, modality: Any, key: str, report: DataReport, repo: RepoOptions | None = None
+) -> datasets.Dataset | dict[str, datasets.Dataset]:
+    """A folder (class sub-folders), a csv/json/jsonl/parquet file, or a Hub dataset id (or a folder laid out
+    like a Hub dataset repo), in `repo`'s config and revision."""
+    repo = repo or RepoOptions()
     path = Path(os.path.expanduser(spec))
+    if path.is_dir() and (is_dataset_repo(path) or repo.config):
+        return load_repo(str(path), repo, key)
     if path.is_dir():
         # A flat folder is one split: file its skips under the split this key loads, not always "train".
         folder_report = DataReport()
@@ -197,14 +226,7 @@ def load_source(spec: str, modality: Any, key: str, report: DataReport) -> datas
             raise DataError(f"{key}={spec}: could not read it as {builder}: {_first_line(e)}") from None
     if spec.startswith((".", "/", "~")) or Path(spec).suffix.lower() in FILE_BUILDERS or os.sep + os.sep in spec:
         raise DataError(f"{key}={spec}: no such file or directory")
-    try:
-        loaded = datasets.load_dataset(spec)
-    except Exception as e:  # noqa: BLE001 - offline, missing and private datasets fail differently
-        raise DataError(
-            f"{key}={spec} is not a local file or folder, and loading it as a Hub dataset failed: {_first_line(e)}. "
-            "Check the path, or the dataset id and your network (HF_HUB_OFFLINE=1 blocks the Hub)."
-        ) from None
-    return dict(loaded)
+    return load_repo(spec, repo, key)
 
 
 def _has_no_rows(path: Path, builder: str) -> bool:
@@ -220,9 +242,16 @@ def _first_line(e: Exception) -> str:
     return text.splitlines()[0][:300]
 
 
-def _pick(loaded: Any, split: str, where: str, required: bool = True) -> datasets.Dataset | None:
+def _pick(
+    loaded: Any, split: str, where: str, required: bool = True, wanted: str | None = None, key: str = ""
+) -> datasets.Dataset | None:
+    """Split `split` of a loaded source: the configured name or slice `wanted` (named by `key`), else by its aliases."""
     if isinstance(loaded, datasets.Dataset):
+        if wanted:
+            raise DataError(f"{key}={wanted!r}: {where} is a single file or folder with no named splits; remove {key}")
         return loaded
+    if wanted:
+        return select_split(loaded, wanted, where, key)
     aliases = [k for k, v in SPLIT_DIRS.items() if v == split]
     for name in aliases:
         if name in loaded:
@@ -303,21 +332,6 @@ def encode_labels(ds: datasets.Dataset, column: str, label_names: list[str], spl
     return ds.add_column(LABELS, ids)
 
 
-def stratified_split(labels: list[int], fraction: float, seed: int) -> tuple[list[int], list[int]]:
-    """Indices (train, validation) holding out `fraction` of every class (at least one of classes with 2+)."""
-    rng = np.random.default_rng(seed)
-    by_class: dict[int, list[int]] = defaultdict(list)
-    for i, label in enumerate(labels):
-        by_class[label].append(i)
-    train_idx, val_idx = [], []
-    for label in sorted(by_class):
-        idx = rng.permutation(by_class[label]).tolist()
-        k = 0 if len(idx) < 2 else min(max(1, round(len(idx) * fraction)), len(idx) - 1)
-        val_idx += idx[:k]
-        train_idx += idx[k:]
-    return sorted(train_idx), sorted(val_idx)
-
-
 def label_tensor(values: list[Any]) -> torch.Tensor:
     """A batch's labels: class ids as int64, multi-hot vectors and regression targets as float32.
 
@@ -326,47 +340,6 @@ def label_tensor(values: list[Any]) -> torch.Tensor:
         (torch.int64, torch.float32)
     """
     return torch.tensor(values)  # torch infers both: Python ints become int64, floats the default float32
-
-
-class EpochSampler(torch.utils.data.Sampler[int]):
-    """Shuffles with a permutation that depends only on (seed, epoch): resumable without RNG state."""
-
-    def __init__(
-        self,
-        size: int,
-        seed: int,
-        shuffle: bool = True,
-        lengths: list[int] | None = None,
-        batch_size: int = 1,
-        weights: list[float] | None = None,
-    ) -> None:
-        self.size, self.seed, self.shuffle, self.epoch = size, seed, shuffle, 0
-        self.lengths, self.batch_size = lengths, batch_size
-        # data.sampler=balanced: an epoch draws `size` examples with replacement in proportion to these.
-        self.weights = torch.as_tensor(weights, dtype=torch.float64) if weights is not None else None
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __iter__(self):
-        if not self.shuffle:
-            return iter(range(self.size))
-        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-        if self.weights is not None:
-            order = torch.multinomial(self.weights, self.size, replacement=True, generator=generator).tolist()
-        else:
-            order = torch.randperm(self.size, generator=generator).tolist()
-        if self.lengths is None:
-            return iter(order)
-        # Length grouping as transformers' LengthGroupedSampler: shuffled mega-batches of 50 batches,
-        # each sorted longest first, so a batch pads to similar lengths and the first batch is the
-        # longest (an out-of-memory error shows at once, not an hour in).
-        mega = self.batch_size * 50
-        groups = [sorted(order[i : i + mega], key=lambda j: -self.lengths[j]) for i in range(0, self.size, mega)]
-        return iter([j for group in groups for j in group])
-
-    def __len__(self) -> int:
-        return self.size
 
 
 class ExampleDataset(torch.utils.data.Dataset):

@@ -19,6 +19,7 @@ from accelerate import Accelerator
 from torch.utils.data import DataLoader
 
 from hftl.data import DataReport, ExampleDataset, load_labelled
+from hftl.dataset_repos import RepoOptions
 from hftl.errors import HftlError
 from hftl.evaluation import evaluate_loop
 from hftl.label_metrics import evaluator_for
@@ -27,8 +28,16 @@ from hftl.modalities import get_modality
 from hftl.run_dir import load_run, read_metrics
 
 
-def evaluate_run(run_dir: str | Path, data: str, batch_size: int | None = None) -> dict[str, float]:
-    """Metrics of a finished run's `model/` on other labelled data (labels must be the model's)."""
+def evaluate_run(
+    run_dir: str | Path,
+    data: str,
+    batch_size: int | None = None,
+    dataset_config: str | None = None,
+    revision: str | None = None,
+    split: str | None = None,
+) -> dict[str, float]:
+    """Metrics of a finished run's `model/` on other labelled data (labels must be the model's); for a Hub
+    dataset (or dataset-repo folder), its config, revision and split (name or slice)."""
     cfg, model_dir = load_run(run_dir)
     modality = get_modality(cfg.task, cfg)
     model = modality.model_class().from_pretrained(str(model_dir))
@@ -37,7 +46,8 @@ def evaluate_run(run_dir: str | Path, data: str, batch_size: int | None = None) 
     processor = modality.load_processor(str(model_dir), None, False)
     space = run_labels(run_dir)
     report = DataReport()
-    ds, column = load_labelled(data, modality, cfg.data, space, report)
+    repo = RepoOptions(dataset_config, revision)
+    ds, column = load_labelled(data, modality, cfg.data, space, report, repo, split)
     if report.total():
         print(report.summary())
     accelerator = Accelerator(cpu=not torch.cuda.is_available())  # several processes on CPUs too (gloo)

@@ -30,7 +30,7 @@ from hftl.backends import Backend, backend_for
 from hftl.checkpoint import set_rng_state
 from hftl.checkpointer import Checkpointer
 from hftl.config import LOWER_IS_BETTER, Config, best_metric_name
-from hftl.data import EpochSampler, TrainData, loader_workers
+from hftl.data import TrainData, loader_workers
 from hftl.errors import HftlError
 from hftl.evaluation import evaluate_loop
 from hftl.faults import AFTER_EPOCH, AFTER_STEP, fault
@@ -39,6 +39,7 @@ from hftl.layers import LayerMap
 from hftl.metrics import confusion
 from hftl.optimization import lr_lambda, param_groups
 from hftl.peak_memory import PeakMemory
+from hftl.sampling import EpochSampler
 from hftl.strategies import Phase, Plan, describe_phase, set_train_mode, set_trainable
 from hftl.tracking import finish_trackers, start_trackers
 from hftl.train_state import TrainResult, TrainState

@@ -14,9 +14,10 @@ import pytest
 from PIL import Image
 
 from hftl.config import DataConfig
-from hftl.data import LABELS, ROW, DataReport, load_source, load_splits, stratified_split
+from hftl.data import LABELS, ROW, DataReport, load_source, load_splits
 from hftl.errors import DataError
 from hftl.modalities import get_modality
+from hftl.sampling import stratified_split
 
 IMAGE = get_modality("image-classification")
 

@@ -15,11 +15,12 @@ import torch
 import yaml
 
 from hftl.config import load_config
-from hftl.data import EpochSampler, load_splits
+from hftl.data import load_splits
 from hftl.errors import ConfigError, DataError
 from hftl.labels import LabelSpace
 from hftl.losses import class_weight_vector, sample_weights
 from hftl.modalities import get_modality
+from hftl.sampling import EpochSampler
 
 from .conftest import run_cli, save_tiny_bert, save_tiny_resnet
 from .text_data import FILLER, NEGATIVE, PEOPLE, POSITIVE, write_jsonl

@@ -14,12 +14,13 @@ from accelerate.utils import set_seed
 
 from hftl.api import setup_data
 from hftl.config import load_config
-from hftl.data import EpochSampler, load_splits
+from hftl.data import load_splits
 from hftl.metrics import IGNORE
 from hftl.modalities import get_modality
 from hftl.modalities.text import align_labels
 from hftl.models import setup_model
 from hftl.run_dir import load_run
+from hftl.sampling import EpochSampler
 
 from .conftest import run_cli
 from .text_data import sentiment_rows, tagging_rows, validation_rows, write_csv, write_jsonl

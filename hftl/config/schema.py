@@ -84,6 +84,21 @@ class DataConfig:
     validation: str | None = field(default=None, metadata=_help("Validation data; split off train when null."))
     test: str | None = field(default=None, metadata=_help("Optional held-out test data, evaluated once at the end."))
     validation_split: float = field(default=0.1, metadata=_help("Fraction of train held out (stratified)."))
+    dataset_config: str | None = field(
+        default=None, metadata=_help("Hub dataset (or dataset-repo folder): the config (subset) to load, e.g. sst2 of glue.")
+    )
+    revision: str | None = field(default=None, metadata=_help("Hub dataset: the revision (branch, tag or commit)."))
+    train_split: str | None = field(
+        default=None,
+        metadata=_help("Split of data.train to train on (default: train); a slice works too, e.g. train[:90%]."),
+    )
+    validation_split_name: str | None = field(
+        default=None,
+        metadata=_help(
+            "Split of data.train to validate on (default: validation, valid or val), e.g. validation_matched or train[90%:]."
+        ),
+    )
+    test_split: str | None = field(default=None, metadata=_help("Split of data.train to test on (default: test)."))
     input_column: str | None = field(
         default=None,
         metadata=_help("Column with the inputs (alias text_column / tokens_column / audio_column); auto-detected when null."),
