@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 from accelerate import Accelerator, DistributedDataParallelKwargs
 from accelerate.utils import ProjectConfiguration
@@ -66,3 +67,26 @@ def _allow_new_settings(mixed_precision: str, compile_model: bool) -> None:
     compiled = dynamo is not None and str(getattr(dynamo, "backend", "NO")) != "NO"
     if state.get("_mixed_precision") not in (None, mixed_precision) or compiled != compile_model:
         AcceleratorState._reset_state()
+
+
+def describe_launch(accelerator: Accelerator, cfg: Config) -> dict[str, Any]:
+    """The launch as `hftl train` prints it and metrics.json records it: processes, backend, effective batch.
+
+    Example:
+        >>> describe_launch(accelerator, cfg)["text"]   # doctest: +SKIP
+        '2 processes (gloo) x 16 x accumulation 1 = 32 per step'
+    """
+    n, t = accelerator.num_processes, cfg.train
+    backend = getattr(accelerator.state, "backend", None) or accelerator.device.type
+    per_step = n * t.batch_size * t.gradient_accumulation_steps
+    text = f"{n} process{'es' if n > 1 else ''} ({backend}) x {t.batch_size} x accumulation {t.gradient_accumulation_steps}"
+    return {
+        "processes": n,
+        "backend": backend,
+        "device": accelerator.device.type,
+        "distributed_type": str(accelerator.distributed_type.value),
+        "batch_size_per_process": t.batch_size,
+        "gradient_accumulation_steps": t.gradient_accumulation_steps,
+        "examples_per_step": per_step,
+        "text": f"{text} = {per_step} per step",
+    }

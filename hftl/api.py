@@ -15,6 +15,7 @@ from typing import Any
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 
+from hftl.accelerator import describe_launch
 from hftl.backends import backend_for, check_launch
 from hftl.config import PIPELINE_TASKS, Config, best_metric_name, load_config
 from hftl.data import LABELS, ExampleDataset, Splits, TrainData, load_splits
@@ -82,6 +83,7 @@ def run(cfg: Config) -> FinetuneResult:
     if not prepare_run_dir(cfg, run_dir):
         cfg.resume = False
     accelerator = make_accelerator(cfg, run_dir, cfg.strategy.head_warmup_epochs > 0)
+    accelerator.print(f"launch: {describe_launch(accelerator, cfg)['text']}")
     if accelerator.is_main_process:
         cfg.save(run_dir / CONFIG_FILE)
     if splits.report.total():
@@ -175,6 +177,7 @@ def finish_run(
     backend = backend_for(accelerator)
     accelerator.wait_for_everyone()
     summary = run_summary(cfg, splits, model, layer_map, plan, result)
+    summary["launch"] = describe_launch(accelerator, cfg)
 
     def rebuild() -> Any:  # the run's model afresh, for engines whose trained model is not plain
         set_seed(cfg.train.seed)

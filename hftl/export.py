@@ -61,7 +61,8 @@ def write_model_card(run_dir: Path, cfg: Config, summary: dict[str, Any]) -> Non
     data_name = cfg.data.train if _is_hub_id(cfg.data.train or "") else Path(cfg.data.train or "data").name
     results = [
         EvalResult(
-            task_type=cfg.task,
+            task_type=PIPELINE_TASKS.get(cfg.task, cfg.task),  # the Hub's task names are the pipelines'
+            task_name=PIPELINE_TASKS.get(cfg.task, cfg.task),
             dataset_type=data_name,
             dataset_name=data_name,
             dataset_split=split,
@@ -81,9 +82,34 @@ def write_model_card(run_dir: Path, cfg: Config, summary: dict[str, Any]) -> Non
         tags=["hftl", "transfer-learning", cfg.strategy.name, cfg.task],
         model_name=Path(cfg.output_dir).name,
         eval_results=results or None,
+        license=cfg.license or _base_license(base) or "other",
     )
     card = ModelCard.from_template(card_data, template_str="---\n{{ card_data }}\n---\n{{ body }}", body=_card_body(cfg, summary))
     atomic_write_text(run_dir / CARD_FILE, str(card))
+
+
+def _base_license(base: str) -> str | None:
+    """The license a local base checkpoint's own card declares, if any (a Hub id is not fetched for it)."""
+    readme = Path(base).expanduser() / "README.md"
+    if not readme.is_file():
+        return None
+    try:
+        return ModelCard.load(readme).data.license
+    except Exception:  # noqa: BLE001 - a card without valid metadata has no license to take
+        return None
+
+
+def framework_versions() -> dict[str, str]:
+    """Versions of the libraries that made the model, for the card (as the Trainer's cards list them)."""
+    import importlib.metadata
+
+    out = {}
+    for name in ("hftl", "transformers", "torch", "datasets", "accelerate", "peft", "timm"):
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return out
 
 
 def _card_body(cfg: Config, s: dict[str, Any]) -> str:
@@ -132,6 +158,8 @@ def _card_body(cfg: Config, s: dict[str, Any]) -> str:
     ):  # fmt: skip
         lines.append(f"| {key} | {getattr(t, key)} |")
     lines.append(f"| augment | {cfg.data.augment} |")
+    if s.get("launch"):
+        lines.append(f"| launch | {s['launch']['text']} |")
     lines += ["", "## Results", "", f"Best epoch: {s['best_epoch']} (by validation {best_metric_name(cfg)}).", ""]
     metric_keys = [k for k in metric_names(cfg.task, cfg.data.problem) if k in (s.get("validation") or {})]
     lines += ["| split | " + " | ".join(metric_keys) + " |", "|---|" + "---|" * len(metric_keys)]
@@ -161,6 +189,10 @@ def _card_body(cfg: Config, s: dict[str, Any]) -> str:
         "Training time: {:.1f} s, {:.1f} samples/s, peak memory {:.0f} MiB.".format(
             s["train_seconds"], s["samples_per_second"], s["peak_memory_mb"]
         ),
+        "",
+        "## Framework versions",
+        "",
+        *(f"- {name} {version}" for name, version in framework_versions().items()),
     ]
     return "\n".join(lines)
 

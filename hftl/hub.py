@@ -13,6 +13,7 @@ Example:
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from hftl.config import check_repo_id
@@ -35,6 +36,14 @@ def files_to_push(run_dir: str | Path, adapter_only: bool = False) -> list[tuple
     # The run's card replaces any README the folder has (peft writes a stub one into adapter/).
     by_target.update({target: run_dir / name for name, target in RUN_FILES.items() if (run_dir / name).is_file()})
     return [(path, target) for target, path in by_target.items()]
+
+
+def _pushed_content(path: Path, target: str, repo_id: str) -> str | bytes:
+    """What is uploaded for `path`: the file itself, but the card's usage snippet names the repo, not the run folder."""
+    if target != "README.md" or path.name != CARD_FILE:
+        return str(path)
+    text = path.read_text()
+    return re.sub(r'(pipeline\("[^"]+", model=)"[^"]*"', lambda m: f'{m.group(1)}"{repo_id}"', text).encode()
 
 
 def _token(token: str | None) -> str:
@@ -72,13 +81,14 @@ def push_run(
         raise HftlError("HF_HUB_OFFLINE=1 is set, which blocks pushing; unset it to push")
     secret = _token(token)
     _refuse_secrets(files, secret)
+    contents = {target: _pushed_content(path, target, repo_id) for path, target in files}
     api = HfApi(endpoint=endpoint, token=secret)
     what = "adapter" if adapter_only else "model"
     try:
         api.create_repo(repo_id, private=private, exist_ok=True)
         info = api.create_commit(
             repo_id,
-            operations=[CommitOperationAdd(path_in_repo=target, path_or_fileobj=str(path)) for path, target in files],
+            operations=[CommitOperationAdd(path_in_repo=target, path_or_fileobj=contents[target]) for _, target in files],
             commit_message=commit_message or f"Upload {what} fine-tuned with hftl ({Path(run_dir).name})",
         )
     except OfflineModeIsEnabled:

@@ -163,6 +163,8 @@ def test_predict_and_evaluate_a_finished_run(task, tiny_w2v, tone_classes, tone_
     data = data_for(task, tone_classes, tone_sequences)
     config = write_config(tmp_path, task, tiny_w2v, data, epochs=1)
     run_cli("train", str(config), f"output_dir={run_dir}", "strategy=head_only", in_process=True)
+    pipeline_task = {"speech-recognition": "automatic-speech-recognition"}.get(task, task)
+    assert f"type: {pipeline_task}" in (run_dir / "README.md").read_text()  # model-index task types are the Hub's
     clip = tmp_path / "clip.wav"  # 44.1 kHz stereo: predict resamples and down-mixes like training did
     mono = letters_clip("ab", np.random.default_rng(0)) if task == "speech-recognition" else tone(880.0, 0.3)
     import soxr

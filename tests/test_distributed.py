@@ -44,6 +44,9 @@ def test_two_processes_match_one(tiny_bert, tmp_path):
     assert proc.stdout.count('"output_dir"') == 1  # the summary comes from the main process only
     metrics = json.loads((two / "metrics.json").read_text())
     assert metrics["global_step"] == 6  # 48 examples / (8 per process x 2 processes) x 2 epochs
+    assert "launch: 2 processes (gloo) x 8 x accumulation 1 = 16 per step" in proc.stdout
+    assert metrics["launch"]["examples_per_step"] == 16 and metrics["launch"]["processes"] == 2
+    assert "| launch | 2 processes (gloo) x 8 x accumulation 1 = 16 per step |" in (two / "README.md").read_text()
     assert sum(map(sum, metrics["confusion_matrix"])) == 16  # every validation example once, none twice
     steps = sorted(p.name for p in (two / "checkpoints").iterdir() if p.name.startswith("step-"))
     assert steps == ["step-0000003", "step-0000006"]

@@ -108,6 +108,10 @@ def test_push_uploads_the_model_card_and_metrics_only(hub, lora_run, tmp_path):
     assert not any(name.startswith(("checkpoints", "logs", "adapter")) for name in pushed)
     assert pushed["model.safetensors"] == (lora_run / "model" / "model.safetensors").read_bytes()
     assert b"model-index" in pushed["README.md"]
+    card = pushed["README.md"].decode()
+    assert 'pipeline("text-classification", model="me/bert-lora")' in card  # the repo, not the run folder
+    assert "license: other" in card and "type: text-classification" in card
+    assert "## Framework versions" in card and "- transformers " in card and "- torch " in card
 
     # The token went in the Authorization header and nowhere else.
     assert all(header == f"Bearer {TOKEN}" for header in hub.auth)
@@ -128,7 +132,8 @@ def test_adapter_only_push_loads_with_peft_on_the_base(hub, lora_run, tiny_bert,
     push_run(lora_run, "me/bert-lora-adapter", adapter_only=True, endpoint=hub.endpoint)
     pushed = hub.repos["me/bert-lora-adapter"]
     assert "adapter_config.json" in pushed and "model.safetensors" not in pushed
-    assert pushed["README.md"] == (lora_run / "README.md").read_bytes()  # hftl's card, not peft's stub
+    card = (lora_run / "README.md").read_text()  # hftl's card, not peft's stub; the snippet names the repo
+    assert pushed["README.md"].decode() == card.replace(f'model="{lora_run.name}/model"', 'model="me/bert-lora-adapter"')
     folder = tmp_path / "adapter"
     folder.mkdir()
     for name, content in pushed.items():

@@ -56,8 +56,8 @@ _SECTION_SHORTHAND = {"strategy": "name", "model": "name_or_path"}
 # Keys that do not change what a run computes (the feature cache reproduces uncached training), so a
 # different value neither blocks resume nor the reuse of a finished run in a study.
 RUN_CONTROL_KEYS = (
-    "resume", "overwrite", "push_to_hub", "hub_repo_id", "hub_private", "train.feature_cache", "train.feature_cache_dir",
-    "train.feature_cache_max_gb",
+    "resume", "overwrite", "push_to_hub", "hub_repo_id", "hub_private", "license", "train.feature_cache",
+    "train.feature_cache_dir", "train.feature_cache_max_gb",
 )  # fmt: skip
 
 
@@ -272,6 +272,13 @@ class Config:
     )
     hub_repo_id: str | None = field(default=None, metadata=_help("OWNER/NAME of the Hub repo push_to_hub creates or updates."))
     hub_private: bool = field(default=False, metadata=_help("Create the Hub repo private."))
+    license: str | None = field(
+        default=None,
+        metadata=_help(
+            "The model card's license (e.g. apache-2.0); when null, the base checkpoint's own if its card says one, "
+            "else 'other'. The fine-tuned model inherits the base model's terms: check them."
+        ),
+    )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
