@@ -409,3 +409,24 @@ def test_regression_with_a_bias_free_head_scales_without_centring_and_says_so(tm
     again = json.loads(run_cli("evaluate", str(run), "--data", str(val), in_process=True).stdout)
     assert again["rmse"] == pytest.approx(validation["rmse"], rel=1e-4)  # the saved model is the evaluated one
     assert isinstance(value, float)
+
+
+def test_a_parquet_sequence_of_class_labels_is_multi_label_with_the_class_names(tmp_path):
+    """A Hub-style `Sequence(ClassLabel)` column (here a parquet file keeping its features) is detected as
+    multi-label and keeps the ClassLabel's names and order, even for a name no training row uses."""
+    import datasets
+
+    features = datasets.Features(
+        {"text": datasets.Value("string"), "topics": datasets.List(datasets.ClassLabel(names=["sport", "art", "war"]))}
+    )
+    rows = {"text": [f"t {i}" for i in range(8)], "topics": [[0], [1], [0, 1], [], [1], [0], [0, 1], [1]]}
+    path = tmp_path / "topics.parquet"
+    datasets.Dataset.from_dict(rows, features=features).to_parquet(str(path))
+    data = {"train": str(path), "label_column": "topics"}
+    cfg = load_config({"task": "text-classification", "model": {"name_or_path": "m"}, "data": data})
+    s = load_splits(cfg.data, get_modality(cfg.task, cfg), seed=0)
+    assert s.labels.problem == "multi_label" and s.label_names == ["sport", "art", "war"]
+    assert cfg.data.problem == "multi_label"  # resolved, so the run's saved config says what it trained
+    assert sorted(map(tuple, list(s.train["labels"]) + list(s.validation["labels"]))) == sorted(
+        tuple(float(i in r) for i in range(3)) for r in rows["topics"]
+    )
