@@ -48,12 +48,31 @@ def _evaluate(args: argparse.Namespace) -> None:
 def _predict(args: argparse.Namespace) -> None:
     from hftl.inference import predict
 
+    if args.data is not None:
+        _predict_file(args)
+        return
+    if not args.inputs:
+        raise HftlError("hftl predict needs inputs (files or texts) or --data SOURCE --output FILE")
     outputs = predict(args.run_dir, args.inputs, top_k=args.top_k)
     if args.json:
         print(json.dumps([{"input": i, "predictions": o} for i, o in zip(args.inputs, outputs)], indent=2))
         return
     for item, preds in zip(args.inputs, outputs):
         print(f"{item}: " + (", ".join(format_prediction(p) for p in preds) or "(nothing found)"))
+
+
+def _predict_file(args: argparse.Namespace) -> None:
+    from hftl.batch_predict import predict_file
+    from hftl.dataset_repos import RepoOptions
+
+    if args.inputs:
+        raise HftlError("pass inputs or --data, not both")
+    out = predict_file(
+        args.run_dir, args.data, Path(args.output), args.batch_size or 32, args.top_k,
+        RepoOptions(args.data_config, args.revision), args.split,
+    )  # fmt: skip
+    if _is_main_process():
+        print(f"predictions: {out}")
 
 
 def format_prediction(p: dict) -> str:
@@ -141,7 +160,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("predict", help="predictions for input files or texts")
     p.add_argument("run_dir")
-    p.add_argument("inputs", nargs="+", help="image or audio files, or texts (quote each text)")
+    p.add_argument("inputs", nargs="*", help="image or audio files, or texts (quote each text)")
+    p.add_argument("--data", default=None, help="a whole data set instead: folder, csv/jsonl/parquet file or Hub id")
+    p.add_argument("--output", default="predictions.csv", help="with --data: .csv, .jsonl or .parquet (default predictions.csv)")
+    p.add_argument("--batch-size", type=int, default=None, help="with --data: inputs per pipeline call (default 32)")
+    p.add_argument("--data-config", default=None, help="with --data: a Hub dataset's config (subset)")
+    p.add_argument("--revision", default=None, help="with --data: a Hub dataset's branch, tag or commit")
+    p.add_argument("--split", default=None, help="with --data: split or slice (default: test, else validation)")
     p.add_argument(
         "--top-k", type=int, default=None, help="best k labels (default: 1; multi-label: every label); not for regression"
     )

@@ -75,31 +75,53 @@ def predict(run_dir: str | Path, inputs: list[str], top_k: int | None = None) ->
     """Label names and scores for each input (file path or text), through `transformers.pipeline`.
 
     Multi-label: every label with its sigmoid score, best first, and `predicted` (the score reaches the
-    run's decision threshold); `top_k` keeps the best k. Regression: one `{"label": target, "score": value}`
+    run's decision threshold); `top_k` keeps the best k. Regression: one `{"label": target, "value": value}`
     per target, in the data's units. `top_k` (default: 1 for single-label, every label for multi-label) is
     refused for regression, where it means nothing.
     """
-    from transformers import pipeline
+    predictor = Predictor(run_dir)
+    return predictor([predictor.modality.load_predict_input(item) for item in inputs], top_k)
 
-    cfg, model_dir = load_run(run_dir)
-    modality = get_modality(cfg.task, cfg)
-    loaded = [modality.load_predict_input(item) for item in inputs]
-    pipe = pipeline(modality.pipeline_task, model=str(model_dir))
-    problem = getattr(pipe.model.config, "problem_type", None)
-    if not modality.label_shapes or problem not in ("multi_label_classification", "regression"):
-        return modality.predict(pipe, loaded, top_k or 1)
-    if problem == "regression" and top_k is not None:
-        raise HftlError("--top-k ranks classes; a regression model predicts one value per target. Leave it out")
-    outputs = modality.predict(pipe, loaded, len(pipe.model.config.id2label))  # every label (target), best first
-    if problem == "regression":
-        order = {name: i for i, name in pipe.model.config.id2label.items()}
-        return [
-            [{"label": o["label"], "value": o["score"]} for o in sorted(out, key=lambda o: order[o["label"]])] for out in outputs
-        ]
-    threshold = getattr(pipe.model.config, "decision_threshold", 0.5)
-    index = {name: i for i, name in pipe.model.config.id2label.items()}
-    for out in outputs:
-        for o in out:
-            t = threshold[index[o["label"]]] if isinstance(threshold, list) else threshold
-            o["predicted"] = o["score"] >= t
-    return [out[:top_k] if top_k else out for out in outputs]
+
+class Predictor:
+    """A finished run's `model/` in its pipeline, with the run's label shape applied to the outputs.
+
+    Example:
+        >>> Predictor("runs/bert-full")(["a wonderful film"], top_k=None)   # doctest: +SKIP
+        [[{'label': 'pos', 'score': 0.97}]]
+    """
+
+    def __init__(self, run_dir: str | Path, batch_size: int | None = None, device: Any = None) -> None:
+        from transformers import pipeline
+
+        cfg, model_dir = load_run(run_dir)
+        self.modality = get_modality(cfg.task, cfg)
+        self.pipe = pipeline(self.modality.pipeline_task, model=str(model_dir), batch_size=batch_size, device=device)
+        config = self.pipe.model.config
+        self.problem = getattr(config, "problem_type", None) if self.modality.label_shapes else None
+        self.order = {name: i for i, name in config.id2label.items()}
+        self.threshold = getattr(config, "decision_threshold", 0.5)
+
+    def check_top_k(self, top_k: int | None) -> None:
+        """--top-k ranks classes: refused where the outputs are not a ranking of classes."""
+        if top_k is None:
+            return
+        if self.problem == "regression":
+            raise HftlError("--top-k ranks classes; a regression model predicts one value per target. Leave it out")
+        if not self.modality.label_shapes:
+            what = "transcripts" if self.modality.task == "speech-recognition" else "entities"
+            raise HftlError(f"--top-k ranks classes; a {self.modality.task} model predicts {what}. Leave it out")
+
+    def __call__(self, inputs: list[Any], top_k: int | None = None) -> list[list[dict[str, Any]]]:
+        self.check_top_k(top_k)
+        if self.problem not in ("multi_label_classification", "regression"):
+            return self.modality.predict(self.pipe, inputs, top_k or 1)
+        outputs = self.modality.predict(self.pipe, inputs, len(self.order))  # every label (target), best first
+        if self.problem == "regression":
+            ordered = [sorted(out, key=lambda o: self.order[o["label"]]) for out in outputs]
+            return [[{"label": o["label"], "value": o["score"]} for o in out] for out in ordered]
+        for out in outputs:
+            for o in out:
+                t = self.threshold[self.order[o["label"]]] if isinstance(self.threshold, list) else self.threshold
+                o["predicted"] = o["score"] >= t
+        return [out[:top_k] if top_k else out for out in outputs]

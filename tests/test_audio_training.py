@@ -171,7 +171,11 @@ def test_predict_and_evaluate_a_finished_run(task, tiny_w2v, tone_classes, tone_
 
     stereo = soxr.resample(mono, RATE, 44_100)
     sf.write(clip, np.stack([stereo, stereo], axis=1), 44_100)
-    out = run_cli("predict", str(run_dir), str(clip), "--json", "--top-k", "2", in_process=True)
+    if task == "speech-recognition":  # a transcript is no ranking: --top-k is refused, not ignored
+        refused = run_cli("predict", str(run_dir), str(clip), "--top-k", "2", in_process=True, check=False)
+        assert refused.returncode != 0 and "--top-k ranks classes" in refused.stderr
+    top_k = ["--top-k", "2"] if task == "audio-classification" else []
+    out = run_cli("predict", str(run_dir), str(clip), "--json", *top_k, in_process=True)
     parsed = json.loads(out.stdout[out.stdout.index("[") :])
     assert parsed[0]["input"] == str(clip)
     if task == "audio-classification":
