@@ -84,7 +84,6 @@ def describe_launch(accelerator: Accelerator, cfg: Config) -> dict[str, Any]:
         "processes": n,
         "backend": backend,
         "device": accelerator.device.type,
-        "distributed_type": str(accelerator.distributed_type.value),
         "batch_size_per_process": t.batch_size,
         "gradient_accumulation_steps": t.gradient_accumulation_steps,
         "examples_per_step": per_step,

@@ -112,6 +112,23 @@ def framework_versions() -> dict[str, str]:
     return out
 
 
+def _card_data(cfg: Config, s: dict[str, Any]) -> list[str]:
+    """The card's data section: sources and sizes, the labels (or targets), the threshold, skipped files."""
+    d = s["data"]
+    lines = ["", "## Data", "", f"- train: `{d['sources']['train']}` ({d['train_examples']} examples)"]
+    lines.append(f"- validation: `{d['sources']['validation']}` ({d['validation_examples']} examples)")
+    if d.get("test_examples"):
+        lines.append(f"- test: `{d['sources']['test']}` ({d['test_examples']} examples)")
+    labels = d["labels"]
+    word = {"multi_label": "labels (several per example)", "regression": "regression targets"}.get(cfg.data.problem, "labels")
+    lines.append(f"- {word} ({len(labels)}): {', '.join(labels[:50])}{' ...' if len(labels) > 50 else ''}")
+    if cfg.data.problem == "multi_label" and s.get("decision_threshold") is not None:
+        lines.append(f"- decision threshold (chosen on validation; in `config.json`): {s['decision_threshold']}")
+    if d["skipped_total"]:
+        lines.append(f"- skipped unreadable or non-matching files: {d['skipped_total']} (listed in metrics.json)")
+    return lines
+
+
 def _card_body(cfg: Config, s: dict[str, Any]) -> str:
     st, t = cfg.strategy, cfg.train
     name = Path(cfg.output_dir).name
@@ -121,21 +138,8 @@ def _card_body(cfg: Config, s: dict[str, Any]) -> str:
         f"`{cfg.model.name_or_path}` fine-tuned for **{cfg.task}** with hftl "
         f"using the **{st.name}** strategy"
         + (f" after {st.head_warmup_epochs} head-only warm-up epoch(s)." if st.head_warmup_epochs else "."),
-        "",
-        "## Data",
-        "",
-        f"- train: `{s['data']['sources']['train']}` ({s['data']['train_examples']} examples)",
-        f"- validation: `{s['data']['sources']['validation']}` ({s['data']['validation_examples']} examples)",
     ]
-    if s["data"].get("test_examples"):
-        lines.append(f"- test: `{s['data']['sources']['test']}` ({s['data']['test_examples']} examples)")
-    labels = s["data"]["labels"]
-    word = {"multi_label": "labels (several per example)", "regression": "regression targets"}.get(cfg.data.problem, "labels")
-    lines.append(f"- {word} ({len(labels)}): {', '.join(labels[:50])}{' ...' if len(labels) > 50 else ''}")
-    if cfg.data.problem == "multi_label" and s.get("decision_threshold") is not None:
-        lines.append(f"- decision threshold (chosen on validation; in `config.json`): {s['decision_threshold']}")
-    if s["data"]["skipped_total"]:
-        lines.append(f"- skipped unreadable or non-matching files: {s['data']['skipped_total']} (listed in metrics.json)")
+    lines += _card_data(cfg, s)
     lines += [
         "",
         "## Strategy",
@@ -192,8 +196,8 @@ def _card_body(cfg: Config, s: dict[str, Any]) -> str:
         "",
         "## Framework versions",
         "",
-        *(f"- {name} {version}" for name, version in framework_versions().items()),
     ]
+    lines += [f"- {name} {version}" for name, version in framework_versions().items()]
     return "\n".join(lines)
 
 

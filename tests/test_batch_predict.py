@@ -119,3 +119,24 @@ def test_an_imagefolder_with_a_corrupt_image_and_a_regression_run(tiny_resnet, d
     assert all(-5 < float(r["prediction"]) < 10 for r in got if not r["error"])  # digit values, not z-scores
     refused = run_cli("predict", str(run), "--data", str(folder), "--top-k", "2", in_process=True, check=False)
     assert refused.returncode != 0 and "--top-k ranks classes" in refused.stderr
+
+
+def test_token_classification_rows_hold_the_entities_of_each_sentence(tiny_bert, tmp_path):
+    from .text_data import tagging_rows, write_jsonl
+
+    train = write_jsonl(tmp_path / "ner.jsonl", tagging_rows(60))
+    config = {
+        "task": "token-classification",
+        "model": {"name_or_path": str(tiny_bert)},
+        "data": {"train": str(train)},
+        "train": {"epochs": 1, "batch_size": 16, "report_to": "none"},
+    }
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
+    run = tmp_path / "run"
+    run_cli("train", str(tmp_path / "c.yaml"), f"output_dir={run}", in_process=True)
+    sentences = write_jsonl(tmp_path / "sentences.jsonl", [{"tokens": r["tokens"]} for r in tagging_rows(5, seed=3)])
+    out = tmp_path / "entities.jsonl"
+    run_cli("predict", str(run), "--data", str(sentences), "--output", str(out), in_process=True)
+    rows = read_rows(out)
+    assert [r["input"] for r in rows] == [" ".join(r["tokens"]) for r in tagging_rows(5, seed=3)]
+    assert all(r["error"] is None and isinstance(r["details"], list) for r in rows)  # the entities, maybe none yet
