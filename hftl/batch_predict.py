@@ -22,8 +22,8 @@ from typing import Any
 from accelerate import PartialState
 from tqdm.auto import tqdm
 
-from hftl.data import DataReport, load_source
-from hftl.dataset_repos import RepoOptions, select_split
+from hftl.data import DataReport, inference_split, load_source
+from hftl.dataset_repos import RepoOptions
 from hftl.errors import DataError, HftlError
 from hftl.inference import Predictor
 
@@ -75,13 +75,7 @@ def _part(output: Path, rank: int) -> Path:
 def _source(predictor: Predictor, data: str, repo: RepoOptions, split: str | None) -> tuple[Any, str]:
     """The rows to predict and their input column (labels, if any, are not needed)."""
     modality, cfg = predictor.modality, predictor.modality.cfg
-    loaded = load_source(data, modality, "--data", DataReport(), repo)
-    if isinstance(loaded, dict):
-        ds = select_split(loaded, split, data, "--split") if split else (
-            loaded.get("test") or loaded.get("validation") or next(iter(loaded.values()))
-        )  # fmt: skip
-    else:
-        ds = loaded
+    ds = inference_split(load_source(data, modality, "--data", DataReport(), repo), data, split)
     column = cfg.data.input_column or modality.detect_input_column(ds, data)
     if len(ds) == 0:
         raise DataError(f"--data {data} holds no rows to predict")

@@ -172,15 +172,7 @@ def load_labelled(
     Example:
         >>> ds, column = load_labelled("more.csv", modality, cfg.data, space, DataReport())  # doctest: +SKIP
     """
-    loaded = load_source(spec, modality, "--data", report, repo)
-    if split and isinstance(loaded, dict):
-        ds = select_split(loaded, split, spec, "--split")
-    else:
-        ds = (
-            loaded
-            if not isinstance(loaded, dict)
-            else loaded.get("test") or loaded.get("validation") or next(iter(loaded.values()))
-        )
+    ds = inference_split(load_source(spec, modality, "--data", report, repo), spec, split)
     column = cfg.input_column or modality.detect_input_column(ds, spec)
     label_column = cfg.label_column or modality.detect_label_column(ds, spec)
     for name in label_column if isinstance(label_column, list) else [label_column]:
@@ -191,6 +183,16 @@ def load_labelled(
             )
     ds = prepare_split(ds, "evaluation", spec, (column, label_column), modality, cfg.on_bad_file, report)
     return modality.encode_labels(ds, label_column, labels, "evaluation", spec).remove_columns(ROW), column
+
+
+def inference_split(loaded: datasets.Dataset | dict[str, datasets.Dataset], spec: str, split: str | None) -> datasets.Dataset:
+    """The split `hftl evaluate` / `hftl predict --data` read: `--split` (a name or slice), else test, else
+    validation, else the first; a single file or folder is its own split."""
+    if not isinstance(loaded, dict):
+        return loaded
+    if split:
+        return select_split(loaded, split, spec, "--split")
+    return loaded.get("test") or loaded.get("validation") or next(iter(loaded.values()))
 
 
 def load_source(

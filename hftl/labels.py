@@ -155,10 +155,9 @@ def encode(
         return encode_labels(ds, col, space.names, split, where)
     if space.problem == MULTI:
         (col,) = label_columns(column)
-        values = [_label_list(cfg, ds, col, where, split, row, v) for row, v in _rows(ds, col)]
         index = {n: i for i, n in enumerate(space.names)}
         vectors = []
-        for (row, _), labels in zip(_rows(ds, col), values):
+        for row, labels in _label_lists(cfg, ds, col, where, split):
             vector = [0.0] * len(space.names)
             for label in labels:
                 if label not in index:
@@ -192,14 +191,12 @@ def _rows(ds: datasets.Dataset, column: str) -> zip:
 
 # -- multi-label ------------------------------------------------------------------------------------
 def _multi_space(cfg: DataConfig, ds: datasets.Dataset, column: str, where: str) -> LabelSpace:
-    feature = ds.features[column]
-    inner = _inner(feature) if _is_list_feature(feature) else feature
     counts: dict[str, int] = {}
-    for row, value in _rows(ds, column):
-        for label in set(_label_list(cfg, ds, column, where, "train", row, value)):
+    for _, labels in _label_lists(cfg, ds, column, where, "train"):
+        for label in set(labels):
             counts[label] = counts.get(label, 0) + 1
-    if isinstance(inner, datasets.ClassLabel):
-        names = list(inner.names)
+    if (class_names := _class_names(ds, column)) is not None:
+        names = class_names
     elif counts and all(n.lstrip("-").isdigit() for n in counts):
         names = [str(n) for n in sorted(int(n) for n in counts)]
     else:
@@ -212,12 +209,22 @@ def _multi_space(cfg: DataConfig, ds: datasets.Dataset, column: str, where: str)
     return LabelSpace(MULTI, names, [counts.get(n, 0) for n in names], examples=len(ds))
 
 
-def _label_list(cfg: DataConfig, ds: datasets.Dataset, column: str, where: str, split: str, row: int, value: Any) -> list[str]:
-    """One example's labels as names: a list (of names or ClassLabel ids), a text cell joined by the
-    separator, one scalar, or nothing (an example with no label is allowed)."""
+def _class_names(ds: datasets.Dataset, column: str) -> list[str] | None:
+    """The names of a ClassLabel column (or of a list of ClassLabels), else None."""
     feature = ds.features[column]
     inner = _inner(feature) if _is_list_feature(feature) else feature
-    names = list(inner.names) if isinstance(inner, datasets.ClassLabel) else None
+    return list(inner.names) if isinstance(inner, datasets.ClassLabel) else None
+
+
+def _label_lists(cfg: DataConfig, ds: datasets.Dataset, column: str, where: str, split: str) -> list[tuple[int, list[str]]]:
+    """(source row, its labels as names) of every example, the column read once."""
+    names = _class_names(ds, column)
+    return [(row, _label_list(cfg, names, column, where, split, row, value)) for row, value in _rows(ds, column)]
+
+
+def _label_list(cfg: DataConfig, names: list[str] | None, column: str, where: str, split: str, row: int, value: Any) -> list[str]:
+    """One example's labels as names: a list (of names or ClassLabel ids, `names` being the ClassLabel's), a
+    text cell joined by the separator, one scalar, or nothing (an example with no label is allowed)."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return []
     items = value if isinstance(value, list) else (value.split(cfg.label_separator) if isinstance(value, str) else [value])
