@@ -121,7 +121,11 @@ def _card_data(cfg: Config, s: dict[str, Any]) -> list[str]:
         lines.append(f"- test: `{d['sources']['test']}` ({d['test_examples']} examples)")
     labels = d["labels"]
     word = {"multi_label": "labels (several per example)", "regression": "regression targets"}.get(cfg.data.problem, "labels")
-    lines.append(f"- {word} ({len(labels)}): {', '.join(labels[:50])}{' ...' if len(labels) > 50 else ''}")
+    if labels:
+        lines.append(f"- {word} ({len(labels)}): {', '.join(labels[:50])}{' ...' if len(labels) > 50 else ''}")
+    else:  # a speech encoder-decoder: its own tokenizer writes the labels
+        prompt = f" with Whisper's prompt for language `{cfg.data.language}`, task `{cfg.data.task or 'transcribe'}`"
+        lines.append(f"- transcripts: tokenized by the checkpoint's own tokenizer{prompt if cfg.data.language else ''}")
     if cfg.data.problem == "multi_label" and s.get("decision_threshold") is not None:
         lines.append(f"- decision threshold (chosen on validation; in `config.json`): {s['decision_threshold']}")
     if d["skipped_total"]:

@@ -39,7 +39,7 @@ def evaluate_run(
     """Metrics of a finished run's `model/` on other labelled data (labels must be the model's); for a Hub
     dataset (or dataset-repo folder), its config, revision and split (name or slice)."""
     cfg, model_dir = load_run(run_dir)
-    modality = get_modality(cfg.task, cfg)
+    modality = get_modality(cfg.task, cfg, str(model_dir))
     model = modality.model_class().from_pretrained(str(model_dir))
     # The run's own decision threshold (multi-label), as its model/config.json keeps it: never re-tuned on new data.
     threshold = getattr(model.config, "decision_threshold", None)
@@ -95,7 +95,7 @@ class Predictor:
         from transformers import pipeline
 
         cfg, model_dir = load_run(run_dir)
-        self.modality = get_modality(cfg.task, cfg)
+        self.modality = get_modality(cfg.task, cfg, str(model_dir))
         self.pipe = pipeline(self.modality.pipeline_task, model=str(model_dir), batch_size=batch_size, device=device)
         config = self.pipe.model.config
         self.problem = getattr(config, "problem_type", None) if self.modality.label_shapes else None

@@ -107,8 +107,29 @@ def example_inputs(model: nn.Module, processor: Any = None) -> dict[str, Any] | 
         if made:
             made = {k: v for k, v in made.items() if accepted is None or k in accepted}
             if not name or name in made:
+                if generation_encoder(model) is not None:  # a decoder that generates needs its first tokens
+                    start = getattr(model.config, "decoder_start_token_id", None) or 0
+                    made["decoder_input_ids"] = torch.full((1, 2), start, dtype=torch.long)
                 return made
     return None
+
+
+def generation_encoder(model: nn.Module) -> str | None:
+    """The encoder's module name in an encoder-decoder model that generates tokens (Whisper's
+    `model.encoder`), whose decoder is its task head; None for other models (BART's classifier among them).
+
+    Example:
+        >>> generation_encoder(WhisperForConditionalGeneration(config))   # doctest: +SKIP
+        'model.encoder'
+    """
+    config = getattr(model, "config", None)
+    if not getattr(config, "is_encoder_decoder", False) or not callable(getattr(model, "get_encoder", None)):
+        return None
+    outputs = model.get_output_embeddings() if callable(getattr(model, "get_output_embeddings", None)) else None
+    if outputs is None:
+        return None
+    encoder = model.get_encoder()
+    return next((name for name, module in model.named_modules() if module is encoder and name), None)
 
 
 def _accepted(model: nn.Module) -> set[str] | None:

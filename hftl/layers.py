@@ -18,7 +18,7 @@ from typing import Any
 from torch import nn
 
 from hftl.errors import HftlError
-from hftl.layer_trace import Trace, example_inputs, trace_forward
+from hftl.layer_trace import Trace, example_inputs, generation_encoder, trace_forward
 
 # peft wraps the task model as PeftModel(base_model=LoraModel(model=...)); strip that to map names.
 _PEFT_PREFIX = "base_model.model."
@@ -32,6 +32,8 @@ class LayerMap:
     same block where a model keeps a block's layers in parallel lists (FlauBERT's attention and
     feed-forward lists, PVT's per-stage patch embeddings). `classifier` is the layer that outputs the
     logits; `base_prefix` the module whose outputs feed the head ("" when the head sits inside it).
+    `head_is_new` is False where the head is pretrained and kept (a speech-to-text decoder, whose output
+    layer is the tokenizer's vocabulary): it is not re-initialised, and LoRA adapts it rather than training it.
     """
 
     embeddings: list[str]
@@ -41,7 +43,8 @@ class LayerMap:
     base_prefix: str
     block_members: list[list[str]] = field(default_factory=list)
     classifier: str | None = None
-    note: str | None = None  # said once before training: how the map was found when it was not traced
+    note: str | None = None  # said once before training: how the map was read where it is not the usual reading
+    head_is_new: bool = True
     _prefixes: list[tuple[str, str]] = field(default_factory=list, repr=False)
 
     def __post_init__(self) -> None:
@@ -94,20 +97,32 @@ def build_layer_map(model: nn.Module, blocks_path: str | None = None, inputs: di
     outside it. `blocks_path` (dotted, relative to the base model or to the task model) overrides the
     search. When the forward pass fails the map follows registration order, and `note` says so.
 
+    An encoder-decoder that generates (Whisper) is read as encoder blocks -> encoder norm (neck) ->
+    decoder and output layer (head): the decoder is what a new task retrains first, and the encoder's
+    output is what the feature cache keeps.
+
     Example:
         >>> build_layer_map(bert).blocks[:1]   # doctest: +SKIP
         ['bert.encoder.layer.0']
     """
     trace = trace_forward(model, inputs if inputs is not None else example_inputs(model))
     spans = _spans(model, trace)
-    groups = _configured_blocks(model, blocks_path) if blocks_path else _find_blocks(model, spans, trace)
+    encoder = generation_encoder(model)
+    groups = _configured_blocks(model, blocks_path) if blocks_path else _find_blocks(model, spans, trace, encoder)
     if not groups:
         raise HftlError(
             f"cannot find the backbone blocks of {type(model).__name__}: no list of layers that run one after "
             "another. Set model.blocks to the dotted path of its layer list (e.g. model.blocks=encoder.layer)."
         )
     groups = [sorted(g, key=lambda n: spans.get(n, (0, 0))[0]) for g in groups]
-    layer_map = _assign_parts(model, groups, spans, trace)
+    layer_map = _assign_parts(model, groups, spans, trace, encoder)
+    layer_map.head_is_new = encoder is None
+    if encoder is not None:
+        layer_map.note = (
+            f"{type(model).__name__} generates: the blocks are its encoder's {len(groups)} layers and the head is the "
+            "decoder with its output layer (head_only trains the decoder on the frozen encoder, freeze adds the top "
+            "strategy.trainable_blocks encoder layers, lora adapts both)"
+        )
     if not trace.ok:
         layer_map.note = (
             f"the layer map of {type(model).__name__} follows registration order: an example forward pass failed "
@@ -150,13 +165,16 @@ def _configured_blocks(model: nn.Module, path: str) -> list[list[str]]:
     raise HftlError(f"model.blocks={path!r} is not a submodule of {type(model).__name__} or of its base model")
 
 
-def _find_blocks(model: nn.Module, spans: dict[str, tuple[int, int]], trace: Trace) -> list[list[str]]:
+def _find_blocks(model: nn.Module, spans: dict[str, tuple[int, int]], trace: Trace, under: str | None = None) -> list[list[str]]:
     """The run of blocks doing the most work: the most layer calls in the forward pass (a deep body over
-    a wide stem), then the most parameters, then the outermost; with parallel lists joined in."""
+    a wide stem), then the most parameters, then the outermost; with parallel lists joined in. `under`:
+    only runs inside this module (a generating model's encoder)."""
     leaf_calls = {n: c for n, c in trace.calls.items() if next(model.get_submodule(n).children(), None) is None}
     encoder = _feature_encoder(model)
     best: tuple[tuple[int, int, int], list[str], str] | None = None
     for parent, run in _candidate_runs(model, spans, trace):
+        if under is not None and not _under(run[0], under):
+            continue
         if encoder and all(n in encoder for r in run for n, _ in model.get_submodule(r).named_parameters(prefix=r)):
             continue  # a speech model's convolutional feature encoder: the input's processing, not the blocks
         calls = sum(c for n, c in leaf_calls.items() for r in run if _under(n, r))
@@ -280,7 +298,9 @@ def _between(name: str, i: int, run: list[str], spans: dict[str, tuple[int, int]
     return lo < spans[name][0] and spans[name][1] < hi
 
 
-def _assign_parts(model: nn.Module, groups: list[list[str]], spans: dict[str, tuple[int, int]], trace: Trace) -> LayerMap:
+def _assign_parts(
+    model: nn.Module, groups: list[list[str]], spans: dict[str, tuple[int, int]], trace: Trace, base: str | None = None
+) -> LayerMap:
     """Every module holding tensors goes to one part by when it ran (by where it is registered if it never ran)."""
     order = {name: i for i, (name, _) in enumerate(model.named_modules())}
     in_block = {m: i for i, group in enumerate(groups) for m in group}
@@ -301,7 +321,7 @@ def _assign_parts(model: nn.Module, groups: list[list[str]], spans: dict[str, tu
             side[name] = "before" if order[name] < first else "after" if order[name] > last else "before"
     when = {n: spans[n][0] if n in spans else order[n] for n in side} if trace.ok else order
     side = dict(sorted(side.items(), key=lambda kv: when[kv[0]]))  # forward order
-    return _split_head(model, groups, side, trace)
+    return _split_head(model, groups, side, trace, base)
 
 
 def _block_of(name: str, in_block: dict[str, int]) -> int | None:
@@ -313,10 +333,13 @@ def _block_of(name: str, in_block: dict[str, int]) -> int | None:
     return None
 
 
-def _split_head(model: nn.Module, groups: list[list[str]], side: dict[str, str], trace: Trace) -> LayerMap:
-    """The base model is the top-level module holding the blocks and all that runs before them; what runs
-    after is the neck inside it and the head outside it. A head inside the base is its classifier layer."""
-    top = groups[0][0].split(".", 1)[0]
+def _split_head(
+    model: nn.Module, groups: list[list[str]], side: dict[str, str], trace: Trace, base: str | None = None
+) -> LayerMap:
+    """The base model is the top-level module holding the blocks and all that runs before them (or `base`,
+    a generating model's encoder); what runs after is the neck inside it and the head outside it. A head
+    inside the base is its classifier layer."""
+    top = base if base and _under(groups[0][0], base) else groups[0][0].split(".", 1)[0]
     before = [n for n, s in side.items() if s == "before"]
     after = [n for n, s in side.items() if s == "after"]
     # Embeddings outside the blocks' top-level module (HGNetV2's embedder): no one base model.

@@ -51,14 +51,20 @@ def default_lora_targets(model: nn.Module, layer_map: LayerMap) -> list[str]:
     wav2vec2); a fused qkv projection otherwise (GPT-2's `c_attn`); else every convolution (ResNet)
     or every linear layer (ConvNeXt's pointwise layers)
     inside the blocks, whichever holds more weights. Grouped convolutions are left out: peft cannot
-    merge their adapters into `model/`.
+    merge their adapters into `model/`. A pretrained head (Whisper's decoder) is adapted as the blocks
+    are: the query and value projections of both stacks, cross-attention included.
     """
     adaptable = _adaptable_types()
+
+    def adapted(name: str) -> bool:
+        part = layer_map.part_of(name)
+        return part.startswith("block.") or (part == "head" and not layer_map.head_is_new)
+
     in_blocks = [
         (name, module)
         for name, module in model.named_modules()
         # peft cannot merge a LoRA on a grouped convolution (SqueezeBERT's query, depthwise convs) into model/.
-        if layer_map.part_of(name).startswith("block.") and isinstance(module, adaptable) and getattr(module, "groups", 1) == 1
+        if adapted(name) and isinstance(module, adaptable) and getattr(module, "groups", 1) == 1
     ]
     linear = tuple(t for t in adaptable if t is not nn.Conv2d)
     for wanted in (_ATTENTION_TARGETS, _FUSED_ATTENTION_TARGETS):
@@ -132,7 +138,7 @@ def _passed_on(source: str, match: re.Match) -> bool:
 
 
 def apply_lora(model: nn.Module, layer_map: LayerMap, cfg: LoraConfig) -> nn.Module:
-    """Wrap `model` with peft LoRA adapters; the new head trains fully through `modules_to_save`."""
+    """Wrap `model` with peft LoRA adapters; a new head trains fully through `modules_to_save`."""
     from peft import LoraConfig as PeftLoraConfig
     from peft import get_peft_model
 
@@ -142,7 +148,7 @@ def apply_lora(model: nn.Module, layer_map: LayerMap, cfg: LoraConfig) -> nn.Mod
         lora_alpha=cfg.alpha,
         lora_dropout=cfg.dropout,
         target_modules=targets,
-        modules_to_save=list(layer_map.head),
+        modules_to_save=list(layer_map.head) if layer_map.head_is_new else None,
         bias="none",
     )
     if not all(_wrappable(model, t) for t in targets if isinstance(t, str)):

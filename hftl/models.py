@@ -59,6 +59,7 @@ def load_model(cfg: Config, modality: Any, label_names: LabelSpace | list[str]) 
         ) from None
     finally:
         hf_logging.set_verbosity(verbosity)
+    modality.adapt_model(model, processor)
     if isinstance(getattr(model.config, "label_names", None), list):
         # timm checkpoints keep their own label list, which would otherwise outlive the new id2label on save.
         model.config.label_names = [model.config.id2label[i] for i in range(len(model.config.id2label))]
@@ -116,7 +117,7 @@ def setup_model(cfg: Config, modality: Any, label_names: LabelSpace | list[str])
     """
     model, processor = load_model(cfg, modality, label_names)
     layer_map = build_layer_map(model, cfg.model.blocks, example_inputs(model, processor))
-    if get_strategy(cfg.strategy.name).pretrained:
+    if get_strategy(cfg.strategy.name).pretrained and layer_map.head_is_new:
         reset_head(model, layer_map)
     space = as_space(label_names)
     if space.problem == REGRESSION and (note := check_head(model, layer_map.classifier, space)):

@@ -125,6 +125,11 @@ def head_parameters(model: nn.Module, layer_map: LayerMap) -> set[str]:
     return {n for n in _names_in(model, layer_map, {"head"}) if ".original_module." not in n}
 
 
+def _lora(model: nn.Module, layer_map: LayerMap, cfg: StrategyConfig) -> set[str]:
+    """The adapters, and a new head in full; a pretrained head (a decoder) carries adapters of its own."""
+    return lora_trainable(model) | (head_parameters(model, layer_map) if layer_map.head_is_new else set())
+
+
 def _freeze(model: nn.Module, layer_map: LayerMap, cfg: StrategyConfig) -> set[str]:
     n_blocks = len(layer_map.blocks)
     if cfg.trainable_blocks > n_blocks and cfg.trainable_blocks == StrategyConfig().trainable_blocks:
@@ -155,7 +160,7 @@ register_strategy(Strategy("full", trains=_everything))
 register_strategy(
     Strategy(
         "lora",
-        trains=lambda model, layer_map, cfg: lora_trainable(model) | head_parameters(model, layer_map),
+        trains=_lora,
         wrap=lambda model, layer_map, cfg: apply_lora(model, layer_map, cfg.lora),
         export=save_adapter_and_merge,
         summary=lora_summary,

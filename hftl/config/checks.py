@@ -39,7 +39,7 @@ def _check_choices(obj: Any, prefix: str) -> None:
             _check_choices(value, f"{prefix}{f.name}.")
             continue
         choices = f.metadata.get("choices")
-        if choices and value not in choices:
+        if choices and value not in choices and not (value is None and f.default is None):  # null: unset
             raise ConfigError(f"{prefix}{f.name} must be one of {', '.join(choices)}; got {value!r}")
 
 
@@ -125,6 +125,15 @@ def validate(cfg: Config) -> None:
         d.text_pair_column is None or cfg.task == "text-classification",
         f"data.text_pair_column is for task text-classification, not {cfg.task}; remove it",
     )
+    _require(
+        (d.language is None and d.task is None) or cfg.task == "speech-recognition",
+        f"data.language and data.task set Whisper's prompt for task speech-recognition, not {cfg.task}; remove them",
+    )
+    _require(
+        t.generation_max_length is None or t.generation_max_length >= 2,
+        f"train.generation_max_length must be >= 2 or null, got {t.generation_max_length}",
+    )
+    _require(t.generation_num_beams >= 1, f"train.generation_num_beams must be >= 1, got {t.generation_num_beams}")
     _require(s.trainable_blocks >= 0, f"strategy.trainable_blocks must be >= 0, got {s.trainable_blocks}")
     _require(s.head_warmup_epochs >= 0, "strategy.head_warmup_epochs must be >= 0")
     _require(

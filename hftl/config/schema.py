@@ -136,6 +136,21 @@ class DataConfig:
     max_duration_seconds: float | None = field(
         default=None, metadata=_help("Audio: random crop on train, centre crop on eval, to this length; no cut when null.")
     )
+    language: str | None = field(
+        default=None,
+        metadata=_help(
+            "Speech recognition with Whisper: the language of the transcripts (a code or name: en, german), which sets "
+            "the prompt tokens; needed for multilingual checkpoints, refused by English-only ones."
+        ),
+    )
+    task: str | None = field(
+        default=None,
+        metadata=_help(
+            "Speech recognition with Whisper: transcribe (speech to text in its language) or translate (to English); "
+            "transcribe when data.language is set.",
+            ("transcribe", "translate"),
+        ),
+    )
     group_by_length: bool = field(
         default=False, metadata=_help("Batch examples of similar length together (less padding for text and audio).")
     )
@@ -216,6 +231,16 @@ class TrainConfig:
             "multi_label: the score above which a label is predicted: auto (one threshold chosen on validation for the "
             "best macro F1), per_label (one per label, chosen the same way) or a number in (0, 1)."
         ),
+    )
+    generation_max_length: int | None = field(
+        default=None,
+        metadata=_help(
+            "Speech recognition with an encoder-decoder (Whisper): the most tokens evaluation generates, prompt included; "
+            "null: twice the longest training transcript's, within the model's limit."
+        ),
+    )
+    generation_num_beams: int = field(
+        default=1, metadata=_help("Speech recognition with an encoder-decoder: beams of the evaluation's search (1: greedy).")
     )
     metric_for_best: str | None = field(
         default=None,

@@ -185,6 +185,12 @@ class FeatureCache:
             mixed=self._mixed(),
         )
         splits = [(split, ds) for split, ds in self._splits if split != "train" or train_ok]
+        # What one example stores (a position-0 field: its first position only); a speech encoder's outputs are large.
+        kept = {k: v[:, :1] if k in self._first and v.dim() > 1 else v for k, v in reference.items() if k in stored}
+        sized = {**kept, "labels": probe["labels"]}
+        examples = sum(len(ds) for _, ds in splits)
+        # Against the free disk only: train.feature_cache_max_gb prunes other entries to make room for these.
+        check_inputs_fit(sized, examples, 0.0, self.root, "the features")
         caches, reused = self._fill_all(splits, cut, stored, self._key_material(cut))
         self._verify(cut, caches["validation"], probe, output_class, block_kind)
         self._use(phase, cut, caches, train_ok, why_not, started, reused)

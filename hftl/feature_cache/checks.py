@@ -199,9 +199,9 @@ def _spec_augment(model: nn.Module, layer_map: LayerMap) -> str | None:
 
 
 # -- processed inputs -------------------------------------------------------------------------------
-def check_inputs_fit(probe: dict[str, Any], examples: int, cap_gb: float, root: Path) -> None:
-    """Raise `_Unsafe` when `examples` processed inputs, at the probe batch's size each, would take over
-    half of the cache cap (`cap_gb`, 0 for none) or 80% of the free disk under `root`.
+def check_inputs_fit(probe: dict[str, Any], examples: int, cap_gb: float, root: Path, what: str = "the processed inputs") -> None:
+    """Raise `_Unsafe` when `examples` processed inputs (or features), at the probe batch's size each, would
+    take over half of the cache cap (`cap_gb`, 0 for none) or 80% of the free disk under `root`.
 
     Example:
         >>> check_inputs_fit(probe, examples=60_000, cap_gb=50.0, root=default_cache_dir())   # doctest: +SKIP
@@ -213,7 +213,7 @@ def check_inputs_fit(probe: dict[str, Any], examples: int, cap_gb: float, root: 
     free = shutil.disk_usage(existing).free
     if size > min(cap / 2, free * 0.8):
         why = "half of train.feature_cache_max_gb" if cap / 2 < free * 0.8 else "80% of the free disk space"
-        raise _Unsafe(f"the processed inputs would take {size / 2**30:.1f} GB, over {why} ({root})")
+        raise _Unsafe(f"{what} would take {size / 2**30:.1f} GB, over {why} ({root})")
 
 
 def fixed_size(ds: Any, collate: Callable[[list[dict]], dict], probe: dict[str, Any], main_input: str) -> bool:

@@ -23,9 +23,13 @@ if TYPE_CHECKING:
 __all__ = ["FileModality", "Modality", "check_model_path", "get_modality"]
 
 
-def get_modality(task: str, cfg: Config | None = None) -> Modality:
-    """The modality of `task` (configured by `cfg`'s data options), or a ConfigError listing the tasks."""
-    from hftl.modalities import audio, image, speech, text
+def get_modality(task: str, cfg: Config | None = None, checkpoint: str | None = None) -> Modality:
+    """The modality of `task` (configured by `cfg`'s data options), or a ConfigError listing the tasks.
+
+    Speech recognition follows the checkpoint (`checkpoint`, a finished run's model/, else `cfg`'s model):
+    CTC for the wav2vec2 family, generation for an encoder-decoder such as Whisper.
+    """
+    from hftl.modalities import audio, image, speech, speech_seq2seq, text
 
     registry: dict[str, type[Modality]] = {
         cls.task: cls
@@ -39,4 +43,16 @@ def get_modality(task: str, cfg: Config | None = None) -> Modality:
     }
     if task not in registry:
         raise ConfigError(f"task must be one of {', '.join(registry)}; got {task!r}")
+    if task == speech.SpeechRecognition.task and cfg is not None:
+        m = cfg.model
+        source = (checkpoint, None) if checkpoint else (m.name_or_path, m.revision)
+        if source[0] and speech_seq2seq.is_seq2seq_checkpoint(*source, m.trust_remote_code):
+            modality = speech_seq2seq.SpeechSeq2Seq(cfg)
+            modality.checkpoint = checkpoint
+            return modality
+        if cfg.data.language or cfg.data.task:
+            raise ConfigError(
+                f"data.language and data.task set the prompt of an encoder-decoder such as Whisper; {source[0]} is read "
+                "as a CTC model (wav2vec2 family), which has no prompt. Remove them"
+            )
     return registry[task](cfg)

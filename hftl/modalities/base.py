@@ -86,6 +86,9 @@ class Modality:
         kwargs["problem_type"] = PROBLEM_TYPES[space.problem] if space.problem != "single_label" else None
         return kwargs
 
+    def adapt_model(self, model: Any, processor: Any) -> None:
+        """Settings the loaded model needs for the task beyond its config (Whisper: its generation config)."""
+
     # -- data --------------------------------------------------------------------------------------
     def load_folder(self, root: Path, report: DataReport) -> datasets.Dataset | dict[str, datasets.Dataset]:
         """A folder of class sub-folders (optionally under train/validation/test)."""

@@ -131,6 +131,25 @@ class CTCEvaluator(Evaluator):
         return error_rates(self.decode(predictions, True), self.decode(references, False))
 
 
+def padded_ids(rows: list[list[int]]) -> torch.Tensor:
+    """Token-id rows as one tensor, padded with IGNORE (-100): the losses read each target's length from it.
+
+    Example:
+        >>> padded_ids([[5, 6], [7]]).tolist()
+        [[5, 6], [7, -100]]
+    """
+    width = max(len(x) for x in rows)
+    return torch.tensor([list(x) + [IGNORE] * (width - len(x)) for x in rows], dtype=torch.long)
+
+
+def with_labels(ds: datasets.Dataset, rows: list[int], labels: list[Any]) -> datasets.Dataset:
+    """The rows kept (indices into `ds`) with their encoded `labels` column (replacing one the data had)."""
+    ds = ds.select(rows) if len(rows) < len(ds) else ds
+    if "labels" in ds.column_names:
+        ds = ds.remove_columns("labels")
+    return ds.add_column("labels", labels)
+
+
 class SpeechRecognition(_AudioBase):
     """CTC fine-tuning (`AutoModelForCTC`) on audio + transcript pairs with a character vocabulary."""
 
@@ -217,10 +236,7 @@ class SpeechRecognition(_AudioBase):
                 )
             if self.report is not None:
                 self.report.skip(split, f"row {row}", problem)
-        ds = ds.select(good) if len(good) < len(ds) else ds
-        if "labels" in ds.column_names:
-            ds = ds.remove_columns("labels")
-        return ds.add_column("labels", texts)
+        return with_labels(ds, good, texts)
 
     def augmenter(self, processor: Any) -> Callable[[Any], Any] | None:
         return AudioAugment(crop=False)
@@ -230,10 +246,7 @@ class SpeechRecognition(_AudioBase):
 
         def collate(examples: list[dict]) -> dict[str, torch.Tensor]:
             batch = self.features(processor, examples)
-            ids = [tokenizer(e["labels"]).input_ids for e in examples]
-            width = max(len(x) for x in ids)
-            # -100 marks padding: the CTC loss reads each target's length from it.
-            batch["labels"] = torch.tensor([x + [IGNORE] * (width - len(x)) for x in ids], dtype=torch.long)
+            batch["labels"] = padded_ids([tokenizer(e["labels"]).input_ids for e in examples])
             return batch
 
         return collate
