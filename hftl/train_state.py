@@ -32,9 +32,19 @@ class TrainState:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
-    def improved(self, score: float) -> bool:
-        """Record an epoch's score (higher is better); True when it is the best so far."""
-        if self.best_metric is None or score > self.best_metric:
+    def improved(self, score: float, loss: float | None = None) -> bool:
+        """Record an epoch's score (higher is better); True when it is the best so far. A tie goes to the
+        lower validation `loss`: a WER stuck at 1.0 (or an accuracy at chance) while the loss falls is progress.
+
+        Example:
+            >>> TrainState(best_metric=-1.0, best_metrics={"loss": 5.0}).improved(-1.0, loss=4.0)
+            True
+            >>> TrainState(best_metric=-1.0, best_metrics={"loss": 5.0}).improved(-1.0, loss=5.5)
+            False
+        """
+        best_loss = self.best_metrics.get("loss")
+        tie_won = score == self.best_metric and loss is not None and best_loss is not None and loss < best_loss
+        if self.best_metric is None or score > self.best_metric or tie_won:
             self.best_metric, self.best_epoch, self.epochs_without_improvement = score, self.epoch + 1, 0
             return True
         self.epochs_without_improvement += 1

@@ -277,7 +277,7 @@ def _end_epoch(run: _Run, state: TrainState, phase: Phase, epoch_seconds: float)
     state.history.append({**record, **{f"eval_{k}": v for k, v in metrics.items()}})
     accelerator.log({f"eval/{k}": v for k, v in metrics.items()}, step=state.global_step)
     # Compared as "higher is better": error rates and loss are negated.
-    if state.improved(metrics[metric_name] * (-1 if metric_name in LOWER_IS_BETTER else 1)):
+    if state.improved(metrics[metric_name] * (-1 if metric_name in LOWER_IS_BETTER else 1), metrics.get("loss")):
         state.best_metrics = metrics
         run.checkpoints.save_best()
     accelerator.print(

@@ -245,7 +245,8 @@ class TrainConfig:
     metric_for_best: str | None = field(
         default=None,
         metadata=_help(
-            "Validation metric that picks the best epoch; the task's default when null (f1, wer for speech, rmse for regression)."
+            "Validation metric that picks the best epoch (a tie goes to the lower validation loss); the task's default "
+            "when null (f1, wer for speech, rmse for regression)."
         ),
     )
     load_best_at_end: bool = field(

@@ -42,7 +42,8 @@ def is_seq2seq_checkpoint(name_or_path: str, revision: str | None = None, trust_
     """Whether a checkpoint generates transcripts with a decoder (Whisper) rather than CTC (wav2vec2).
 
     Read from its config's model type against transformers' own mappings; False when no config can be read
-    (the model's loading then says why).
+    (the model's loading then says why). A speech-language model (Voxtral, Granite Speech: a decoder-only
+    language model) is refused, naming what is supported.
     """
     from transformers import AutoConfig
     from transformers.models.auto.modeling_auto import MODEL_FOR_CTC_MAPPING_NAMES, MODEL_FOR_SPEECH_SEQ_2_SEQ_MAPPING_NAMES
@@ -52,7 +53,15 @@ def is_seq2seq_checkpoint(name_or_path: str, revision: str | None = None, trust_
     except (OSError, ValueError, KeyError):
         return False
     kind = getattr(config, "model_type", None)
-    return kind in MODEL_FOR_SPEECH_SEQ_2_SEQ_MAPPING_NAMES and kind not in MODEL_FOR_CTC_MAPPING_NAMES
+    if kind not in MODEL_FOR_SPEECH_SEQ_2_SEQ_MAPPING_NAMES or kind in MODEL_FOR_CTC_MAPPING_NAMES:
+        return False
+    if not getattr(config, "is_encoder_decoder", False):
+        raise ConfigError(
+            f"model.name_or_path={name_or_path} is a {kind} model: an audio encoder feeding a decoder-only language "
+            "model, which hftl does not fine-tune. Speech recognition takes CTC models (wav2vec2 family) and "
+            "encoder-decoders (Whisper, Moonshine)"
+        )
+    return True
 
 
 class Seq2SeqEvaluator(Evaluator):
