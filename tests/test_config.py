@@ -82,6 +82,26 @@ def test_modality_aliases_and_task_metrics():
     assert "text_pair_column is for task text-classification" in refused({"data.text_pair_column": "b"})
 
 
+def test_two_keys_setting_one_value_are_refused_naming_both(tmp_path):
+    speech = {**BASE, "task": "speech-recognition"}
+    # In speech recognition text_column is the transcript, as in the transformers speech examples.
+    cfg = load_config(speech, ["data.audio_column=audio", "data.text_column=transcript"])
+    assert (cfg.data.input_column, cfg.data.label_column) == ("audio", "transcript")
+    cfg = load_config(BASE, ["task=speech-recognition", "text_column=transcript"])  # the override's task counts
+    assert cfg.data.label_column == "transcript" and cfg.data.input_column is None
+    with pytest.raises(ConfigError, match="'epochs' and 'train.epochs' both set train.epochs in the overrides"):
+        load_config(BASE, ["epochs=3", "train.epochs=4"])
+    with pytest.raises(ConfigError, match="'data.transcript_column' and 'data.text_column' both set data.label_column"):
+        load_config(speech, ["data.transcript_column=a", "data.text_column=b"])
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({**BASE, "data": {"train": "d", "audio_column": "a", "input_column": "b"}}))
+    with pytest.raises(ConfigError, match=f"'data.audio_column' and 'data.input_column' both set data.input_column in {path}"):
+        load_config(path)
+    # An override still replaces what the file says: one key per source.
+    path.write_text(yaml.safe_dump({**BASE, "train": {"epochs": 5}}))
+    assert load_config(path, ["epochs=2"]).train.epochs == 2
+
+
 @pytest.mark.parametrize(
     "text, expected",
     [

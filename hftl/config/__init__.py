@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 
 from hftl.config.checks import check_repo_id, metric_names, tracker_names, validate
-from hftl.config.keys import from_dict, override_items, set_value
+from hftl.config.keys import check_conflicts, from_dict, override_items, set_value
 from hftl.config.schema import (
     CLASSIFICATION_TASKS,
     KEY_ALIASES,
@@ -60,10 +60,13 @@ def load_config(
         >>> load_config("configs/vision/vit-lora.yaml", ["train.epochs=1", "strategy=full"])  # doctest: +SKIP
     """
     origin = "the config"
+    items = override_items(overrides)
+    # The task settles aliases (text_column is the transcript in speech recognition): an override's, else the source's.
+    task = next((str(v) for k, v in reversed(items) if k.strip() == "task"), None)
     if isinstance(source, Config):
-        cfg = from_dict(source.to_dict(), origin)
+        cfg = from_dict(source.to_dict(), origin, task)
     elif isinstance(source, dict):
-        cfg = from_dict(source, origin)
+        cfg = from_dict(source, origin, task)
     elif source is None:
         cfg = Config()
     else:
@@ -77,9 +80,11 @@ def load_config(
             raise ConfigError(f"{path} is not valid YAML: {e}") from None
         if not isinstance(raw, dict):
             raise ConfigError(f"{path} must hold a mapping of config keys, got {type(raw).__name__}")
-        cfg = from_dict(raw, origin)
-    for key, value in override_items(overrides):
-        set_value(cfg, key, value, from_text=isinstance(value, str) and isinstance(overrides, list))
+        cfg = from_dict(raw, origin, task)
+    task = task or cfg.task
+    check_conflicts([key for key, _ in items], task, "the overrides")
+    for key, value in items:
+        set_value(cfg, key, value, from_text=isinstance(value, str) and isinstance(overrides, list), task=task)
     validate(cfg)
     return cfg
 

@@ -21,7 +21,7 @@ from typing import Any, Union
 
 import yaml
 
-from hftl.config.schema import _SECTION_SHORTHAND, KEY_ALIASES, Config
+from hftl.config.schema import _SECTION_SHORTHAND, KEY_ALIASES, TASK_KEY_ALIASES, Config
 from hftl.errors import ConfigError
 
 
@@ -39,11 +39,40 @@ def override_items(overrides: list[str] | dict[str, Any] | None) -> list[tuple[s
     return items
 
 
-def from_dict(raw: dict[str, Any], origin: str) -> Config:
+def from_dict(raw: dict[str, Any], origin: str, task: str | None = None) -> Config:
+    """A Config from a (nested) mapping; `task` (else the mapping's own) settles task-dependent aliases."""
     cfg = Config()
-    for key, value in _flatten(raw):
-        _assign(cfg, key.split("."), value, from_text=False, origin=origin)
+    items = _flatten(raw)
+    task = task or raw.get("task") or cfg.task
+    check_conflicts([key for key, _ in items], task, origin)
+    for key, value in items:
+        _assign(cfg, canonical_key(key, task).split("."), value, from_text=False, origin=origin)
     return cfg
+
+
+def canonical_key(key: str, task: str) -> str:
+    """The dotted key a written key sets: shorthands, unique names and aliases resolved for `task`.
+
+    Example:
+        >>> canonical_key("text_column", "speech-recognition"), canonical_key("text_column", "text-classification")
+        ('data.label_column', 'data.input_column')
+    """
+    key = _resolve_key(key)
+    return TASK_KEY_ALIASES.get((task, key)) or KEY_ALIASES.get(key, key)
+
+
+def check_conflicts(keys: list[str], task: str, origin: str) -> None:
+    """Refuse two different keys of one source that set the same value (`audio_column` and `text_column`
+    on a speech-recognition run used to let the later one win silently)."""
+    seen: dict[str, str] = {}
+    for key in keys:
+        target = canonical_key(key, task)
+        if target in seen and seen[target] != key:
+            raise ConfigError(
+                f"{seen[target]!r} and {key!r} both set {target} in {origin}; keep one"
+                + (f" (for {task}, {key} means {target})" if (task, _resolve_key(key)) in TASK_KEY_ALIASES else "")
+            )
+        seen[target] = key
 
 
 def _flatten(raw: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
@@ -70,9 +99,10 @@ def _field_type_at(dotted: str) -> Any:
     return cls
 
 
-def set_value(cfg: Config, key: str, value: Any, from_text: bool = False) -> None:
-    """Set one (possibly shortened) key on `cfg`, coercing and checking the value's type."""
-    _assign(cfg, _resolve_key(key).split("."), value, from_text=from_text, origin="the overrides")
+def set_value(cfg: Config, key: str, value: Any, from_text: bool = False, task: str | None = None) -> None:
+    """Set one (possibly shortened) key on `cfg`, coercing and checking the value's type; aliases are read
+    for `task` (default: `cfg.task`)."""
+    _assign(cfg, canonical_key(key, task or cfg.task).split("."), value, from_text=from_text, origin="the overrides")
 
 
 def _leaf_keys(cls: Any = Config, prefix: str = "") -> list[str]:
@@ -101,7 +131,6 @@ def _resolve_key(key: str) -> str:
 
 
 def _assign(cfg: Config, parts: list[str], value: Any, from_text: bool, origin: str) -> None:
-    parts = KEY_ALIASES.get(".".join(parts), ".".join(parts)).split(".")
     obj: Any = cfg
     for i, part in enumerate(parts):
         names = [f.name for f in dataclasses.fields(obj)]

@@ -49,6 +49,9 @@ KEY_ALIASES = {
     "data.tags_column": "data.label_column",
     "data.transcript_column": "data.label_column",
 }
+# Aliases whose meaning follows the task: in speech recognition the text is the transcript, as the
+# transformers speech examples' `text_column_name` is.
+TASK_KEY_ALIASES = {("speech-recognition", "data.text_column"): "data.label_column"}
 
 # Top-level keys that take a bare value for their section's main field: `strategy=lora`, `model=DIR`.
 _SECTION_SHORTHAND = {"strategy": "name", "model": "name_or_path"}
@@ -101,12 +104,16 @@ class DataConfig:
     test_split: str | None = field(default=None, metadata=_help("Split of data.train to test on (default: test)."))
     input_column: str | None = field(
         default=None,
-        metadata=_help("Column with the inputs (alias text_column / tokens_column / audio_column); auto-detected when null."),
+        metadata=_help(
+            "Column with the inputs (alias text_column / tokens_column / audio_column; speech-recognition: audio_column); "
+            "auto-detected when null."
+        ),
     )
     label_column: str | list[str] | None = field(
         default=None,
         metadata=_help(
-            "Column with the labels, tags or transcripts (alias tags_column / transcript_column); auto when null. "
+            "Column with the labels, tags or transcripts (alias tags_column / transcript_column, and text_column for "
+            "speech-recognition); auto when null. "
             "Regression: one column, or a list of target columns."
         ),
     )
