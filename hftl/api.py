@@ -28,6 +28,7 @@ from hftl.modalities import Modality, get_modality
 from hftl.models import setup_model
 from hftl.plots import write_prediction_plots, write_run_plots
 from hftl.run_dir import CONFIG_FILE, PLOTS_DIR, prepare_run_dir
+from hftl.run_lock import run_lock
 from hftl.strategies import Phase, Plan, get_strategy, trainable_as
 from hftl.target_scaling import fold
 from hftl.tracking import log_with
@@ -80,6 +81,14 @@ def run(cfg: Config) -> FinetuneResult:
     set_seed(cfg.train.seed)  # the new head's init does not depend on how much data loading drew
     model, processor, layer_map, plan = setup_model(cfg, modality, splits.labels)
     # The run folder is claimed only once data and model load: a typo there leaves nothing behind.
+    with run_lock(run_dir):  # one writer: a second process on this folder is refused while this one lives
+        return _train_and_export(cfg, modality, splits, model, processor, layer_map, plan)
+
+
+def _train_and_export(
+    cfg: Config, modality: Modality, splits: Splits, model: Any, processor: Any, layer_map: LayerMap, plan: Plan
+) -> FinetuneResult:
+    run_dir = Path(cfg.output_dir)
     if not prepare_run_dir(cfg, run_dir):
         cfg.resume = False
     accelerator = make_accelerator(cfg, run_dir, cfg.strategy.head_warmup_epochs > 0)

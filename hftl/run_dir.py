@@ -21,6 +21,7 @@ import yaml
 
 from hftl.config import Config, config_diff, load_config
 from hftl.errors import ConfigError, HftlError
+from hftl.run_lock import LOCK_FILE
 
 CONFIG_FILE = "config.yaml"  # the resolved config: its presence makes a folder a run
 METRICS_FILE = "metrics.json"  # written last: its presence marks the run as finished
@@ -40,11 +41,13 @@ def prepare_run_dir(cfg: Config, run_dir: Path) -> bool:
     """Refuse to clobber a run; returns True when an unfinished run will be resumed."""
     finished = is_finished(run_dir)
     is_run = (run_dir / CONFIG_FILE).exists()
-    has_other = run_dir.is_dir() and any(run_dir.iterdir()) and not is_run
+    has_other = run_dir.is_dir() and any(p.name != LOCK_FILE for p in run_dir.iterdir()) and not is_run
     if has_other:
         raise HftlError(f"output_dir {run_dir} is not empty and holds no hftl run; choose a new or empty folder")
     if cfg.overwrite and is_run:
-        shutil.rmtree(run_dir)
+        for entry in run_dir.iterdir():  # all but the lock this process holds
+            if entry.name != LOCK_FILE:
+                shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
     elif finished:
         raise HftlError(
             f"output_dir {run_dir} already holds a finished run ({run_dir / METRICS_FILE}). "
