@@ -250,6 +250,7 @@ def run_summary(cfg: Config, splits: Splits, model: Any, layer_map: LayerMap, pl
         "peak_memory_mb": result.peak_memory_mb,
         "feature_cache": result.feature_cache,
         "global_step": result.global_step,
+        "nonfinite_steps_skipped": result.nonfinite_skipped,
         "trainable_parameters": trainable,
         "total_parameters": total,
         "strategy": about,

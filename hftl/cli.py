@@ -222,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.debug or os.environ.get("HFTL_DEBUG"):
             raise
         print(f"hftl: error: {e}", file=sys.stderr)
-        return 2
+        return getattr(e, "exit_code", 2)  # 128 + the signal for a run stopped by SIGTERM / SIGINT
     except KeyboardInterrupt:
         print("hftl: interrupted; resume with resume=true", file=sys.stderr)
         return 130

@@ -15,3 +15,7 @@ class ConfigError(HftlError):
 
 class DataError(HftlError):
     """A dataset problem (names the file, row or column and the fix)."""
+
+
+class DivergedError(HftlError):
+    """Training met a non-finite loss or gradient norm (names the step, the values and the likely fixes)."""

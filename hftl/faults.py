@@ -1,4 +1,4 @@
-"""Fault injection for the crash and resume tests: SIGKILL this process at a chosen point.
+"""Fault injection for the crash, resume and divergence tests: SIGKILL this process, or a NaN loss, at a chosen point.
 
 A test sets one of the variables below to a step (or epoch) number; when the run reaches that point,
 the process dies at once, as it would under `kill -9` or a lost machine. Unset, these cost one
@@ -12,13 +12,26 @@ from __future__ import annotations
 
 import os
 import signal
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
 
 AFTER_STEP = "HFTL_FAULT_KILL_AFTER_STEP"  # after an optimizer step (and a save_steps checkpoint there)
 AFTER_EPOCH = "HFTL_FAULT_KILL_AFTER_EPOCH"  # after an epoch's checkpoint
 IN_CHECKPOINT = "HFTL_FAULT_KILL_IN_CHECKPOINT"  # inside the write of this step's checkpoint, files half written
+SIGTERM_AFTER_STEP = "HFTL_FAULT_SIGTERM_AFTER_STEP"  # a SIGTERM (a scheduler's preemption) after this step
 
 
 def fault(name: str, at: int) -> None:
-    """Kill this process with SIGKILL if the variable `name` is set to `at`."""
+    """Kill this process with SIGKILL (SIGTERM for SIGTERM_AFTER_STEP) if the variable `name` is set to `at`."""
     if os.environ.get(name) == str(at):
-        os.kill(os.getpid(), signal.SIGKILL)
+        os.kill(os.getpid(), signal.SIGTERM if name == SIGTERM_AFTER_STEP else signal.SIGKILL)
+
+
+NAN_LOSS_AT_STEP = "HFTL_FAULT_NAN_LOSS_AT_STEP"  # the loss of this optimizer step's batches becomes NaN
+
+
+def poison(loss: torch.Tensor, step: int) -> torch.Tensor:
+    """The loss as NaN (so its gradients are too) if NAN_LOSS_AT_STEP is set to `step`, as a diverging run's."""
+    return loss * float("nan") if os.environ.get(NAN_LOSS_AT_STEP) == str(step) else loss

@@ -7,6 +7,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -28,6 +29,7 @@ class TrainState:
     history: list[dict[str, Any]] = field(default_factory=list)
     log_history: list[dict[str, float]] = field(default_factory=list)
     num_processes: int = 0  # processes that wrote the checkpoint; 0 in checkpoints from before it was stored
+    nonfinite_skipped: int = 0  # optimizer steps dropped for a non-finite loss or gradient norm (on_nonfinite=skip)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -42,6 +44,9 @@ class TrainState:
             >>> TrainState(best_metric=-1.0, best_metrics={"loss": 5.0}).improved(-1.0, loss=5.5)
             False
         """
+        if math.isnan(score) or (loss is not None and not math.isfinite(loss)):  # a diverged epoch is never the best
+            self.epochs_without_improvement += 1
+            return False
         best_loss = self.best_metrics.get("loss")
         tie_won = score == self.best_metric and loss is not None and best_loss is not None and loss < best_loss
         if self.best_metric is None or score > self.best_metric or tie_won:
@@ -70,3 +75,4 @@ class TrainResult:
     per_class: dict[str, Any] | None = None  # per split: the evaluator's per-class (label, target) breakdown
     predictions: tuple[list, list] | None = None  # validation (predictions, references) of the final weights, for plots
     model_config: dict[str, Any] = field(default_factory=dict)  # what the exported config keeps (decision threshold)
+    nonfinite_skipped: int = 0  # optimizer steps dropped under train.on_nonfinite=skip

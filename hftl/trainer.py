@@ -27,18 +27,20 @@ from tqdm.auto import tqdm
 
 from hftl.accelerator import make_accelerator
 from hftl.backends import Backend, backend_for
-from hftl.checkpoint import set_rng_state
+from hftl.checkpoint import PREFIX, set_rng_state
 from hftl.checkpointer import Checkpointer
 from hftl.config import LOWER_IS_BETTER, Config, best_metric_name
 from hftl.data import TrainData, loader_workers
-from hftl.errors import HftlError
+from hftl.divergence import finite_step, never_finite
+from hftl.errors import DivergedError, HftlError
 from hftl.evaluation import evaluate_loop
-from hftl.faults import AFTER_EPOCH, AFTER_STEP, fault
+from hftl.faults import AFTER_EPOCH, AFTER_STEP, SIGTERM_AFTER_STEP, fault, poison
 from hftl.feature_cache import FeatureCache
 from hftl.layers import LayerMap
 from hftl.metrics import confusion
 from hftl.optimization import lr_lambda, param_groups
 from hftl.peak_memory import PeakMemory
+from hftl.preemption import StopSignals, ignore_stop_signals
 from hftl.sampling import EpochSampler
 from hftl.strategies import Phase, Plan, describe_phase, set_train_mode, set_trainable
 from hftl.tracking import finish_trackers, start_trackers
@@ -68,6 +70,7 @@ class _Run:
     checkpoints: Checkpointer
     steps_per_epoch: int
     total_steps: int
+    stop: StopSignals | None = None  # SIGTERM / SIGINT while training: checkpoint at the next step, then exit
 
 
 def fit(
@@ -90,7 +93,7 @@ def fit(
     if layer_map.note:
         accelerator.print(f"note: {layer_map.note}")
     accelerator.print(describe_phase(run.raw, layer_map, plan.phase_at(state.epoch)))
-    with PeakMemory() as memory:
+    with PeakMemory() as memory, StopSignals(accelerator) as run.stop:
         stopped_early = _train(run, state, rng)
     return _finish(run, state, memory, stopped_early)
 
@@ -114,6 +117,7 @@ def _setup(
         num_workers=workers,
         pin_memory=pin,
         generator=torch.Generator().manual_seed(t.seed),  # keeps the global RNG untouched by iteration
+        worker_init_fn=ignore_stop_signals if workers else None,
     )
     eval_loaders = [
         DataLoader(ds, batch_size=t.eval_batch_size or t.batch_size, collate_fn=collate, num_workers=workers, pin_memory=pin)
@@ -172,6 +176,8 @@ def _train(run: _Run, state: TrainState, rng: dict[str, Any] | None) -> bool:
             rng = None
         _train_epoch(run, state, loader, clipped, progress, loss)
         stopped_early = _end_epoch(run, state, phase, epoch_seconds=time.perf_counter() - epoch_started)
+        if run.stop.requested():  # the epoch's checkpoint is written
+            raise run.stop.interrupted(state.global_step, str(run.checkpoints.folder / f"{PREFIX}{state.global_step:07d}"))
     progress.close()
     return stopped_early
 
@@ -217,19 +223,14 @@ class _RunningLoss:
 
 def _train_epoch(run: _Run, state: TrainState, loader: Any, clipped: list, progress: Any, running: _RunningLoss) -> None:
     """One pass over the (rest of the) epoch's batches: accumulate, step, log, save every save_steps."""
-    t, accelerator, model, optimizer = run.cfg.train, run.accelerator, run.model, run.optimizer
+    t, accelerator, model = run.cfg.train, run.accelerator, run.model
     started = time.perf_counter()
     for batch in loader:
         run.cache.feed_batch(batch)
         with accelerator.accumulate(model):
-            loss = _loss(run, model, batch)
+            loss = poison(_loss(run, model, batch), state.global_step + 1)
             accelerator.backward(loss)  # under DeepSpeed also the clipping and the optimizer step
-            if accelerator.sync_gradients and t.max_grad_norm:
-                accelerator.clip_grad_norm_(clipped, t.max_grad_norm)
-            optimizer.step()
-            if accelerator.sync_gradients and not accelerator.optimizer_step_was_skipped:
-                run.scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
+            _update(run, state, loss, clipped)
         state.batch_in_epoch += 1
         state.samples_seen += len(batch["labels"]) * accelerator.num_processes
         running.add(loss)
@@ -239,14 +240,38 @@ def _train_epoch(run: _Run, state: TrainState, loader: Any, clipped: list, progr
         progress.update(1)
         if state.global_step % t.logging_steps == 0 or state.global_step == run.total_steps:
             _log_step(run, state, running.take(), progress)
-        if t.save_steps and state.global_step % t.save_steps == 0 and state.batch_in_epoch < len(run.train_loader):
+        fault(SIGTERM_AFTER_STEP, state.global_step)
+        mid_epoch = state.batch_in_epoch < len(run.train_loader)  # at an epoch's end, _end_epoch checkpoints
+        stop = mid_epoch and run.stop.requested()
+        if stop or (t.save_steps and state.global_step % t.save_steps == 0 and mid_epoch):
             state.train_seconds += time.perf_counter() - started
             started = time.perf_counter()
             run.checkpoints.save(state)
+        if stop:
+            raise run.stop.interrupted(state.global_step, str(run.checkpoints.folder / f"{PREFIX}{state.global_step:07d}"))
         fault(AFTER_STEP, state.global_step)
         if state.global_step >= run.total_steps:
             break
     state.train_seconds += time.perf_counter() - started
+
+
+def _update(run: _Run, state: TrainState, loss: torch.Tensor, clipped: list[nn.Parameter]) -> None:
+    """Clip, check, step. Once gradients are synced the loss and the gradient norm must be finite
+    (train.on_nonfinite: stop raises, skip drops the update and counts it)."""
+    accelerator, optimizer, update = run.accelerator, run.optimizer, True
+    if accelerator.sync_gradients:
+        # Without clipping the norm is still computed (an infinite limit scales by exactly 1): the finite check reads it.
+        norm = accelerator.clip_grad_norm_(clipped, run.cfg.train.max_grad_norm or math.inf)
+        update = finite_step(loss, norm, state.global_step + 1, run.cfg, scaled=accelerator.scaler is not None)
+    if update:
+        optimizer.step()
+        if accelerator.sync_gradients and not accelerator.optimizer_step_was_skipped:
+            run.scheduler.step()
+    else:
+        state.nonfinite_skipped += 1
+        if accelerator.scaler is not None:  # its unscale of this step must be closed, as its own skip does
+            accelerator.scaler.update()
+    optimizer.zero_grad(set_to_none=True)
 
 
 def _loss(run: _Run, model: nn.Module, batch: dict[str, Any]) -> torch.Tensor:
@@ -310,6 +335,11 @@ def _evaluate(run: _Run, loader: int, desc: str) -> tuple[dict[str, float], list
 
 def _finish(run: _Run, state: TrainState, memory: PeakMemory, stopped_early: bool) -> TrainResult:
     """End on the best epoch's weights (train.load_best_at_end), evaluate them, close the cache and trackers."""
+    metric = best_metric_name(run.cfg)
+    last = state.history[-1] if state.history else {}
+    last_finite = all(math.isfinite(last.get(f"eval_{k}", math.nan)) for k in (metric, "loss"))
+    if state.best_epoch < 1 or not (run.cfg.train.load_best_at_end or last_finite):
+        raise DivergedError(never_finite(state.history, metric))
     if run.cfg.train.load_best_at_end:
         run.checkpoints.load_best()
     result = TrainResult(
@@ -323,6 +353,7 @@ def _finish(run: _Run, state: TrainState, memory: PeakMemory, stopped_early: boo
         stopped_early=stopped_early,
         log_history=state.log_history,
         feature_cache=run.cache.status.to_dict(),
+        nonfinite_skipped=state.nonfinite_skipped,
     )
     evaluator = run.data.evaluator
     _, preds, refs = _evaluate(run, 0, "validation (best)")

@@ -60,7 +60,7 @@ _SECTION_SHORTHAND = {"strategy": "name", "model": "name_or_path"}
 # different value neither blocks resume nor the reuse of a finished run in a study.
 RUN_CONTROL_KEYS = (
     "resume", "overwrite", "push_to_hub", "hub_repo_id", "hub_private", "license", "train.feature_cache",
-    "train.feature_cache_dir", "train.feature_cache_max_gb",
+    "train.feature_cache_dir", "train.feature_cache_max_gb", "train.on_nonfinite",
 )  # fmt: skip
 
 
@@ -219,6 +219,14 @@ class TrainConfig:
     gradient_accumulation_steps: int = field(default=1, metadata=_help("Micro-batches per optimizer step."))
     max_grad_norm: float | None = field(default=1.0, metadata=_help("Gradient clipping norm; null turns it off."))
     mixed_precision: str = field(default="no", metadata=_help("Accelerate mixed precision.", ("no", "fp16", "bf16")))
+    on_nonfinite: str = field(
+        default="stop",
+        metadata=_help(
+            "A non-finite loss or gradient norm: stop (at once, exporting nothing; the last finite checkpoint stays) "
+            "or skip (the step's update, counted in metrics.json).",
+            ("stop", "skip"),
+        ),
+    )
     early_stopping_patience: int | None = field(
         default=None, metadata=_help("Stop after this many epochs without a better metric_for_best.")
     )
