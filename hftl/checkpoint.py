@@ -1,7 +1,9 @@
 """Resumable checkpoints, written so a crash mid-write leaves the previous one usable.
 
 A checkpoint is built in `checkpoints/.tmp-*` and renamed to `checkpoints/step-NNNNNNN` in one atomic
-step; only complete directories ever carry the `step-` name, so the newest one is the one to resume.
+step; only complete directories ever carry the `step-` name. Each carries `manifest.json`, every file's
+size and SHA-256 at write time, so a checkpoint altered or truncated later (a disk fault, a copy cut
+short) is recognised and the one before it resumed instead.
 Weights are safetensors; optimizer, scheduler and RNG state are plain tensors and containers written
 with `torch.save` and read back with `weights_only=True`.
 
@@ -13,6 +15,7 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -32,6 +35,7 @@ from hftl.files import fsync_dir, replace_dir
 PREFIX = "step-"
 WEIGHTS = "weights.safetensors"
 STATE = "trainer_state.json"
+MANIFEST = "manifest.json"
 
 
 def rng_state() -> dict[str, Any]:
@@ -96,6 +100,8 @@ def save_checkpoint(
     for rank, state in enumerate(rng_states):
         torch.save(state, tmp / f"rng_{rank}.pt")
     (tmp / STATE).write_text(json.dumps(trainer_state, indent=2))
+    manifest = {f.name: _fingerprint(f) for f in sorted(tmp.iterdir()) if f.is_file()}
+    (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
     for f in tmp.iterdir():
         with open(f, "rb") as handle:
             os.fsync(handle.fileno())
@@ -130,9 +136,42 @@ def _samples_seen(path: Path) -> int:
         return 0  # unreadable: ordered by step among its peers, and never preferred over a readable one
 
 
-def latest_checkpoint(directory: Path) -> Path | None:
-    found = list_checkpoints(directory)
-    return found[-1] if found else None
+def latest_checkpoint(directory: Path, notes: list[str] | None = None) -> Path | None:
+    """The newest checkpoint whose files are as they were written; each one passed over adds a line to `notes`."""
+    for path in reversed(list_checkpoints(directory)):
+        problem = damage(path)
+        if problem is None:
+            return path
+        if notes is not None:
+            notes.append(f"checkpoint {path} is damaged ({problem}): passed over for the one before it")
+    return None
+
+
+def _fingerprint(path: Path) -> dict[str, Any]:
+    with open(path, "rb") as f:
+        return {"size": path.stat().st_size, "sha256": hashlib.file_digest(f, "sha256").hexdigest()}
+
+
+def damage(path: Path) -> str | None:
+    """What differs from the checkpoint's manifest (a missing, truncated or altered file), or None.
+
+    Checkpoints from before manifests were written pass unchecked.
+    """
+    try:
+        manifest = json.loads((path / MANIFEST).read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        return f"{MANIFEST} unreadable"
+    for name, expected in manifest.items():
+        file = path / name
+        if not file.is_file():
+            return f"{name} missing"
+        if file.stat().st_size != expected["size"]:
+            return f"{name} is {file.stat().st_size} bytes, written as {expected['size']}"
+        if _fingerprint(file)["sha256"] != expected["sha256"]:
+            return f"{name} differs from what was written (SHA-256)"
+    return None
 
 
 def load_checkpoint(path: Path, rank: int = 0, processes: int = 1) -> dict[str, Any]:

@@ -40,10 +40,15 @@ class Checkpointer:
 
     def restore(self, steps_per_epoch: int, accumulation: int) -> tuple[TrainState, dict[str, Any] | None]:
         """The newest checkpoint's state and this process's RNG state (to set last), or a fresh state and None."""
-        latest = latest_checkpoint(self.folder)
-        if latest is None:
-            return TrainState(), None
+        notes: list[str] = []
+        latest = latest_checkpoint(self.folder, notes)
         accelerator, raw = self.accelerator, self.backend.unwrap(self.model)
+        for note in notes:
+            accelerator.print(note)
+        if latest is None:
+            if notes:
+                accelerator.print("no undamaged checkpoint is left: the run starts from the beginning")
+            return TrainState(), None
         loaded = load_checkpoint(latest, accelerator.process_index, accelerator.num_processes)
         known = raw.state_dict().keys()  # once: a state dict per tensor was quadratic in the model's size
         missing = [k for k in loaded["tensors"] if k not in known]
