@@ -29,8 +29,8 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from hftl.faults import IN_CHECKPOINT, fault
-from hftl.files import fsync_dir, replace_dir
+from hftl.faults import IN_CHECKPOINT, disk_full, fault
+from hftl.files import disk_full_guard, fsync_dir, replace_dir
 
 PREFIX = "step-"
 WEIGHTS = "weights.safetensors"
@@ -93,9 +93,35 @@ def save_checkpoint(
     if tmp is None:
         tmp = directory / f".tmp-{uuid.uuid4().hex}"
         tmp.mkdir()
+    previous = latest_checkpoint(directory)
+    intact = f"The previous checkpoint ({previous}) is intact" if previous else "No earlier checkpoint was written"
+    with disk_full_guard(directory, f"the checkpoint of step {step}", tmp, intact):
+        _write_files(tmp, step, tensors, optimizer_state, scheduler_state, trainer_state, rng_states)
+    final = directory / f"{PREFIX}{step:07d}"
+    replace_dir(tmp, final)  # the same step written again (an epoch's end right after a step save) replaces it
+    fsync_dir(directory)
+    for old in list_checkpoints(directory)[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    for stale in directory.glob(".tmp-*"):  # left by a crash mid-write
+        if stale != tmp:
+            shutil.rmtree(stale, ignore_errors=True)
+    return final
+
+
+def _write_files(
+    tmp: Path,
+    step: int,
+    tensors: dict[str, torch.Tensor],
+    optimizer_state: dict,
+    scheduler_state: dict,
+    trainer_state: dict[str, Any],
+    rng_states: list[dict[str, Any]],
+) -> None:
+    """A checkpoint's files and their manifest, synced to disk."""
     save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp / WEIGHTS))
     torch.save(optimizer_state, tmp / "optimizer.pt")
     fault(IN_CHECKPOINT, step)  # the crash tests: weights and optimizer written, the rest not, nothing renamed
+    disk_full("checkpoint", tmp, step)
     torch.save(scheduler_state, tmp / "scheduler.pt")
     for rank, state in enumerate(rng_states):
         torch.save(state, tmp / f"rng_{rank}.pt")
@@ -106,15 +132,6 @@ def save_checkpoint(
         with open(f, "rb") as handle:
             os.fsync(handle.fileno())
     fsync_dir(tmp)
-    final = directory / f"{PREFIX}{step:07d}"
-    replace_dir(tmp, final)  # the same step written again (an epoch's end right after a step save) replaces it
-    fsync_dir(directory)
-    for old in list_checkpoints(directory)[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
-    for stale in directory.glob(".tmp-*"):  # left by a crash mid-write
-        if stale != tmp:
-            shutil.rmtree(stale, ignore_errors=True)
-    return final
 
 
 def list_checkpoints(directory: Path) -> list[Path]:

@@ -19,3 +19,7 @@ class DataError(HftlError):
 
 class DivergedError(HftlError):
     """Training met a non-finite loss or gradient norm (names the step, the values and the likely fixes)."""
+
+
+class DiskFullError(HftlError):
+    """No space left where a checkpoint, the feature cache or `model/` was being written (names the folder)."""

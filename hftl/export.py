@@ -20,7 +20,8 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from torch import nn
 
 from hftl.config import PIPELINE_TASKS, Config, best_metric_name, metric_names
-from hftl.files import atomic_write_text, replace_dir
+from hftl.faults import disk_full
+from hftl.files import atomic_write_text, disk_full_guard, replace_dir
 from hftl.run_dir import CARD_FILE, METRICS_FILE, MODEL_DIR
 from hftl.strategies import Strategy, get_strategy
 
@@ -36,8 +37,11 @@ def export_model(
     if strategy.export is not None:
         model = strategy.export(model, run_dir)
     tmp = run_dir / f".{MODEL_DIR}.tmp-{uuid.uuid4().hex}"
-    model.save_pretrained(str(tmp), safe_serialization=True)
-    processor.save_pretrained(str(tmp))
+    intact = f"The run's checkpoints in {run_dir / 'checkpoints'} are intact: resume=true exports from them"
+    with disk_full_guard(run_dir, f"{MODEL_DIR}/", tmp, intact):
+        model.save_pretrained(str(tmp), safe_serialization=True)
+        disk_full("model", tmp)
+        processor.save_pretrained(str(tmp))
     replace_dir(tmp, run_dir / MODEL_DIR)
     return model
 

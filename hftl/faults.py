@@ -1,4 +1,5 @@
-"""Fault injection for the crash, resume and divergence tests: SIGKILL this process, or a NaN loss, at a chosen point.
+"""Fault injection for the crash, resume, divergence and full-disk tests: SIGKILL or SIGTERM this process, a NaN
+loss, or a write failing as on a full disk, at a chosen point.
 
 A test sets one of the variables below to a step (or epoch) number; when the run reaches that point,
 the process dies at once, as it would under `kill -9` or a lost machine. Unset, these cost one
@@ -10,8 +11,10 @@ Example:
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -35,3 +38,12 @@ NAN_LOSS_AT_STEP = "HFTL_FAULT_NAN_LOSS_AT_STEP"  # the loss of this optimizer s
 def poison(loss: torch.Tensor, step: int) -> torch.Tensor:
     """The loss as NaN (so its gradients are too) if NAN_LOSS_AT_STEP is set to `step`, as a diverging run's."""
     return loss * float("nan") if os.environ.get(NAN_LOSS_AT_STEP) == str(step) else loss
+
+
+ENOSPC_IN = "HFTL_FAULT_ENOSPC_IN"  # checkpoint (or checkpoint:STEP), cache or model: that write fails as on a full disk
+
+
+def disk_full(where: str, path: Path, step: int | None = None) -> None:
+    """Fail the write of `where` (at `step`) as a full disk does (OSError ENOSPC) if ENOSPC_IN names it."""
+    if os.environ.get(ENOSPC_IN) in (where, f"{where}:{step}"):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))

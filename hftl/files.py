@@ -10,10 +10,15 @@ Example:
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+from hftl.errors import DiskFullError
 
 
 def fsync_dir(path: Path) -> None:
@@ -48,3 +53,41 @@ def replace_dir(tmp: Path, final: Path) -> None:
         shutil.rmtree(trash, ignore_errors=True)
     else:
         os.rename(tmp, final)
+
+
+def free_bytes(folder: Path) -> int:
+    """Free space on the device of `folder` (or of its nearest existing parent)."""
+    existing = next((p for p in (folder, *folder.parents) if p.exists()), Path("/"))
+    return shutil.disk_usage(existing).free
+
+
+def _is_disk_full(e: BaseException, folder: Path) -> bool:
+    if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    # torch.save and safetensors report a failed write as errors of their own ("unexpected pos 576 vs 534",
+    # "I/O error: No space left on device"): read the message, and the device itself.
+    return "No space left" in str(e) or "Disk quota exceeded" in str(e) or free_bytes(folder) < 2**20
+
+
+@contextmanager
+def disk_full_guard(folder: Path, what: str, partial: Path | None, intact: str) -> Iterator[None]:
+    """A full disk (or quota) while writing `what` into `folder`: the half-written `partial` goes, and a
+    DiskFullError names the folder, its free space, what is `intact`, and what to do.
+
+    Example:
+        >>> with disk_full_guard(run / "checkpoints", "the checkpoint of step 6", tmp, "step-4 is intact"):  # doctest: +SKIP
+        ...     write(tmp)
+    """
+    try:
+        yield
+    except Exception as e:  # noqa: BLE001 - writers fail in their own types; only a full disk is handled here
+        if not _is_disk_full(e, folder):
+            raise
+        if partial is not None:
+            shutil.rmtree(partial, ignore_errors=True)
+        free = free_bytes(folder) / 2**20
+        raise DiskFullError(
+            f"no space left on the device of {folder} while writing {what} ({free:.0f} MiB free after removing the "
+            f"partial write). {intact}. Free space there (`hftl cache clear` empties the feature cache), then run the "
+            "same command with resume=true"
+        ) from None

@@ -30,7 +30,8 @@ from tqdm.auto import tqdm
 
 from hftl.cache_folder import prune, touch
 from hftl.data import FEATURES, loader_workers
-from hftl.errors import ConfigError, HftlError
+from hftl.errors import ConfigError, DiskFullError, HftlError
+from hftl.faults import disk_full
 from hftl.feature_cache.checks import (
     _plain,
     _rng_devices,
@@ -49,6 +50,7 @@ from hftl.feature_cache.cut import Cut, find_cut
 from hftl.feature_cache.key import entry_key, key_material, split_material
 from hftl.feature_cache.standins import _capture, _eval_mode, _Feed, _fields, _Installed, _run_to_cut, install
 from hftl.feature_cache.store import CachedSplit, _ShardWriter, _unpadded_lengths, collate_cached, default_cache_dir, row_records
+from hftl.files import disk_full_guard
 from hftl.layers import LayerMap
 
 
@@ -123,7 +125,7 @@ class FeatureCache:
             # Filling draws nothing a run should see (DataLoader seeds among it): the global RNG is kept.
             with torch.random.fork_rng(devices=_rng_devices()):
                 self._activate(phase, cut)
-        except _Unsafe as e:
+        except (_Unsafe, DiskFullError) as e:  # a full disk: the partial fill is gone, the run goes on uncached
             self.deactivate()
             self._refuse(str(e))
         except HftlError:  # the user's data or settings: theirs to fix, never hidden behind "uncached"
@@ -304,7 +306,9 @@ class FeatureCache:
         broadcast_object_list(token)  # every process writes its shard into the same partial folder
         partial = self.root / f".{key}.partial-{token[0]}"
         world = accelerator.num_processes
-        self._write_shard(split, ds, cut, stored, partial / f"shard-{accelerator.process_index}")
+        intact = "Entries filled before stay usable; this phase runs uncached"
+        with disk_full_guard(self.root, f"the {split} features", partial, intact):
+            self._write_shard(split, ds, cut, stored, partial / f"shard-{accelerator.process_index}")
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
             about = {"split": split, "model": self.cfg.model.name_or_path}
@@ -342,6 +346,7 @@ class FeatureCache:
                 for record in row_records(batch, fields, self.main_input, inputs_only, stored, self._first):
                     writer.add(indices[position], record)
                     position += 1
+                disk_full("cache", shard)
                 bar.update(len(batch["labels"]))
         bar.close()
         writer.finish({})
