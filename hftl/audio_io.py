@@ -120,3 +120,24 @@ def duration_seconds(value: Any) -> float:
     source = io.BytesIO(value["bytes"]) if isinstance(value, dict) and value.get("bytes") else describe(value)
     info = sf.info(source)
     return info.frames / float(info.samplerate)
+
+
+def audio_header_problem(value: Any) -> str | None:
+    """Why `value` cannot be used as audio, from its header alone (no decoding; data.check_inputs=header)."""
+    if value is None:
+        return "no audio (empty cell)"
+    if isinstance(value, dict) and value.get("array") is not None:
+        return None
+    path = value.get("path") if isinstance(value, dict) and not value.get("bytes") else value
+    if isinstance(path, (str, Path)) and not Path(path).is_file():
+        return "file not found"
+    try:
+        source = io.BytesIO(value["bytes"]) if isinstance(value, dict) and value.get("bytes") else describe(value)
+        info = sf.info(source)
+    except sf.LibsndfileError as e:
+        return f"not audio soundfile can read: corrupt, or an unsupported format ({str(e).split(': ', 1)[-1][:100]})"
+    except (OSError, RuntimeError, TypeError, ValueError) as e:
+        return f"unreadable audio ({str(e).splitlines()[0][:120]})"
+    if not info.samplerate:
+        return "its sampling rate cannot be read (the header has none, or 0)"
+    return "zero-length audio (no samples)" if info.frames == 0 else None

@@ -162,6 +162,14 @@ class DataConfig:
         default=False, metadata=_help("Batch examples of similar length together (less padding for text and audio).")
     )
     augment: bool = field(default=True, metadata=_help("Modality-appropriate augmentation on train only."))
+    check_inputs: str = field(
+        default="full",
+        metadata=_help(
+            "Image and audio files before training: full (decode each, in parallel, remembered by path, size and time "
+            "across runs), header (open each, read its header only) or off (a trusted corpus).",
+            ("full", "header", "off"),
+        ),
+    )
     on_bad_file: str = field(
         default="skip", metadata=_help("What to do with unreadable files: skip (counted, reported) or error.", ("skip", "error"))
     )

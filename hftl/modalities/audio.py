@@ -21,9 +21,20 @@ import datasets
 import numpy as np
 import torch
 
-from hftl.audio_io import EXTENSIONS, audio_problem, describe, duration_seconds, load_audio, read_audio, resample, to_mono
+from hftl.audio_io import (
+    EXTENSIONS,
+    audio_header_problem,
+    audio_problem,
+    describe,
+    duration_seconds,
+    load_audio,
+    read_audio,
+    resample,
+    to_mono,
+)
 from hftl.data import FILE_BUILDERS, SPLIT_DIRS, DataReport, label_tensor, source_rows
 from hftl.errors import DataError, HftlError
+from hftl.input_checks import InputCheck, check_column, column_chunks
 from hftl.modalities.base import FileModality, check_model_path
 
 INPUT = "audio"
@@ -39,6 +50,7 @@ INPUT_CANDIDATES = (
     "filename",
     "file_name",
 )
+AUDIO_CHECK = InputCheck("audio", full=audio_problem, header=audio_header_problem)
 METADATA_FILES = tuple(f"metadata{ext}" for ext in (".csv", ".jsonl", ".json", ".parquet"))
 
 # Train-time augmentation: a random start shift of up to this fraction of the clip, a gain in dB,
@@ -194,12 +206,14 @@ class _AudioBase(FileModality):
         """Unreadable, zero-length, silent or rate-less clips (and the task's own problems): skipped and
         reported, or refused with on_bad == "error"."""
         self.report = report  # encode_labels files its skips (characters outside the vocabulary) here too
-        good, task_problem = [], self.example_checker(ds)
-        for i, (row, value) in enumerate(zip(source_rows(ds), ds[column])):
-            problem = audio_problem(value) or task_problem(i, value)
+        verdicts = check_column(ds, column, AUDIO_CHECK, self.cfg.data.check_inputs, f"checking {split} audio")
+        good, task_problem, rows = [], self.example_checker(ds), source_rows(ds)
+        for i, value in ((start + j, v) for start, values in column_chunks(ds, column) for j, v in enumerate(values)):
+            problem = verdicts[i] or task_problem(i, value)
             if problem is None:
                 good.append(i)
                 continue
+            row = rows[i]
             if on_bad == "error":
                 raise DataError(
                     f"row {row} of the {split} split: {describe(value) if value else column}: {problem}. "

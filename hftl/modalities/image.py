@@ -24,6 +24,7 @@ from PIL import Image, UnidentifiedImageError
 
 from hftl.data import SPLIT_DIRS, DataReport, label_tensor
 from hftl.errors import DataError, HftlError
+from hftl.input_checks import InputCheck, check_column
 from hftl.modalities.base import FileModality, check_model_path
 
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
@@ -62,6 +63,28 @@ def _image_problem(value: Any) -> str | None:
     except (OSError, SyntaxError, ValueError) as e:
         return f"unreadable image ({str(e).splitlines()[0][:120]})"
     return None
+
+
+def _image_header_problem(value: Any) -> str | None:
+    """Why `value` is not an image, from its header alone (data.check_inputs=header)."""
+    if value is None:
+        return "no image (empty cell)"
+    try:
+        source = io.BytesIO(value["bytes"]) if isinstance(value, dict) and value.get("bytes") else _describe(value)
+        with Image.open(source) as image:
+            image.size  # noqa: B018 - the header is read by open; the size must be in it
+    except FileNotFoundError:
+        return "file not found"
+    except UnidentifiedImageError:
+        return "not an image PIL can read (corrupt, or another file type)"
+    except (OSError, SyntaxError, ValueError) as e:
+        return f"unreadable image ({str(e).splitlines()[0][:120]})"
+    return None
+
+
+IMAGE_CHECK = InputCheck(
+    "image", full=lambda v: "no image (empty cell)" if v is None else _image_problem(v), header=_image_header_problem
+)
 
 
 def target_size(processor: Any) -> tuple[int, int]:
@@ -138,12 +161,14 @@ class ImageClassification(FileModality):
         return datasets.Dataset.from_dict({INPUT: paths, "label": labels})
 
     def check_inputs(self, ds: datasets.Dataset, column: str, split: str, on_bad: str, report: DataReport) -> datasets.Dataset:
+        """Unreadable images skipped and reported (or refused), checked as data.check_inputs says (`input_checks`)."""
+        verdicts = check_column(ds, column, IMAGE_CHECK, self.cfg.data.check_inputs, f"checking {split} images")
         good, bad = [], []
-        for i, value in enumerate(ds[column]):
-            problem = "no image (empty cell)" if value is None else _image_problem(value)
+        for i, problem in enumerate(verdicts):
             if problem is None:
                 good.append(i)
                 continue
+            value = ds[i][column]
             if on_bad == "error":
                 raise DataError(
                     f"row {i + 1} of the {split} split: {_describe(value)}: {problem}. "
