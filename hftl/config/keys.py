@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import types
 import typing
 from typing import Any, Union
@@ -92,7 +93,7 @@ def _field_type_at(dotted: str) -> Any:
     for part in dotted.split("."):
         if not dataclasses.is_dataclass(cls):
             return None
-        hints = typing.get_type_hints(cls)
+        hints = _hints(cls)
         if part not in hints:
             return None
         cls = hints[part]
@@ -105,21 +106,28 @@ def set_value(cfg: Config, key: str, value: Any, from_text: bool = False, task: 
     _assign(cfg, canonical_key(key, task or cfg.task).split("."), value, from_text=from_text, origin="the overrides")
 
 
-def _leaf_keys(cls: Any = Config, prefix: str = "") -> list[str]:
+@functools.cache
+def _hints(cls: Any) -> dict[str, Any]:
+    """A dataclass's resolved field types; cached: resolving them is slow, and every key asks."""
+    return typing.get_type_hints(cls)
+
+
+@functools.cache
+def _leaf_keys(cls: Any = Config, prefix: str = "") -> tuple[str, ...]:
     keys = []
     for f in dataclasses.fields(cls):
-        hint = typing.get_type_hints(cls)[f.name]
+        hint = _hints(cls)[f.name]
         if dataclasses.is_dataclass(hint):
             keys.extend(_leaf_keys(hint, f"{prefix}{f.name}."))
         else:
             keys.append(f"{prefix}{f.name}")
-    return keys
+    return tuple(keys)
 
 
 def _resolve_key(key: str) -> str:
     if key in _SECTION_SHORTHAND:
         return f"{key}.{_SECTION_SHORTHAND[key]}"
-    leaves = _leaf_keys() + list(KEY_ALIASES)
+    leaves = [*_leaf_keys(), *KEY_ALIASES]
     if "." in key or key in leaves:
         return key
     matches = [leaf for leaf in leaves if leaf.rsplit(".", 1)[-1] == key]
@@ -141,7 +149,7 @@ def _assign(cfg: Config, parts: list[str], value: Any, from_text: bool, origin: 
             close = ".".join(parts[:i] + [hint[0]]) if hint else (_close_leaf(part) if len(parts) == 1 else None)
             suggestion = f" Did you mean {close!r}?" if close else ""
             raise ConfigError(f"unknown key {dotted!r} in {origin}.{suggestion} Allowed keys in {section}: {', '.join(names)}")
-        hint_type = typing.get_type_hints(type(obj))[part]
+        hint_type = _hints(type(obj))[part]
         if i < len(parts) - 1:
             obj = getattr(obj, part)
             if not dataclasses.is_dataclass(obj):
