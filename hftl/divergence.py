@@ -22,7 +22,7 @@ import torch
 from hftl.errors import DivergedError
 
 
-def finite_step(loss: torch.Tensor, norm: torch.Tensor | None, step: int, cfg: Any, scaled: bool) -> bool:
+def finite_step(loss: torch.Tensor, norm: torch.Tensor | float | None, step: int, cfg: Any, scaled: bool) -> bool:
     """Whether optimizer step `step` (1-based) may update the weights; raises DivergedError under `stop`.
 
     `norm` is the gradient norm (None where the engine clips on its own); `scaled`: a grad scaler guards
@@ -30,7 +30,7 @@ def finite_step(loss: torch.Tensor, norm: torch.Tensor | None, step: int, cfg: A
     """
     values = {"loss": loss.detach().float()}
     if norm is not None and not scaled:
-        values["gradient norm"] = norm.detach().float()
+        values["gradient norm"] = torch.as_tensor(norm).detach().float()  # DeepSpeed's engine gives a float
     bad = {name: float(v) for name, v in values.items() if not bool(torch.isfinite(v).all())}
     if not bad:
         return True
