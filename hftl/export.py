@@ -20,7 +20,7 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from torch import nn
 
 from hftl.config import PIPELINE_TASKS, Config, best_metric_name, metric_names
-from hftl.faults import disk_full
+from hftl.faults import IN_EXPORT, disk_full, fault
 from hftl.files import atomic_write_text, disk_full_guard, replace_dir
 from hftl.run_dir import CARD_FILE, METRICS_FILE, MODEL_DIR
 from hftl.strategies import Strategy, get_strategy
@@ -42,6 +42,7 @@ def export_model(
         model.save_pretrained(str(tmp), safe_serialization=True)
         disk_full("model", tmp)
         processor.save_pretrained(str(tmp))
+    fault(IN_EXPORT, 1)
     replace_dir(tmp, run_dir / MODEL_DIR)
     return model
 

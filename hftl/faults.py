@@ -24,6 +24,8 @@ AFTER_STEP = "HFTL_FAULT_KILL_AFTER_STEP"  # after an optimizer step (and a save
 AFTER_EPOCH = "HFTL_FAULT_KILL_AFTER_EPOCH"  # after an epoch's checkpoint
 IN_CHECKPOINT = "HFTL_FAULT_KILL_IN_CHECKPOINT"  # inside the write of this step's checkpoint, files half written
 SIGTERM_AFTER_STEP = "HFTL_FAULT_SIGTERM_AFTER_STEP"  # a SIGTERM (a scheduler's preemption) after this step
+IN_CACHE_FILL = "HFTL_FAULT_KILL_IN_CACHE_FILL"  # 1: after the first batch written into a feature-cache fill
+IN_EXPORT = "HFTL_FAULT_KILL_IN_EXPORT"  # 1: model/ written into its temporary folder, not yet put in place
 
 
 def fault(name: str, at: int) -> None:

@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 from hftl.cache_folder import prune, touch
 from hftl.data import FEATURES, loader_workers
 from hftl.errors import ConfigError, DiskFullError, HftlError
-from hftl.faults import disk_full
+from hftl.faults import IN_CACHE_FILL, disk_full, fault
 from hftl.feature_cache.checks import (
     _plain,
     _rng_devices,
@@ -347,6 +347,7 @@ class FeatureCache:
                     writer.add(indices[position], record)
                     position += 1
                 disk_full("cache", shard)
+                fault(IN_CACHE_FILL, 1)
                 bar.update(len(batch["labels"]))
         bar.close()
         writer.finish({})
