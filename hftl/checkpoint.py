@@ -93,7 +93,8 @@ def save_checkpoint(
     if tmp is None:
         tmp = directory / f".tmp-{uuid.uuid4().hex}"
         tmp.mkdir()
-    previous = latest_checkpoint(directory)
+    # Named for the message only: latest_checkpoint would re-hash it on every save.
+    previous = next(reversed(list_checkpoints(directory)), None)
     intact = f"The previous checkpoint ({previous}) is intact" if previous else "No earlier checkpoint was written"
     with disk_full_guard(directory, f"the checkpoint of step {step}", tmp, intact):
         _write_files(tmp, step, tensors, optimizer_state, scheduler_state, trainer_state, rng_states)

@@ -50,12 +50,12 @@ def _describe(value: Any) -> str:
     return str(value)
 
 
-def _image_problem(value: Any) -> str | None:
-    """Why `value` cannot be used as an image, or None when it decodes fully."""
+def _reading_problem(read: Callable[[], Any]) -> str | None:
+    """Why `read` (opening or decoding one image) failed, in the words of the skip report; None if it did not."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            open_image(value)
+            read()
     except FileNotFoundError:
         return "file not found"
     except UnidentifiedImageError:
@@ -63,23 +63,22 @@ def _image_problem(value: Any) -> str | None:
     except (OSError, SyntaxError, ValueError) as e:
         return f"unreadable image ({str(e).splitlines()[0][:120]})"
     return None
+
+
+def _image_problem(value: Any) -> str | None:
+    """Why `value` cannot be used as an image, or None when it decodes fully."""
+    return _reading_problem(lambda: open_image(value))
+
+
+def _read_header(value: Any) -> None:
+    source = io.BytesIO(value["bytes"]) if isinstance(value, dict) and value.get("bytes") else _describe(value)
+    with Image.open(source) as image:
+        image.size  # noqa: B018 - the header is read by open; the size must be in it
 
 
 def _image_header_problem(value: Any) -> str | None:
     """Why `value` is not an image, from its header alone (data.check_inputs=header)."""
-    if value is None:
-        return "no image (empty cell)"
-    try:
-        source = io.BytesIO(value["bytes"]) if isinstance(value, dict) and value.get("bytes") else _describe(value)
-        with Image.open(source) as image:
-            image.size  # noqa: B018 - the header is read by open; the size must be in it
-    except FileNotFoundError:
-        return "file not found"
-    except UnidentifiedImageError:
-        return "not an image PIL can read (corrupt, or another file type)"
-    except (OSError, SyntaxError, ValueError) as e:
-        return f"unreadable image ({str(e).splitlines()[0][:120]})"
-    return None
+    return "no image (empty cell)" if value is None else _reading_problem(lambda: _read_header(value))
 
 
 IMAGE_CHECK = InputCheck(
