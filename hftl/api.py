@@ -18,7 +18,7 @@ from accelerate.utils import set_seed
 from hftl.accelerator import describe_launch
 from hftl.backends import backend_for, check_launch
 from hftl.config import PIPELINE_TASKS, Config, best_metric_name, load_config
-from hftl.data import LABELS, ExampleDataset, Splits, TrainData, load_splits
+from hftl.data import LABELS, ExampleDataset, Splits, TrainData, column_values, load_splits
 from hftl.errors import HftlError
 from hftl.export import export_model, write_metrics, write_model_card
 from hftl.labels import REGRESSION
@@ -166,7 +166,7 @@ def _label_options(cfg: Config, modality: Modality, splits: Splits) -> dict[str,
     if not modality.label_shapes:
         return {}
     t = cfg.train
-    weights = sample_weights(splits.labels, splits.train[LABELS]) if cfg.data.sampler == "balanced" else None
+    weights = sample_weights(splits.labels, column_values(splits.train, LABELS)) if cfg.data.sampler == "balanced" else None
     return {"loss": training_loss(splits.labels, t.class_weights, t.label_smoothing), "sample_weights": weights}
 
 

@@ -22,7 +22,7 @@ import datasets
 import numpy as np
 
 from hftl.config import DataConfig
-from hftl.data import LABELS, encode_labels, label_names_of, source_rows
+from hftl.data import LABELS, column_values, encode_labels, label_names_of, source_rows
 from hftl.errors import DataError
 
 SINGLE, MULTI, REGRESSION = "single_label", "multi_label", "regression"
@@ -113,7 +113,7 @@ def resolve_problem(cfg: DataConfig, ds: datasets.Dataset, column: str | list[st
         return MULTI
     if isinstance(feature, datasets.Value) and feature.dtype in ("string", "large_string"):
         sep = cfg.label_separator
-        for row, value in zip(source_rows(ds), ds[columns[0]]):
+        for row, value in zip(source_rows(ds), column_values(ds, columns[0])):
             if isinstance(value, str) and sep in value:
                 raise DataError(
                     f"{where}: row {row} column {columns[0]!r} holds {value!r}, which looks like several labels joined "
@@ -186,7 +186,7 @@ def _with_labels(ds: datasets.Dataset, values: list) -> datasets.Dataset:
 
 
 def _rows(ds: datasets.Dataset, column: str) -> zip:
-    return zip(source_rows(ds), ds[column])
+    return zip(source_rows(ds), column_values(ds, column))
 
 
 # -- multi-label ------------------------------------------------------------------------------------
@@ -269,7 +269,7 @@ def _targets(ds: datasets.Dataset, column: str | list[str], where: str, split: s
     width = None
     for col in columns:
         values = []
-        for row, value in zip(rows, ds[col]):
+        for row, value in zip(rows, column_values(ds, col)):
             items = value if isinstance(value, list) and len(columns) == 1 else [value]
             if width is None:
                 width = len(items)

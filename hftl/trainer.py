@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +71,9 @@ class _Run:
     steps_per_epoch: int
     total_steps: int
     stop: StopSignals | None = None  # SIGTERM / SIGINT while training: checkpoint at the next step, then exit
+    # Validation (predictions, references) of the best and the last epoch, by epoch: the end of the run reuses
+    # them for the weights it ends on instead of a second validation pass (a whole pass per run and strategy).
+    kept: dict[int, tuple[list, list]] = field(default_factory=dict)
 
 
 def fit(
@@ -297,7 +300,7 @@ def _log_step(run: _Run, state: TrainState, loss: float, progress: Any) -> None:
 def _end_epoch(run: _Run, state: TrainState, phase: Phase, epoch_seconds: float) -> bool:
     """Validate, keep the best epoch, checkpoint; returns whether early stopping ends the run here."""
     t, accelerator, metric_name = run.cfg.train, run.accelerator, best_metric_name(run.cfg)
-    metrics = _evaluate(run, 0, "validation")[0]
+    metrics, preds, refs = _evaluate(run, 0, "validation")
     record = {"epoch": state.epoch + 1, "step": state.global_step, "phase": phase.name, "epoch_seconds": epoch_seconds}
     state.history.append({**record, **{f"eval_{k}": v for k, v in metrics.items()}})
     accelerator.log({f"eval/{k}": v for k, v in metrics.items()}, step=state.global_step)
@@ -305,6 +308,7 @@ def _end_epoch(run: _Run, state: TrainState, phase: Phase, epoch_seconds: float)
     if state.improved(metrics[metric_name] * (-1 if metric_name in LOWER_IS_BETTER else 1), metrics.get("loss")):
         state.best_metrics = metrics
         run.checkpoints.save_best()
+    run.kept = {e: kept for e, kept in run.kept.items() if e == state.best_epoch} | {state.epoch + 1: (preds, refs)}
     accelerator.print(
         f"epoch {state.epoch + 1}/{t.epochs} [{phase.name}] "
         + " ".join(f"{k}={v:.4f}" for k, v in metrics.items())
@@ -356,7 +360,12 @@ def _finish(run: _Run, state: TrainState, memory: PeakMemory, stopped_early: boo
         nonfinite_skipped=state.nonfinite_skipped,
     )
     evaluator = run.data.evaluator
-    _, preds, refs = _evaluate(run, 0, "validation (best)")
+    ends_on = state.best_epoch if run.cfg.train.load_best_at_end else state.epoch
+    if ends_on in run.kept:  # this process validated these very weights: refit the calibration to them
+        preds, refs = run.kept[ends_on]
+        evaluator.calibrate(preds, refs)
+    else:  # resumed after that epoch
+        _, preds, refs = _evaluate(run, 0, "validation (best)")
     if evaluator.classification:
         result.confusion_matrix = confusion(preds, refs, len(run.raw.config.id2label))
     result.per_class = {"validation": evaluator.details(preds, refs)}

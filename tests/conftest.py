@@ -5,8 +5,10 @@ Everything loads back through the real `from_pretrained` path; nothing touches t
 
 from __future__ import annotations
 
+import atexit
 import importlib
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -17,8 +19,12 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-# Runs fill the feature cache; keep it out of the user's ~/.cache (subprocesses inherit this).
-os.environ.setdefault("HFTL_FEATURE_CACHE", tempfile.mkdtemp(prefix="hftl-test-feature-cache-"))
+# Runs fill the feature cache and remember input checks beside it; keep both out of the user's ~/.cache
+# (subprocesses inherit this), in one folder removed at exit (139 were once left in /tmp).
+if "HFTL_FEATURE_CACHE" not in os.environ:
+    _cache_home = tempfile.mkdtemp(prefix="hftl-test-cache-")
+    os.environ["HFTL_FEATURE_CACHE"] = os.path.join(_cache_home, "features")
+    atexit.register(shutil.rmtree, _cache_home, ignore_errors=True)
 
 REPO = Path(__file__).resolve().parents[1]
 TEST_EXTRA = "pip install -e '.[test]'"  # pytest, the trackers, nbclient, DeepSpeed, VADER (pyproject.toml)

@@ -68,6 +68,20 @@ def epoch_checkpoints(run_dir: Path) -> list[Path]:
     return steps
 
 
+def exported_confusion(run_dir: Path, validation: Path, tmp_path: Path) -> list[list[int]]:
+    """model/'s confusion matrix on `validation` (rows: true label), from `hftl predict --data`."""
+    import pandas as pd
+
+    out = tmp_path / "predictions.csv"
+    run_cli("predict", str(run_dir), "--data", str(validation), "--output", str(out), in_process=True)
+    table = pd.read_csv(out)
+    label_of = {folder.resolve(): int(folder.name) for folder in validation.iterdir()}  # predict resolves the links
+    matrix = [[0] * 3 for _ in range(3)]
+    for path, predicted in zip(table["input"], table["prediction"]):
+        matrix[label_of[Path(path).parent]][int(predicted)] += 1
+    return matrix
+
+
 def same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], keys) -> bool:
     return all(torch.equal(a[k], b[k]) for k in keys)
 
@@ -102,6 +116,8 @@ def test_model_holds_the_best_epochs_weights_not_the_last(resnet, digits, shifte
     for key in ("accuracy", "f1", "precision", "recall"):
         assert evaluated[key] == metrics["validation"][key], key
     assert evaluated["loss"] == pytest.approx(metrics["validation"]["loss"], rel=1e-5)
+    # The confusion matrix is the best epoch's too (its validation pass kept, not run again at the end).
+    assert metrics["confusion_matrix"] == exported_confusion(run_dir, shifted_validation, tmp_path)
 
 
 def test_without_load_best_at_end_model_holds_the_last_epochs_weights(resnet, digits, shifted_validation, tmp_path):
@@ -118,3 +134,4 @@ def test_without_load_best_at_end_model_holds_the_last_epochs_weights(resnet, di
 
     out = run_cli("evaluate", str(run_dir), "--data", str(shifted_validation), in_process=True)
     assert json.loads(out.stdout)["loss"] == pytest.approx(metrics["history"][-1]["eval_loss"], rel=1e-5)
+    assert metrics["confusion_matrix"] == exported_confusion(run_dir, shifted_validation, tmp_path)

@@ -246,7 +246,7 @@ class _AudioBase(FileModality):
         """Clip lengths in samples (from file headers), capped at max_duration_seconds."""
         rate = feature_extractor_of(processor).sampling_rate
         cap = self.max_samples(processor) or np.inf
-        return [int(min(duration_seconds(value) * rate, cap)) for value in ds[column]]
+        return [int(min(duration_seconds(v) * rate, cap)) for _, values in column_chunks(ds, column) for v in values]
 
     # -- serving -----------------------------------------------------------------------------------
     def load_predict_input(self, item: str) -> Any:

@@ -27,7 +27,7 @@ import evaluate
 import torch
 
 from hftl.audio_io import duration_seconds
-from hftl.data import source_rows
+from hftl.data import column_values, source_rows
 from hftl.errors import DataError, HftlError
 from hftl.labels import SINGLE, LabelSpace, as_space
 from hftl.metrics import IGNORE, Evaluator
@@ -194,7 +194,7 @@ class SpeechRecognition(_AudioBase):
     def example_checker(self, ds: datasets.Dataset) -> Callable[[int, Any], str | None]:
         """Empty transcripts, and clips longer than data.max_duration_seconds (CTC does not crop)."""
         column = self.cfg.data.label_column or self.detect_label_column(ds, "the data")
-        texts = ds[column]
+        texts = column_values(ds, column)
         limit = self.cfg.data.max_duration_seconds
 
         def problem(i: int, value: Any) -> str | None:
@@ -211,7 +211,7 @@ class SpeechRecognition(_AudioBase):
 
     def label_names(self, ds: datasets.Dataset, column: str, where: str) -> list[str]:
         """The character vocabulary of the training transcripts."""
-        return build_vocab([t for t in ds[column] if isinstance(t, str)])
+        return build_vocab([t for t in column_values(ds, column) if isinstance(t, str)])
 
     def encode_labels(
         self, ds: datasets.Dataset, column: str, labels: LabelSpace | list[str], split: str, where: str
@@ -221,7 +221,7 @@ class SpeechRecognition(_AudioBase):
         names = as_space(labels).names
         vocab = set(names)
         texts, good = [], []
-        for i, (row, text) in enumerate(zip(source_rows(ds), ds[column])):
+        for i, (row, text) in enumerate(zip(source_rows(ds), column_values(ds, column))):
             text = normalize_transcript(text) if isinstance(text, str) else ""
             unknown = sorted(set(text.replace(" ", WORD_DELIMITER)) - vocab)
             if text and not unknown:

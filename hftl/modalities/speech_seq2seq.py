@@ -30,7 +30,7 @@ import torch
 from transformers.utils import logging as hf_logging
 
 from hftl.audio_io import duration_seconds
-from hftl.data import source_rows
+from hftl.data import column_values, source_rows
 from hftl.errors import ConfigError, DataError, HftlError
 from hftl.labels import SINGLE, LabelSpace
 from hftl.metrics import IGNORE, Evaluator
@@ -209,7 +209,7 @@ class SpeechSeq2Seq(SpeechRecognition):
     def example_checker(self, ds: datasets.Dataset) -> Callable[[int, Any], str | None]:
         """Empty transcripts, and clips longer than the encoder's window (not cropped: the words would go)."""
         column = self.cfg.data.label_column or self.detect_label_column(ds, "the data")
-        texts = ds[column]
+        texts = column_values(ds, column)
         limit = self.window_seconds
 
         def problem(i: int, value: Any) -> str | None:
@@ -231,7 +231,7 @@ class SpeechSeq2Seq(SpeechRecognition):
         longer than the decoder's positions is skipped and reported, or refused with data.on_bad_file=error."""
         tokenizer, limit, start = self._labelling
         ids, good = [], []
-        for i, (row, text) in enumerate(zip(source_rows(ds), ds[column])):
+        for i, (row, text) in enumerate(zip(source_rows(ds), column_values(ds, column))):
             tokens = tokenizer(text.strip()).input_ids if isinstance(text, str) and text.strip() else []
             if tokens and tokens[0] == start:  # the model prepends it when it shifts the labels right
                 tokens = tokens[1:]

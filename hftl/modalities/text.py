@@ -19,7 +19,7 @@ from typing import Any
 import datasets
 import torch
 
-from hftl.data import DataReport, label_tensor, source_rows
+from hftl.data import DataReport, column_values, label_tensor, source_rows
 from hftl.errors import DataError, HftlError
 from hftl.labels import SINGLE, LabelSpace, as_space
 from hftl.metrics import IGNORE, Evaluator, TokenClassificationEvaluator
@@ -172,7 +172,7 @@ class _TextBase(Modality):
 
     def lengths(self, ds: datasets.Dataset, column: str, processor: Any) -> list[int] | None:
         """Tokens per example of a split `encode` tokenized."""
-        return [len(v["input_ids"]) for v in ds[column]]
+        return [len(v["input_ids"]) for v in column_values(ds, column)]
 
 
 class TextClassification(_TextBase):
@@ -200,7 +200,7 @@ class TextClassification(_TextBase):
                 )
         bad: set[int] = set()
         for name in self._columns(column):
-            for i, (row, value) in enumerate(zip(rows, ds[name])):
+            for i, (row, value) in enumerate(zip(rows, column_values(ds, name))):
                 if value is not None and not isinstance(value, str):
                     raise DataError(
                         f"row {row} of the {split} split: column {name!r} holds {_kind(value)} ({str(value)[:60]!r}), "
@@ -290,7 +290,7 @@ class TokenClassification(_TextBase):
     def check_inputs(self, ds: datasets.Dataset, column: str, split: str, on_bad: str, report: DataReport) -> datasets.Dataset:
         rows = source_rows(ds)
         good = []
-        for i, (row, words) in enumerate(zip(rows, ds[column])):
+        for i, (row, words) in enumerate(zip(rows, column_values(ds, column))):
             if words is not None and (not isinstance(words, list) or not all(isinstance(w, str) for w in words)):
                 raise DataError(
                     f"row {row} of the {split} split: column {column!r} must hold a list of words (or a space-separated "
@@ -311,7 +311,7 @@ class TokenClassification(_TextBase):
         feature = ds.features[column]
         inner = getattr(feature, "feature", None)
         names = list(inner.names) if isinstance(inner, datasets.ClassLabel) else None
-        values = ds[column]
+        values = column_values(ds, column)
         if isinstance(feature, datasets.Value):  # a csv cell "B-PER I-PER O"
             values = [v.split() if isinstance(v, str) else v for v in values]
         return values, names
@@ -346,7 +346,7 @@ class TokenClassification(_TextBase):
         rows = source_rows(ds)
         words_column = self.cfg.data.input_column or self.detect_input_column(ds, where)
         encoded = []
-        for row, tags, words in zip(rows, values, ds[words_column]):
+        for row, tags, words in zip(rows, values, column_values(ds, words_column)):
             if not isinstance(tags, list):
                 raise DataError(f"{where}: row {row} of the {split} split has no tags in column {column!r}")
             if len(tags) != len(words):
