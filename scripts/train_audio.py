@@ -25,6 +25,7 @@ from hftl.errors import HftlError
 from hftl.modalities import get_modality
 from hftl.models import setup_model
 from hftl.run_dir import prepare_run_dir
+from hftl.run_lock import run_lock
 from hftl.trainer import TrainResult, fit, make_accelerator
 
 TASKS = ("audio-classification", "speech-recognition")
@@ -59,27 +60,28 @@ def train(cfg: Config) -> TrainResult:
     # 3. The run folder, claimed only once data and model loaded (resume=true continues an unfinished
     #    run, overwrite=true replaces a finished one). Accelerate owns devices and precision; a hybrid
     #    run toggles requires_grad between phases, which DDP must be told about.
-    if not prepare_run_dir(cfg, run_dir):
-        cfg.resume = False
-    accelerator = make_accelerator(cfg, run_dir, multi_phase=cfg.strategy.head_warmup_epochs > 0)
-    if accelerator.is_main_process:
-        cfg.save(run_dir / "config.yaml")
-    if splits.report.total():
-        accelerator.print(splits.report.summary())
+    with run_lock(run_dir):  # one writer: another process on this folder is refused while this one lives
+        if not prepare_run_dir(cfg, run_dir):
+            cfg.resume = False
+        accelerator = make_accelerator(cfg, run_dir, multi_phase=cfg.strategy.head_warmup_epochs > 0)
+        if accelerator.is_main_process:
+            cfg.save(run_dir / "config.yaml")
+        if splits.report.total():
+            accelerator.print(splits.report.summary())
 
-    # 4. Torch datasets (train-time shift/crop, gain and noise when data.augment), batches padded per
-    #    batch by the checkpoint's feature extractor with attention masks, and the task's evaluator:
-    #    accuracy/F1, or greedy CTC decoding scored by word and character error rate.
-    data = api.setup_data(cfg, modality, processor, splits)
+        # 4. Torch datasets (train-time shift/crop, gain and noise when data.augment), batches padded per
+        #    batch by the checkpoint's feature extractor with attention masks, and the task's evaluator:
+        #    accuracy/F1, or greedy CTC decoding scored by word and character error rate.
+        data = api.setup_data(cfg, modality, processor, splits)
 
-    # 5. Train: prints what trains per part, then epochs with validation, keeps the best epoch by
-    #    train.metric_for_best (f1, or wer for speech recognition), writes resumable checkpoints.
-    result = fit(cfg, model, layer_map, plan, data, run_dir, accelerator)
+        # 5. Train: prints what trains per part, then epochs with validation, keeps the best epoch by
+        #    train.metric_for_best (f1, or wer for speech recognition), writes resumable checkpoints.
+        result = fit(cfg, model, layer_map, plan, data, run_dir, accelerator)
 
-    # 6. Export: model/ with the feature extractor (and tokenizer) for transformers.pipeline, LoRA
-    #    merged with adapter/ beside it, the model card, and metrics.json last.
-    api.finish_run(cfg, accelerator, splits, model, processor, layer_map, plan, result)
-    return result
+        # 6. Export: model/ with the feature extractor (and tokenizer) for transformers.pipeline, LoRA
+        #    merged with adapter/ beside it, the model card, and metrics.json last.
+        api.finish_run(cfg, accelerator, splits, model, processor, layer_map, plan, result)
+        return result
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -25,6 +25,7 @@ from hftl.errors import HftlError
 from hftl.modalities import get_modality
 from hftl.models import setup_model
 from hftl.run_dir import prepare_run_dir
+from hftl.run_lock import run_lock
 from hftl.trainer import TrainResult, fit, make_accelerator
 
 TASK = "image-classification"
@@ -61,28 +62,29 @@ def train(cfg: Config) -> TrainResult:
     # 4. The run folder, claimed only once data and model loaded: a finished run is never
     #    overwritten unless overwrite=true; resume=true continues an unfinished one (and checks the
     #    config did not change).
-    if not prepare_run_dir(cfg, run_dir):
-        cfg.resume = False
-    # Accelerate owns devices, processes and mixed precision. A hybrid run toggles requires_grad
-    # between phases, which DDP must be told about, hence the multi-phase flag.
-    accelerator = make_accelerator(cfg, run_dir, multi_phase=cfg.strategy.head_warmup_epochs > 0)
-    if accelerator.is_main_process:
-        cfg.save(run_dir / "config.yaml")
-    if splits.report.total():
-        accelerator.print(splits.report.summary())
+    with run_lock(run_dir):  # one writer: another process on this folder is refused while this one lives
+        if not prepare_run_dir(cfg, run_dir):
+            cfg.resume = False
+        # Accelerate owns devices, processes and mixed precision. A hybrid run toggles requires_grad
+        # between phases, which DDP must be told about, hence the multi-phase flag.
+        accelerator = make_accelerator(cfg, run_dir, multi_phase=cfg.strategy.head_warmup_epochs > 0)
+        if accelerator.is_main_process:
+            cfg.save(run_dir / "config.yaml")
+        if splits.report.total():
+            accelerator.print(splits.report.summary())
 
-    # 5. Torch datasets over the splits (augmentation on train only) and the batch collator, which
-    #    runs the checkpoint's own image processor.
-    data = api.setup_data(cfg, modality, processor, splits)
+        # 5. Torch datasets over the splits (augmentation on train only) and the batch collator, which
+        #    runs the checkpoint's own image processor.
+        data = api.setup_data(cfg, modality, processor, splits)
 
-    # 6. Train: prints what trains per part, then epochs with validation, keeps the best epoch by
-    #    train.metric_for_best, writes resumable checkpoints to run_dir/checkpoints.
-    result = fit(cfg, model, layer_map, plan, data, run_dir, accelerator)
+        # 6. Train: prints what trains per part, then epochs with validation, keeps the best epoch by
+        #    train.metric_for_best, writes resumable checkpoints to run_dir/checkpoints.
+        result = fit(cfg, model, layer_map, plan, data, run_dir, accelerator)
 
-    # 7. Export from the main process only: model/ (LoRA merged, adapter/ beside it), the model card,
-    #    and metrics.json last, because its presence marks the run as finished.
-    api.finish_run(cfg, accelerator, splits, model, processor, layer_map, plan, result)
-    return result
+        # 7. Export from the main process only: model/ (LoRA merged, adapter/ beside it), the model card,
+        #    and metrics.json last, because its presence marks the run as finished.
+        api.finish_run(cfg, accelerator, splits, model, processor, layer_map, plan, result)
+        return result
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -27,6 +27,7 @@ from hftl.errors import HftlError
 from hftl.modalities import get_modality
 from hftl.models import setup_model
 from hftl.run_dir import prepare_run_dir
+from hftl.run_lock import run_lock
 from hftl.trainer import TrainResult, fit, make_accelerator
 
 TASKS = ("text-classification", "token-classification")
@@ -80,26 +81,27 @@ def train(cfg: Config) -> TrainResult:
     model, tokenizer, layer_map, plan = setup_model(cfg, modality, splits.labels)
 
     # 4. The run folder: a finished run is never overwritten unless overwrite=true.
-    if not prepare_run_dir(cfg, run_dir):
-        cfg.resume = False
-    accelerator = make_accelerator(cfg, run_dir, multi_phase=cfg.strategy.head_warmup_epochs > 0)
-    if accelerator.is_main_process:
-        cfg.save(run_dir / "config.yaml")
-    if splits.report.total():
-        accelerator.print(splits.report.summary())
+    with run_lock(run_dir):  # one writer: another process on this folder is refused while this one lives
+        if not prepare_run_dir(cfg, run_dir):
+            cfg.resume = False
+        accelerator = make_accelerator(cfg, run_dir, multi_phase=cfg.strategy.head_warmup_epochs > 0)
+        if accelerator.is_main_process:
+            cfg.save(run_dir / "config.yaml")
+        if splits.report.total():
+            accelerator.print(splits.report.summary())
 
-    # 5. Datasets and the collator: every split tokenized once, padded per batch to its longest text;
-    #    for tagging, each word's label on its first sub-token (-100 elsewhere).
-    data = api.setup_data(cfg, modality, tokenizer, splits)
-    if accelerator.is_main_process:
-        print(describe_tokenization(cfg, modality, tokenizer, splits, data))
+        # 5. Datasets and the collator: every split tokenized once, padded per batch to its longest text;
+        #    for tagging, each word's label on its first sub-token (-100 elsewhere).
+        data = api.setup_data(cfg, modality, tokenizer, splits)
+        if accelerator.is_main_process:
+            print(describe_tokenization(cfg, modality, tokenizer, splits, data))
 
-    # 6. Train with validation each epoch (accuracy/F1, or entity F1 for tagging), best epoch kept.
-    result = fit(cfg, model, layer_map, plan, data, run_dir, accelerator)
+        # 6. Train with validation each epoch (accuracy/F1, or entity F1 for tagging), best epoch kept.
+        result = fit(cfg, model, layer_map, plan, data, run_dir, accelerator)
 
-    # 7. Export model/ with the tokenizer (pipeline-ready), the card, then metrics.json last.
-    api.finish_run(cfg, accelerator, splits, model, tokenizer, layer_map, plan, result)
-    return result
+        # 7. Export model/ with the tokenizer (pipeline-ready), the card, then metrics.json last.
+        api.finish_run(cfg, accelerator, splits, model, tokenizer, layer_map, plan, result)
+        return result
 
 
 def main(argv: list[str] | None = None) -> int:

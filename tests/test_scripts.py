@@ -110,3 +110,29 @@ def test_scripts_refuse_another_tasks_config(script, config, capsys):
     spec.loader.exec_module(module)
     assert module.main([str(REPO / "configs" / config)]) == 2
     assert "but this script trains" in capsys.readouterr().err
+
+
+def test_scripts_take_the_run_lock(tiny_vit, digits, tiny_bert, tiny_w2v, tone_classes, tmp_path, capsys):  # noqa: F811
+    """Each script refuses a run folder another live process is writing, as `hftl train` does, and writes nothing."""
+    from .test_run_lock import hold
+
+    text = write_csv(tmp_path / "reviews.csv", sentiment_rows(40))
+    cases = [
+        ("train_image.py", "vision/vit-head-only.yaml", tiny_vit, digits),
+        ("train_text.py", "text/bert-head-only.yaml", tiny_bert, text),
+        ("train_audio.py", "audio/wav2vec2-head-only.yaml", tiny_w2v, tone_classes),
+    ]
+    for script, config, model, data in cases:
+        spec = importlib.util.spec_from_file_location(script[:-3], REPO / "scripts" / script)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        run_dir = tmp_path / script
+        holder = hold(run_dir)
+        try:
+            args = [f"model.name_or_path={model}", f"data.train={data}", f"output_dir={run_dir}", "train.report_to=none"]
+            assert module.main([str(REPO / "configs" / config), *args]) == 2, script
+            assert f"is being written by another hftl process (pid {holder.pid}" in capsys.readouterr().err, script
+            assert not (run_dir / "config.yaml").exists(), script
+        finally:
+            holder.kill()
+            holder.wait()
