@@ -13,7 +13,7 @@ from hftl.config import Config, load_config
 from hftl.errors import ConfigError, DataError, HftlError
 
 __all__ = ["Config", "ConfigError", "DataError", "FinetuneResult", "HftlError", "evaluate_run", "finetune", "load_config"]
-__all__ += ["predict"]
+__all__ += ["compare", "predict"]
 __version__ = "0.1.0"
 
 
@@ -24,6 +24,10 @@ def __getattr__(name: str) -> Any:
         from hftl import api
 
         return getattr(api, name)
+    if name == "compare":
+        from hftl import study
+
+        return study.compare
     if name in ("evaluate_run", "predict"):
         from hftl import inference
 

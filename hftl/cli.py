@@ -94,13 +94,13 @@ def _print_study(study) -> None:
     print(f"\nreport: {study.report_md}  (self-contained: {study.report_html})")
     failed = [r for r in study.runs if r.error]
     if failed:
-        raise HftlError(f"{len(failed)} run(s) failed: " + "; ".join(f"{r.strategy}: {r.error[:200]}" for r in failed))
+        raise HftlError(f"{len(failed)} run(s) failed: " + "; ".join(f"{r.arm}: {r.error[:200]}" for r in failed))
 
 
 def _compare(args: argparse.Namespace) -> None:
     from hftl.study import compare
 
-    _print_study(compare(args.config, args.strategies, seeds=args.seeds, overrides=args.overrides))
+    _print_study(compare(args.config, args.strategies, seeds=args.seeds, overrides=args.overrides, models=args.models))
 
 
 def _demo(args: argparse.Namespace) -> None:
@@ -188,6 +188,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--strategies", default="scratch,head_only,freeze,lora,full", help="comma-separated (also: hybrid)")
     p.add_argument("--seeds", type=int, default=1, help="repeat with this many seeds (mean ± std in the report)")
+    p.add_argument(
+        "--models", default=None, help="a model study: comma-separated checkpoints (paths, Hub ids, builtin:NAME), x strategies"
+    )
     p.set_defaults(func=_compare)
 
     p = sub.add_parser("cache", help="list or clear the feature cache (frozen-prefix features reused across runs)")

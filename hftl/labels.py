@@ -137,7 +137,7 @@ def build_space(cfg: DataConfig, ds: datasets.Dataset, column: str | list[str], 
             "(or auto) to learn several labels per example"
         )
     names = label_names_of(ds, col, where)
-    counts = np.bincount(encode_labels(ds, col, names, "train", where)[LABELS], minlength=len(names)).tolist()
+    counts = np.bincount(column_values(encode_labels(ds, col, names, "train", where), LABELS), minlength=len(names)).tolist()
     return LabelSpace(SINGLE, names, counts, examples=len(ds))
 
 

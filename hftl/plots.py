@@ -25,7 +25,6 @@ def write_plots(study: Any, rows: list[dict[str, Any]], folder: Path) -> dict[st
 
     folder.mkdir(parents=True, exist_ok=True)
     metric = study.metric
-    first = {name: next((r for r in study.runs if r.strategy == name and r.metrics), None) for name in study.strategies}
     plots: dict[str, Path] = {}
 
     def save(fig: Any, name: str, title: str) -> None:
@@ -35,26 +34,33 @@ def write_plots(study: Any, rows: list[dict[str, Any]], folder: Path) -> dict[st
         plt.close(fig)
         plots[title] = path
 
-    fig, ax = plt.subplots(figsize=(7, 4.2))
-    for name, record in first.items():
-        if record:
-            history = record.metrics["history"]
-            ax.plot([h["epoch"] for h in history], [h[f"eval_{metric}"] for h in history], marker="o", label=name)
-    ax.set(xlabel="epoch", ylabel=f"validation {metric}", title=f"Validation {metric} per epoch")
-    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))  # epochs are whole
-    ax.grid(alpha=0.3)
-    ax.legend()
-    save(fig, "validation_per_epoch", f"Validation {metric} per epoch")
+    # Learning curves: one figure per model in a model study (a line per strategy), else one for the study.
+    for model in list(study.models) or [None]:
+        first = {
+            name: next((r for r in study.runs if r.strategy == name and r.model == model and r.metrics), None)
+            for name in study.strategies
+        }
+        suffix, of = (f"_{_file_name(model)}", f" ({model})") if model else ("", "")
+        fig, ax = plt.subplots(figsize=(7, 4.2))
+        for name, record in first.items():
+            if record:
+                history = record.metrics["history"]
+                ax.plot([h["epoch"] for h in history], [h[f"eval_{metric}"] for h in history], marker="o", label=name)
+        ax.set(xlabel="epoch", ylabel=f"validation {metric}", title=f"Validation {metric} per epoch{of}")
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))  # epochs are whole
+        ax.grid(alpha=0.3)
+        ax.legend()
+        save(fig, f"validation_per_epoch{suffix}", f"Validation {metric} per epoch{of}")
 
-    fig, ax = plt.subplots(figsize=(7, 4.2))
-    for name, record in first.items():
-        if record and record.metrics["log_history"]:
-            log = record.metrics["log_history"]
-            ax.plot([e["step"] for e in log], [e["loss"] for e in log], label=name)
-    ax.set(xlabel="optimizer step", ylabel="training loss", title="Training loss per step")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    save(fig, "train_loss", "Training loss per step")
+        fig, ax = plt.subplots(figsize=(7, 4.2))
+        for name, record in first.items():
+            if record and record.metrics["log_history"]:
+                log = record.metrics["log_history"]
+                ax.plot([e["step"] for e in log], [e["loss"] for e in log], label=name)
+        ax.set(xlabel="optimizer step", ylabel="training loss", title=f"Training loss per step{of}")
+        ax.grid(alpha=0.3)
+        ax.legend()
+        save(fig, f"train_loss{suffix}", f"Training loss per step{of}")
 
     done = [r for r in rows if f"validation_{metric}" in r]
     for x_key, x_label, name, log_x in (
@@ -64,7 +70,7 @@ def write_plots(study: Any, rows: list[dict[str, Any]], folder: Path) -> dict[st
         fig, ax = plt.subplots(figsize=(6.5, 4.2))
         for r in done:
             ax.errorbar(r[x_key], r[f"validation_{metric}"], yerr=r.get(f"validation_{metric}_std") or None, fmt="o", capsize=3)
-            ax.annotate(r["strategy"], (r[x_key], r[f"validation_{metric}"]), textcoords="offset points", xytext=(6, 4))
+            ax.annotate(r["arm"], (r[x_key], r[f"validation_{metric}"]), textcoords="offset points", xytext=(6, 4))
         if log_x:
             ax.set_xscale("log")
         ax.set(xlabel=x_label, ylabel=f"validation {metric}", title=f"Validation {metric} vs {x_label}")
@@ -73,14 +79,19 @@ def write_plots(study: Any, rows: list[dict[str, Any]], folder: Path) -> dict[st
 
     best = best_record(study)
     if best is not None and best.metrics.get("confusion_matrix"):
-        fig = confusion_figure(best.metrics["confusion_matrix"], best.metrics["data"]["labels"], f"{best.strategy} (validation)")
-        save(fig, "confusion_matrix", f"Confusion matrix of the best run ({best.strategy})")
+        fig = confusion_figure(best.metrics["confusion_matrix"], best.metrics["data"]["labels"], f"{best.arm} (validation)")
+        save(fig, "confusion_matrix", f"Confusion matrix of the best run ({best.arm})")
     for name, title in (("predicted_vs_true", "Predicted vs true"), ("precision_recall", "Precision-recall")):
         source = Path(best.run_dir) / "plots" / f"{name}.png" if best is not None else None
         if source is not None and source.is_file():  # the best run's own plot of its label shape
             (folder / f"best_{name}.png").write_bytes(source.read_bytes())
-            plots[f"{title} of the best run ({best.strategy})"] = folder / f"best_{name}.png"
+            plots[f"{title} of the best run ({best.arm})"] = folder / f"best_{name}.png"
     return plots
+
+
+def _file_name(text: str) -> str:
+    """`text` as a safe file-name part: letters, digits, dot, dash and underscore."""
+    return "".join(c if c.isalnum() or c in "._-" else "_" for c in text)
 
 
 def confusion_figure(matrix: list[list[int]], labels: list[str], title: str) -> Any:

@@ -1,8 +1,9 @@
-"""`hftl compare`: a study of several strategies on the same data, split, seed and budget, then one report.
+"""`hftl compare`: a study of several strategies (and models) on the same data, split, seed and budget, then one report.
 
 Each strategy (and seed) is an ordinary run in its own folder under the study's output_dir, so every
 run is resumable and loadable on its own. A finished run is reused when the study is started again;
-an unfinished one resumes from its last checkpoint.
+an unfinished one resumes from its last checkpoint. With `models`, the grid is model x strategy, each
+model's runs under `output_dir/<model>/<strategy>`.
 
 Example:
     >>> study = compare("configs/text/minilm-vader-full.yaml", ["scratch", "head_only", "full"])  # doctest: +SKIP
@@ -41,6 +42,12 @@ class RunRecord:
     metrics: dict[str, Any] | None = None
     error: str | None = None
     reused: bool = False
+    model: str | None = None  # a model study's name for the model; None: the config's model
+
+    @property
+    def arm(self) -> str:
+        """What the report calls this run's row: the strategy, or `model / strategy` in a model study."""
+        return f"{self.model} / {self.strategy}" if self.model else self.strategy
 
 
 @dataclass
@@ -53,6 +60,12 @@ class Study:
     runs: list[RunRecord] = field(default_factory=list)
     report_md: Path | None = None
     report_html: Path | None = None
+    models: dict[str, str] = field(default_factory=dict)  # a model study: name -> checkpoint (path or Hub id)
+
+    @property
+    def arms(self) -> list[tuple[str | None, str]]:
+        """(model, strategy) of every row of the report, models outermost; model None outside model studies."""
+        return [(m, s) for m in (list(self.models) or [None]) for s in self.strategies]
 
 
 def parse_strategies(text: str | list[str]) -> list[str]:
@@ -96,10 +109,34 @@ def split_overrides(overrides: list[str], strategies: list[str]) -> tuple[list[s
     return shared, per
 
 
-def run_config(base: Config, strategy: str, seed: int, run_dir: Path, extra: list[str]) -> Config:
-    """The config of one study run: the base config with its strategy, seed and folder."""
+def parse_models(text: str | list[str] | None) -> dict[str, str]:
+    """`--models M1,M2`: {short name: checkpoint}, the name the last part of a path or Hub id (made unique).
+
+    Example:
+        >>> parse_models("google/vit-base, ./ckpt/vit-base/,builtin:lite0")
+        {'vit-base': 'google/vit-base', 'vit-base-2': './ckpt/vit-base/', 'lite0': 'builtin:lite0'}
+    """
+    names = [m.strip() for m in text.split(",")] if isinstance(text, str) else list(text or [])
+    names = [n for n in names if n]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"--models lists a model twice: {', '.join(names)}")
+    models: dict[str, str] = {}
+    for name in names:
+        short = name.rstrip("/").replace("\\", "/").split("/")[-1].split(":")[-1] or "model"
+        label, n = short, 1
+        while label in models:
+            n += 1
+            label = f"{short}-{n}"
+        models[label] = name
+    return models
+
+
+def run_config(base: Config, strategy: str, seed: int, run_dir: Path, extra: list[str], model: str | None = None) -> Config:
+    """The config of one study run: the base config with its strategy, seed, folder (and model)."""
     raw = base.to_dict()
     raw["output_dir"] = str(run_dir)
+    if model is not None:
+        raw["model"]["name_or_path"] = model
     raw["train"]["seed"] = seed
     raw["resume"], raw["overwrite"] = False, False
     raw["strategy"] = preset_settings(strategy, raw["strategy"])
@@ -112,12 +149,19 @@ def compare(
     seeds: int = 1,
     overrides: list[str] | None = None,
     output_dir: str | Path | None = None,
+    models: list[str] | str | None = None,
 ) -> Study:
-    """Run every strategy (x seeds) of the study, reusing finished runs, then write the report.
+    """Run every strategy (x seeds, x models) of the study, reusing finished runs, then write the report.
 
-    `overwrite=true` among the overrides redoes finished runs instead of reusing them.
+    `overwrite=true` among the overrides redoes finished runs instead of reusing them. `models` (checkpoints:
+    paths, Hub ids or `builtin:` names) makes it a model study: every strategy of every model, one report.
+
+    Example:
+        >>> compare("configs/vision/vit-full.yaml", "head_only,full", models="google/vit-base-patch16-224,microsoft/resnet-50")
+        ... # doctest: +SKIP
     """
     names = parse_strategies(strategies)
+    model_names = parse_models(models)
     if seeds < 1:
         raise ConfigError(f"--seeds must be >= 1, got {seeds}")
     shared, per = split_overrides(overrides or [], names)
@@ -130,16 +174,19 @@ def compare(
     # Check every run's config before the first one starts: a typo in `lora:...` fails now, not in an hour.
     plans = []
     for seed in seed_list:
-        for name in names:
-            run_dir = study_dir / name if seeds == 1 else study_dir / name / f"seed-{seed}"
-            plans.append((name, seed, run_dir, run_config(base, name, seed, run_dir, per[name])))
-    _claim_study_dir(study_dir, base, names, seed_list)
+        for model in list(model_names) or [None]:
+            for name in names:
+                run_dir = study_dir / model if model else study_dir
+                run_dir = run_dir / name if seeds == 1 else run_dir / name / f"seed-{seed}"
+                cfg = run_config(base, name, seed, run_dir, per[name], model_names.get(model))
+                plans.append((RunRecord(name, seed, run_dir, model=model), cfg))
+    _claim_study_dir(study_dir, base, names, seed_list, model_names)
 
-    study = Study(study_dir, base.task, best_metric_name(base), names, seed_list)
-    for i, (name, seed, run_dir, cfg) in enumerate(plans, 1):
-        record = RunRecord(name, seed, run_dir)
+    study = Study(study_dir, base.task, best_metric_name(base), names, seed_list, models=model_names)
+    for i, (record, cfg) in enumerate(plans, 1):
+        name, run_dir = record.strategy, record.run_dir
         study.runs.append(record)
-        print(f"\n=== [{i}/{len(plans)}] {name} (seed {seed}) -> {run_dir}", flush=True)
+        print(f"\n=== [{i}/{len(plans)}] {record.arm} (seed {record.seed}) -> {run_dir}", flush=True)
         if is_finished(run_dir) and base.overwrite:  # overwrite=true redoes the study's finished runs
             shutil.rmtree(run_dir)
         if is_finished(run_dir):
@@ -161,13 +208,15 @@ def compare(
     return study
 
 
-def _claim_study_dir(study_dir: Path, base: Config, names: list[str], seeds: list[int]) -> None:
+def _claim_study_dir(study_dir: Path, base: Config, names: list[str], seeds: list[int], models: dict[str, str]) -> None:
     """A study folder holds a study.json; refuse a folder that holds something else."""
     marker = study_dir / STUDY_FILE
     if study_dir.is_dir() and any(study_dir.iterdir()) and not marker.exists():
         raise HftlError(f"output_dir {study_dir} is not empty and holds no hftl study; choose a new or empty folder")
     study_dir.mkdir(parents=True, exist_ok=True)
     info = {"task": base.task, "strategies": names, "seeds": seeds, "base_config": base.to_dict()}
+    if models:
+        info["models"] = models
     marker.write_text(json.dumps(info, indent=2))
 
 

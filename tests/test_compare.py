@@ -160,12 +160,12 @@ def test_recommendation_reads_error_rates_as_lower_is_better():
     from hftl.report import recommend
 
     def row(name, wer, seconds, params):
-        return {"strategy": name, "validation_wer": wer, "train_seconds": seconds, "trainable_parameters": params,
+        return {"strategy": name, "arm": name, "validation_wer": wer, "train_seconds": seconds, "trainable_parameters": params,
                 "trainable_percent": 100 * params / 1e6}  # fmt: skip
 
     rows = [row("scratch", 0.90, 100, 1e6), row("lora", 0.205, 40, 1e4), row("full", 0.20, 100, 1e6)]
     advice = "\n".join(recommend(rows, "wer"))
     assert "Best wer: `full`" in advice
-    assert "Fastest within 1 point of the best: `lora`" in advice and "2.5x less" in advice
+    assert "Cheapest within 1 point of the best: `lora`" in advice and "2.5x less" in advice
     assert "Smallest trainable set within 1 point of the best: `lora`" in advice
     assert "+70.0 points of wer over" in advice  # 0.90 -> 0.20 is 70 points better

@@ -55,13 +55,23 @@ def weights_fingerprint(model: nn.Module, layer_map: LayerMap, cut: Cut) -> str:
         >>> weights_fingerprint(model, layer_map, cut)   # doctest: +SKIP
         'c0ffee...'
     """
+    return parts_fingerprint(model, layer_map, cut.prefix_parts)
+
+
+def parts_fingerprint(model: nn.Module, layer_map: LayerMap, parts: frozenset[str] | set[str]) -> str:
+    """Hash of the model config (head labels aside) and of the tensors of the layer-map `parts` (e.g. "block.3").
+
+    Example:
+        >>> parts_fingerprint(model, layer_map, {"embeddings", "block.0"})   # doctest: +SKIP
+        'c0ffee...'
+    """
     h = _hasher()
     config = getattr(model, "config", None)
     if config is not None:
         d = {k: v for k, v in config.to_dict().items() if k not in _HEAD_CONFIG_KEYS}
         h.update(json.dumps(d, sort_keys=True, default=str).encode())
     named = [*model.named_parameters(), *model.named_buffers()]
-    _hash_tensors(h, ((n, t) for n, t in sorted(named, key=lambda x: x[0]) if layer_map.part_of(n) in cut.prefix_parts))
+    _hash_tensors(h, ((n, t) for n, t in sorted(named, key=lambda x: x[0]) if layer_map.part_of(n) in parts))
     return h.hexdigest()
 
 

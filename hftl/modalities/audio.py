@@ -34,6 +34,7 @@ from hftl.audio_io import (
 )
 from hftl.data import FILE_BUILDERS, SPLIT_DIRS, DataReport, label_tensor, source_rows
 from hftl.errors import DataError, HftlError
+from hftl.folders import scan_class_folders
 from hftl.input_checks import InputCheck, check_column, column_chunks
 from hftl.modalities.base import FileModality, check_model_path
 
@@ -162,21 +163,7 @@ class _AudioBase(FileModality):
                 f"{root} holds no metadata.csv: speech-recognition folders list their clips and transcripts in "
                 f"{root}/metadata.csv with columns file_name,transcription (or pass a csv/jsonl file as data.train)"
             )
-        paths, labels = [], []
-        for entry in sorted(root.iterdir()):
-            if entry.name.startswith("."):
-                continue
-            if not entry.is_dir():
-                report.skip(split, str(entry), "not inside a class folder (expected ROOT/<label>/<clip>)")
-                continue
-            for file in sorted(entry.rglob("*")):
-                if file.is_dir() or any(part.startswith(".") for part in file.relative_to(root).parts):
-                    continue
-                if file.suffix.lower() not in EXTENSIONS:
-                    report.skip(split, str(file), f"not an audio file ({file.suffix or 'no extension'})")
-                    continue
-                paths.append(str(file.resolve()))
-                labels.append(entry.name)
+        paths, labels = scan_class_folders(root, report, split, EXTENSIONS, "an audio file", "clip")
         if not paths:
             raise DataError(
                 f"{root} holds no audio in class folders; expected {root}/<label>/<clip> with one of {', '.join(EXTENSIONS)}"

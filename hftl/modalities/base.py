@@ -10,6 +10,7 @@ Example:
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -198,6 +199,8 @@ class FileModality(Modality):
             raise DataError(
                 f"{where}: column {column!r} must hold {self.kind} file paths (strings) or {self.kind} data, not {feature}"
             )
+        if _all_absolute(ds, column):  # an imagefolder's paths: nothing to resolve (a map took 1.5 s per 100k)
+            return ds
         base = Path(where).expanduser().resolve().parent if Path(where).is_file() else Path.cwd()
 
         def resolve(batch: dict[str, list]) -> dict[str, list]:
@@ -208,3 +211,11 @@ class FileModality(Modality):
             return {column: out}
 
         return ds.map(resolve, batched=True, desc=f"resolving {self.kind} paths")
+
+
+def _all_absolute(ds: datasets.Dataset, column: str) -> bool:
+    """Whether every non-empty cell of the string `column` is an absolute path, checked in Arrow."""
+    import pyarrow.compute as pc
+
+    values = ds.data.column(column)  # the whole table, also rows a selection hides: a superset is fine here
+    return bool(pc.all(pc.or_(pc.is_null(values), pc.starts_with(values, os.sep))).as_py() is not False)

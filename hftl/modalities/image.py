@@ -24,6 +24,7 @@ from PIL import Image, UnidentifiedImageError
 
 from hftl.data import SPLIT_DIRS, DataReport, label_tensor
 from hftl.errors import DataError, HftlError
+from hftl.folders import scan_class_folders
 from hftl.input_checks import InputCheck, check_column
 from hftl.modalities.base import FileModality, check_model_path
 
@@ -152,21 +153,7 @@ class ImageClassification(FileModality):
         return self._scan(root, report, "train")
 
     def _scan(self, root: Path, report: DataReport, split: str) -> datasets.Dataset:
-        paths, labels = [], []
-        for entry in sorted(root.iterdir()):
-            if entry.name.startswith("."):
-                continue
-            if not entry.is_dir():
-                report.skip(split, str(entry), "not inside a class folder (expected ROOT/<label>/<image>)")
-                continue
-            for file in sorted(entry.rglob("*")):
-                if file.is_dir() or any(part.startswith(".") for part in file.relative_to(root).parts):
-                    continue
-                if file.suffix.lower() not in EXTENSIONS:
-                    report.skip(split, str(file), f"not an image file ({file.suffix or 'no extension'})")
-                    continue
-                paths.append(str(file.resolve()))
-                labels.append(entry.name)
+        paths, labels = scan_class_folders(root, report, split, EXTENSIONS, "an image file", "image")
         if not paths:
             raise DataError(
                 f"{root} holds no images in class folders; expected {root}/<label>/<image> with one of {', '.join(EXTENSIONS)}"
