@@ -13,7 +13,7 @@ from hftl.config import Config, load_config
 from hftl.errors import ConfigError, DataError, HftlError
 
 __all__ = ["Config", "ConfigError", "DataError", "FinetuneResult", "HftlError", "evaluate_run", "finetune", "load_config"]
-__all__ += ["compare", "predict"]
+__all__ += ["compare", "predict", "probe"]
 __version__ = "0.1.0"
 
 
@@ -28,6 +28,10 @@ def __getattr__(name: str) -> Any:
         from hftl import study
 
         return study.compare
+    if name == "probe":  # the function; the module is hftl.transferability (a module `probe` would shadow it)
+        from hftl import transferability
+
+        return transferability.probe
     if name in ("evaluate_run", "predict"):
         from hftl import inference
 

@@ -1,4 +1,4 @@
-"""The `hftl` command (also `python -m hftl`): train, evaluate, predict, compare, demo, push, cache.
+"""The `hftl` command (also `python -m hftl`): train, evaluate, predict, compare, probe, demo, push, cache.
 
 Example:
     $ hftl train configs/vision/vit-lora.yaml data.train=digits/ output_dir=runs/vit-lora
@@ -103,6 +103,20 @@ def _compare(args: argparse.Namespace) -> None:
     _print_study(compare(args.config, args.strategies, seeds=args.seeds, overrides=args.overrides, models=args.models))
 
 
+def _probe(args: argparse.Namespace) -> None:
+    from hftl.probe_report import ranking_table
+    from hftl.transferability import probe
+
+    result = probe(args.config, args.models, overrides=args.overrides, study=args.study, rank_by=args.rank_by)
+    header, rows = ranking_table(result)
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
+    print("\n" + "  ".join(h.ljust(w) for h, w in zip(header, widths)))
+    print("\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows))
+    for rank_key, tau in result.kendall_tau.items():
+        print(f"Kendall tau ({rank_key} vs fine-tuned): {tau:+.2f}")
+    print(f"\nreport: {result.report_md}  (self-contained: {result.report_html}); scores: {result.output_dir / 'probe.json'}")
+
+
 def _demo(args: argparse.Namespace) -> None:
     from hftl.demo import check_installed
 
@@ -192,6 +206,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--models", default=None, help="a model study: comma-separated checkpoints (paths, Hub ids, builtin:NAME), x strategies"
     )
     p.set_defaults(func=_compare)
+
+    p = sub.add_parser("probe", help="which model and which block transfer: frozen features scored, no fine-tuning")
+    p.add_argument("config", help="YAML config with the data (its model is replaced by each of --models)")
+    p.add_argument("overrides", nargs="*", help="key=value, e.g. data.train=PATH output_dir=runs/probe")
+    p.add_argument("--models", required=True, help="comma-separated checkpoints (paths, Hub ids, builtin:NAME)")
+    p.add_argument("--study", default=None, help="a `hftl compare --models` folder: Kendall tau against its fine-tuned ranking")
+    p.add_argument("--rank-by", default="logme", choices=["logme", "linear"], help="the score models are ranked by")
+    p.set_defaults(func=_probe)
 
     p = sub.add_parser("cache", help="list or clear the feature cache (frozen-prefix features reused across runs)")
     p.add_argument("action", choices=["list", "clear"])

@@ -116,7 +116,7 @@ def parse_models(text: str | list[str] | None) -> dict[str, str]:
         >>> parse_models("google/vit-base, ./ckpt/vit-base/,builtin:lite0")
         {'vit-base': 'google/vit-base', 'vit-base-2': './ckpt/vit-base/', 'lite0': 'builtin:lite0'}
     """
-    names = [m.strip() for m in text.split(",")] if isinstance(text, str) else list(text or [])
+    names = [m.strip() for m in text.split(",")] if isinstance(text, str) else [str(m) for m in text or []]
     names = [n for n in names if n]
     if len(set(names)) != len(names):
         raise ConfigError(f"--models lists a model twice: {', '.join(names)}")
