@@ -66,6 +66,25 @@ def load_model(cfg: Config, modality: Any, label_names: LabelSpace | list[str]) 
     return model, processor
 
 
+def _truncate(cfg: Config, modality: Any, model: nn.Module, processor: Any, layer_map: LayerMap) -> tuple[nn.Module, LayerMap]:
+    """strategy.keep_blocks: the lowest N blocks only (`truncation`); the map of the smaller model says so."""
+    from hftl.truncation import keep_lower_blocks
+
+    def map_of(small: nn.Module, blocks_path: str | None) -> LayerMap:
+        return build_layer_map(small, cfg.model.blocks or blocks_path, example_inputs(small, processor))
+
+    def run(small: nn.Module) -> None:
+        small(**example_inputs(small, processor))
+
+    small, small_map, note = keep_lower_blocks(model, layer_map, cfg.strategy.keep_blocks, map_of, run)
+    if small is not model:
+        modality.adapt_model(small, processor)
+        if not get_strategy(cfg.strategy.name).pretrained:
+            init_for_scratch(small)
+    small_map.note = f"{small_map.note}; {note}" if small_map.note else note
+    return small, small_map
+
+
 def reset_head(model: nn.Module, layer_map: LayerMap) -> None:
     """Re-initialise the layer that outputs the logits: a new classifier even when the checkpoint's had the
     same shape. The rest of a pretrained head is kept (ModernBERT's prediction head, a projector):
@@ -117,6 +136,8 @@ def setup_model(cfg: Config, modality: Any, label_names: LabelSpace | list[str])
     """
     model, processor = load_model(cfg, modality, label_names)
     layer_map = build_layer_map(model, cfg.model.blocks, example_inputs(model, processor))
+    if cfg.strategy.keep_blocks is not None:
+        model, layer_map = _truncate(cfg, modality, model, processor, layer_map)
     if get_strategy(cfg.strategy.name).pretrained and layer_map.head_is_new:
         reset_head(model, layer_map)
     space = as_space(label_names)

@@ -23,6 +23,7 @@ import copy
 from collections.abc import Callable
 from typing import Any
 
+import torch
 from torch import nn
 
 from hftl.errors import ConfigError, HftlError
@@ -30,6 +31,8 @@ from hftl.layers import LayerMap
 
 # Transformer depth keys, the encoder's first (Whisper counts encoder and decoder apart).
 DEPTH_KEYS = ("encoder_layers", "num_hidden_layers", "n_layer", "num_layers", "n_layers", "num_encoder_layers")
+# Whole numbers that count a stage model's stages (Swin's num_layers, ConvNeXt's num_stages, PVT's blocks).
+STAGE_COUNT_KEYS = ("num_layers", "num_stages", "num_encoder_blocks")
 # Lists of a stage model's config that are not one entry per stage, even when their length says so.
 NOT_PER_STAGE = frozenset({"architectures", "stage_names", "out_features", "out_indices", "image_size", "depths"})
 
@@ -43,28 +46,18 @@ def depth_changes(config: Any, blocks: int, keep: int) -> dict[str, Any]:
         [8, 16]
     """
     values = config.to_dict()
-    for key in DEPTH_KEYS:
-        if isinstance(values.get(key), int) and values[key] == blocks:
-            return {key: keep, **_per_item(values, blocks, keep)}
     depths = values.get("depths")
-    if isinstance(depths, list) and depths and all(isinstance(d, int) for d in depths):
-        if len(depths) == blocks:  # a block is a stage
-            kept = depths[:keep]
-        elif sum(depths) == blocks:  # a block is a layer inside a stage
-            kept, left = [], keep
-            for d in depths:
-                if left > 0:
-                    kept.append(min(d, left))
-                left -= d
-        else:
-            kept = None
+    if isinstance(depths, list) and depths and all(isinstance(d, int) for d in depths):  # a stage model
+        kept = _kept_depths(depths, blocks, keep)
         if kept is not None:
             changes = {"depths": kept, **_per_item(values, len(depths), len(kept))}
-            if isinstance(values.get("num_encoder_blocks"), int):  # PVT, SegFormer
-                changes["num_encoder_blocks"] = len(kept)
+            changes.update({k: len(kept) for k in STAGE_COUNT_KEYS if values.get(k) == len(depths)})
             if isinstance(values.get("stage_names"), list):  # backbone configs: stem + one name per stage
                 changes["stage_names"] = values["stage_names"][: len(kept) + 1]
             return changes
+    for key in DEPTH_KEYS:
+        if isinstance(values.get(key), int) and values[key] == blocks:
+            return {key: keep, **_per_item(values, blocks, keep)}
     found = {k: values[k] for k in (*DEPTH_KEYS, "depths") if k in values}
     raise HftlError(
         f"strategy.keep_blocks: cannot truncate {type(config).__name__}: its layer map has {blocks} blocks, but no "
@@ -73,22 +66,55 @@ def depth_changes(config: Any, blocks: int, keep: int) -> dict[str, Any]:
     )
 
 
+def _kept_depths(depths: list[int], blocks: int, keep: int) -> list[int] | None:
+    """A stage model's depths for `keep` of its `blocks`: whole stages when a block is a stage, else the layers
+    inside stages counted from the bottom; None when neither reading counts `blocks`."""
+    if len(depths) == blocks:
+        return depths[:keep]
+    if sum(depths) != blocks:
+        return None
+    kept, left = [], keep
+    for d in depths:
+        if left > 0:
+            kept.append(min(d, left))
+        left -= d
+    return kept
+
+
 def _per_item(values: dict[str, Any], count: int, keep: int) -> dict[str, Any]:
     """Lists with one entry per block or stage (ModernBERT's layer_types, ResNet's hidden_sizes), cut to `keep`."""
     return {
-        k: v[:keep]
-        for k, v in values.items()
-        if k not in NOT_PER_STAGE and isinstance(v, list) and len(v) == count and count > 1
+        k: v[:keep] for k, v in values.items() if k not in NOT_PER_STAGE and isinstance(v, list) and len(v) == count and count > 1
     }
 
 
+def blocks_parent(layer_map: LayerMap) -> str | None:
+    """The layer list every block is an item of (`vit.layers` for `vit.layers.0`, ...), or None.
+
+    Example:
+        >>> blocks_parent(LayerMap([], ["resnet.encoder.stages.0", "resnet.encoder.stages.1"], [], ["classifier"], ""))
+        'resnet.encoder.stages'
+    """
+    parents = {name.rpartition(".")[0] for name in layer_map.blocks}
+    items = [name.rpartition(".")[2] for name in layer_map.blocks]
+    if len(parents) != 1 or layer_map.grouped or items != [str(i) for i in range(len(items))]:
+        return None
+    return parents.pop() or None
+
+
 def keep_lower_blocks(
-    model: nn.Module, layer_map: LayerMap, keep: int, map_of: Callable[[nn.Module], LayerMap]
+    model: nn.Module,
+    layer_map: LayerMap,
+    keep: int,
+    map_of: Callable[[nn.Module, str | None], LayerMap],
+    run: Callable[[nn.Module], Any] | None = None,
 ) -> tuple[nn.Module, LayerMap, str]:
     """A model of the lowest `keep` blocks of `model`, its pretrained tensors copied in; its layer map; a note.
 
-    `map_of` builds a model's layer map (as `setup_model` does). Raises ConfigError for a `keep` out of
-    range and HftlError when the architecture's config cannot express the smaller depth.
+    `map_of(model, blocks_path)` builds a model's layer map (as `setup_model` does); `blocks_path` names the
+    kept layer list, since one remaining layer is no longer a run the map's search can recognise. `run(model)`
+    runs an example forward pass (a head sized from a config value the cut did not change fails there).
+    Raises ConfigError for a `keep` out of range and HftlError when the architecture cannot be cut so.
     """
     blocks = len(layer_map.blocks)
     if not 1 <= keep <= blocks:
@@ -101,13 +127,23 @@ def keep_lower_blocks(
         setattr(config, key, value)
     if "stage_names" in changes and hasattr(config, "out_features"):
         config.out_features = [changes["stage_names"][-1]]  # the backbone's output: the last kept stage
-    small = type(model)(config)
-    source = model.state_dict()
-    target = small.state_dict()
-    copied = {k: v for k, v in source.items() if k in target and target[k].shape == v.shape}
-    small.load_state_dict(copied, strict=False)
-    small_map = map_of(small)
-    _verify(type(model).__name__, small, small_map, keep, set(target) - set(copied))
+    name = type(model).__name__
+    try:
+        small = type(model)(config)
+        source, target = model.state_dict(), small.state_dict()
+        copied = {k: v for k, v in source.items() if k in target and target[k].shape == v.shape}
+        small.load_state_dict(copied, strict=False)
+        small_map = map_of(small, blocks_parent(layer_map))
+        if run is not None:
+            small.eval()
+            with torch.no_grad():
+                run(small)
+    except Exception as e:  # noqa: BLE001 - whatever breaks, the cut is what the architecture does not allow
+        raise HftlError(
+            f"strategy.keep_blocks: {name} cut to {keep} of {blocks} blocks does not work "
+            f"({type(e).__name__}: {str(e).splitlines()[0][:200]}). Remove strategy.keep_blocks for this model"
+        ) from None
+    _verify(name, small, small_map, keep, set(target) - set(copied))
     dropped = sum(v.numel() for k, v in source.items() if k not in copied)
     summary = ", ".join(f"{k} {getattr(model.config, k, '?')} -> {v}" for k, v in changes.items() if k != "stage_names")
     note = f"kept the lowest {keep} of {blocks} blocks ({summary}); {dropped:,} pretrained parameters dropped"

@@ -194,6 +194,10 @@ class LoraConfig:
 class StrategyConfig:
     name: str = field(default="full", metadata=_help("How the pretrained weights are used.", STRATEGIES))
     trainable_blocks: int = field(default=2, metadata=_help("freeze: how many top backbone blocks train."))
+    keep_blocks: int | None = field(
+        default=None,
+        metadata=_help("Truncate the backbone to its lowest N blocks (the probe says which transfer); null keeps all."),
+    )
     head_warmup_epochs: int = field(
         default=0, metadata=_help("Hybrid: epochs (out of train.epochs) that train the head alone first.")
     )
