@@ -251,6 +251,7 @@ def run_summary(cfg: Config, splits: Splits, model: Any, layer_map: LayerMap, pl
         "feature_cache": result.feature_cache,
         "global_step": result.global_step,
         "nonfinite_steps_skipped": result.nonfinite_skipped,
+        "learning_rates_found": result.auto_rates,
         "trainable_parameters": trainable,
         "total_parameters": total,
         "strategy": about,

@@ -169,7 +169,9 @@ def _card_body(cfg: Config, s: dict[str, Any]) -> str:
         "epochs", "batch_size", "learning_rate", "head_learning_rate", "layer_lr_decay", "weight_decay",
         "scheduler", "warmup_ratio", "gradient_accumulation_steps", "max_grad_norm", "mixed_precision", "seed",
     ):  # fmt: skip
-        lines.append(f"| {key} | {getattr(t, key)} |")
+        value = getattr(t, key)
+        found = (s.get("learning_rates_found") or {}).get("head") if key == "head_learning_rate" else None
+        lines.append(f"| {key} | {value} |" if found is None else f"| {key} | {value}: {found:g} |")
     lines.append(f"| augment | {cfg.data.augment} |")
     if s.get("launch"):
         lines.append(f"| launch | {s['launch']['text']} |")

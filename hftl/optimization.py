@@ -33,7 +33,8 @@ def layer_learning_rates(layer_map: LayerMap, train: TrainConfig) -> dict[str, f
     lrs = {f"block.{i}": train.learning_rate * train.layer_lr_decay ** (n - 1 - i) for i in range(n)}
     lrs["embeddings"] = train.learning_rate * train.layer_lr_decay**n
     lrs["neck"] = train.learning_rate
-    lrs["head"] = train.head_learning_rate or train.learning_rate
+    head = train.head_learning_rate
+    lrs["head"] = head if isinstance(head, float) else train.learning_rate  # auto: until the range test sets it
     return lrs
 
 

@@ -30,6 +30,7 @@ class TrainState:
     log_history: list[dict[str, float]] = field(default_factory=list)
     num_processes: int = 0  # processes that wrote the checkpoint; 0 in checkpoints from before it was stored
     nonfinite_skipped: int = 0  # optimizer steps dropped for a non-finite loss or gradient norm (on_nonfinite=skip)
+    auto_rates: dict[str, float] = field(default_factory=dict)  # learning rates the range test chose ("head")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -76,3 +77,4 @@ class TrainResult:
     predictions: tuple[list, list] | None = None  # validation (predictions, references) of the final weights, for plots
     model_config: dict[str, Any] = field(default_factory=dict)  # what the exported config keeps (decision threshold)
     nonfinite_skipped: int = 0  # optimizer steps dropped under train.on_nonfinite=skip
+    auto_rates: dict[str, float] = field(default_factory=dict)  # what train.*: auto resolved to (range test, or not)

@@ -37,12 +37,13 @@ from hftl.evaluation import evaluate_loop
 from hftl.faults import AFTER_EPOCH, AFTER_STEP, SIGTERM_AFTER_STEP, fault, poison
 from hftl.feature_cache import FeatureCache
 from hftl.layers import LayerMap
+from hftl.lr_range_test import only_trainable, plot, range_test, steps_for
 from hftl.metrics import confusion
 from hftl.optimization import lr_lambda, param_groups
 from hftl.peak_memory import PeakMemory
 from hftl.preemption import StopSignals, ignore_stop_signals
 from hftl.sampling import EpochSampler
-from hftl.strategies import Phase, Plan, describe_phase, set_train_mode, set_trainable
+from hftl.strategies import Phase, Plan, describe_phase, get_strategy, set_train_mode, set_trainable
 from hftl.tracking import finish_trackers, start_trackers
 from hftl.train_state import TrainResult, TrainState
 
@@ -74,6 +75,7 @@ class _Run:
     # Validation (predictions, references) of the best and the last epoch, by epoch: the end of the run reuses
     # them for the weights it ends on instead of a second validation pass (a whole pass per run and strategy).
     kept: dict[int, tuple[list, list]] = field(default_factory=dict)
+    cached_phase: str | None = None  # the phase the feature cache was last activated for
 
 
 def fit(
@@ -96,6 +98,10 @@ def fit(
     if layer_map.note:
         accelerator.print(f"note: {layer_map.note}")
     accelerator.print(describe_phase(run.raw, layer_map, plan.phase_at(state.epoch)))
+    if cfg.train.head_learning_rate == "auto" and "head" not in state.auto_rates:  # a resumed run keeps its rate
+        started = time.perf_counter()
+        state.auto_rates["head"] = _auto_head_rate(run, run_dir / "plots")
+        state.train_seconds += time.perf_counter() - started  # what the choice cost is part of training
     with PeakMemory() as memory, StopSignals(accelerator) as run.stop:
         stopped_early = _train(run, state, rng)
     return _finish(run, state, memory, stopped_early)
@@ -155,6 +161,46 @@ def _setup(
     )  # fmt: skip
 
 
+def _auto_head_rate(run: _Run, plots: Path) -> float:
+    """train.head_learning_rate: auto: where only the new head ever trains (head_only), a range test of the head
+    on the frozen (cached) features sets its parameter groups; elsewhere train.learning_rate. Returns the rate."""
+    t, accelerator, first = run.cfg.train, run.accelerator, run.plan.phase_at(0)
+    head = {n for n in run.plan.trainable_any if run.layer_map.part_of(n) == "head"}
+    why = run.backend.range_test_refusal
+    if run.plan.trainable_any - head:  # a rate fitted to frozen features would outrun a backbone that moves
+        why = "the backbone trains too; give the head its own rate with a number"
+    if not get_strategy(run.cfg.strategy.name).pretrained or not run.layer_map.head_is_new or not head:
+        why = "scratch" if not get_strategy(run.cfg.strategy.name).pretrained else "no new head"
+    if why is not None:
+        accelerator.print(f"head learning rate: auto -> train.learning_rate {t.learning_rate:g} ({why})")
+        return t.learning_rate
+    _activate_cache(run, first)  # the features the first epoch caches anyway
+    params = [p for n, p in run.raw.named_parameters() if n in head]
+
+    def loss_of(batch: dict[str, Any]) -> torch.Tensor:
+        run.cache.feed_batch(batch)
+        with accelerator.autocast():
+            return _loss(run, run.raw, batch)
+
+    run.raw.eval()  # no dropout noise, and no BatchNorm statistics move
+    with only_trainable(run.raw, head):
+        steps = steps_for(run.steps_per_epoch, cached=run.data.train.cached is not None)
+        found = range_test(loss_of, params, lambda: iter(run.train_loader), steps, lambda x: accelerator.reduce(x, "mean"))
+    if accelerator.is_main_process:
+        plot(found, plots / "lr_range_test_head.png", "head")
+    about = f"{len(found.rates)} steps, {found.seconds:.1f} s; {plots / 'lr_range_test_head.png'}"
+    if found.chosen is None:
+        accelerator.print(f"head learning rate: auto -> train.learning_rate {t.learning_rate:g}: the loss never fell ({about})")
+        return t.learning_rate
+    torch_optimizer = run.backend.torch_optimizer(run.optimizer)
+    for i, group in enumerate(torch_optimizer.param_groups):
+        if group.get("part") == "head":
+            run.scheduler.base_lrs[i] = group["initial_lr"] = found.chosen
+            group["lr"] = found.chosen * run.scheduler.lr_lambdas[i](run.scheduler.last_epoch)
+    accelerator.print(f"head learning rate: auto -> {found.chosen:.1e} (a range test of the head: {about})")
+    return found.chosen
+
+
 def _train(run: _Run, state: TrainState, rng: dict[str, Any] | None) -> bool:
     """Epochs until the budget is spent or early stopping; returns whether it stopped early."""
     t = run.cfg.train
@@ -165,13 +211,12 @@ def _train(run: _Run, state: TrainState, rng: dict[str, Any] | None) -> bool:
         disable=not run.accelerator.is_local_main_process,
         dynamic_ncols=True,
     )
-    loss, stopped_early, cached_phase = _RunningLoss(), False, None
+    loss, stopped_early = _RunningLoss(), False
     while state.epoch < t.epochs and state.global_step < run.total_steps and not stopped_early:
         epoch_started = time.perf_counter()
         phase = run.plan.phase_at(state.epoch)
-        if phase.name != cached_phase:  # fill or reuse the cache of what this phase keeps frozen
+        if phase.name != run.cached_phase:  # fill or reuse the cache of what this phase keeps frozen
             _activate_cache(run, phase)
-            cached_phase = phase.name
             state.train_seconds += time.perf_counter() - epoch_started
         loader, clipped = _start_epoch(run, state, phase)
         if rng is not None:  # restore RNG last, after everything that may have drawn from it
@@ -187,6 +232,7 @@ def _train(run: _Run, state: TrainState, rng: dict[str, Any] | None) -> bool:
 
 def _activate_cache(run: _Run, phase: Phase) -> None:
     run.cache.activate(phase)
+    run.cached_phase = phase.name
     data = run.data
     for dl, ds in ((run.train_loader, data.train), *zip(run.eval_loaders, (data.validation, data.test))):
         dl.num_workers = 0 if ds.cached is not None else run.workers  # workers only cost time on cached reads
@@ -358,6 +404,7 @@ def _finish(run: _Run, state: TrainState, memory: PeakMemory, stopped_early: boo
         log_history=state.log_history,
         feature_cache=run.cache.status.to_dict(),
         nonfinite_skipped=state.nonfinite_skipped,
+        auto_rates=state.auto_rates,
     )
     evaluator = run.data.evaluator
     ends_on = state.best_epoch if run.cfg.train.load_best_at_end else state.epoch

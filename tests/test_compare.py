@@ -75,7 +75,7 @@ def test_study_report_matches_the_runs_and_plots_are_pngs(study_config, tmp_path
     assert {example["label"] for example in validation_sets["scratch"]} == {"neg", "pos"}
     head_cfg = yaml.safe_load((out / "head_only" / "config.yaml").read_text())
     assert head_cfg["train"]["head_learning_rate"] == 1e-2
-    assert yaml.safe_load((out / "full" / "config.yaml").read_text())["train"]["head_learning_rate"] is None
+    assert yaml.safe_load((out / "full" / "config.yaml").read_text())["train"]["head_learning_rate"] == "auto"
 
     plots = sorted(p.name for p in (out / "plots").glob("*.png"))
     assert plots == [

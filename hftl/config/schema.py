@@ -221,7 +221,10 @@ class TrainConfig:
     batch_size: int = field(default=32, metadata=_help("Examples per device per step."))
     eval_batch_size: int | None = field(default=None, metadata=_help("Defaults to batch_size."))
     learning_rate: float = field(default=5e-5, metadata=_help("Peak learning rate of the backbone's top block."))
-    head_learning_rate: float | None = field(default=None, metadata=_help("Head learning rate; learning_rate if null."))
+    head_learning_rate: float | str | None = field(
+        default="auto",
+        metadata=_help("Head learning rate: auto (a range test of the head before training), a number, or null (learning_rate)."),
+    )
     layer_lr_decay: float = field(
         default=1.0, metadata=_help("Discriminative LR: each block below the top gets this factor once more.")
     )
