@@ -18,6 +18,8 @@ from hftl.config import LOWER_IS_BETTER
 from hftl.files import atomic_write_text
 from hftl.run_dir import PLOTS_DIR
 
+UNITLESS = frozenset({"accuracy", "f1", "precision", "recall", "r2"})  # 0..1: a gap in points; else relative
+
 
 def write_probe_report(result: Any) -> tuple[Path, Path]:
     """report.md, report.html and plots/probe_depth.png in the probe's folder."""
@@ -79,11 +81,17 @@ def advise(result: Any) -> list[str]:
     lines = [f"Best model by {key} at the last block: {first.name} ({first.checkpoint})."]
     for m in result.models:
         last, best = m.blocks[-1], m.blocks[m.best_block - 1]
-        if m.best_block < len(m.blocks):
+        gap = abs(best.linear - last.linear) * (1 if result.metric in UNITLESS else 1 / max(abs(last.linear), 1e-12))
+        if m.best_block < len(m.blocks) and gap > 0.01:
             lines.append(
                 f"{m.name}: block {m.best_block} of {len(m.blocks)} transfers best by the linear probe "
-                f"({result.metric} {best.linear:.4f} against {last.linear:.4f} at the last block): the upper blocks "
-                "are specialised to the pretraining task; fine-tune from the lower ones or retrain the top."
+                f"({result.metric} {best.linear:.4f} against {last.linear:.4f} at the last block): the blocks above it "
+                f"are specialised to the pretraining task; try strategy.keep_blocks={m.best_block}, or retrain the top."
+            )
+        elif m.best_block < len(m.blocks):
+            lines.append(
+                f"{m.name}: block {m.best_block} scores highest ({result.metric} {best.linear:.4f}), within 1 point of "
+                f"the last block ({last.linear:.4f}): the whole model transfers."
             )
         else:
             lines.append(f"{m.name}: its last block transfers best ({result.metric} {last.linear:.4f}).")

@@ -24,8 +24,9 @@ def test_example_notebook_executes(tmp_path, monkeypatch):
     client.execute()
     outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.get("outputs", [])]
     assert not [o for o in outputs if o.output_type == "error"]
-    assert sum("image/png" in o.get("data", {}) for o in outputs) == 5  # the study's plots, shown inline
+    assert sum("image/png" in o.get("data", {}) for o in outputs) == 6  # the study's five plots and the probe's
     text = "".join(str(o.get("data", {}).get("text/plain", "")) + o.get("text", "") for o in outputs)
     assert "'label': 'positive'" in text or "'label': 'negative'" in text
     assert "| head_only |" in text and "| lora |" in text
     assert (tmp_path / "runs" / "study" / "report.html").is_file()
+    assert "all-minilm-l6-v2 block 6: linear f1" in text and (tmp_path / "runs" / "probe" / "probe.json").is_file()
