@@ -13,7 +13,7 @@ from hftl.config import Config, load_config
 from hftl.errors import ConfigError, DataError, HftlError
 
 __all__ = ["Config", "ConfigError", "DataError", "FinetuneResult", "HftlError", "evaluate_run", "finetune", "load_config"]
-__all__ += ["compare", "predict", "probe"]
+__all__ += ["compare", "predict", "probe", "search"]
 __version__ = "0.1.0"
 
 
@@ -32,6 +32,10 @@ def __getattr__(name: str) -> Any:
         from hftl import transferability
 
         return transferability.probe
+    if name == "search":  # the function; the module is hftl.tuning
+        from hftl import tuning
+
+        return tuning.search
     if name in ("evaluate_run", "predict"):
         from hftl import inference
 

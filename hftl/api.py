@@ -32,7 +32,7 @@ from hftl.run_lock import run_lock
 from hftl.strategies import Phase, Plan, get_strategy, trainable_as
 from hftl.target_scaling import fold
 from hftl.tracking import log_with
-from hftl.trainer import TrainResult, fit, make_accelerator
+from hftl.trainer import EpochHook, TrainResult, fit, make_accelerator
 
 __all__ = ["FinetuneResult", "finetune", "finish_run", "resolve_builtins", "run", "run_summary", "setup_data", "setup_model"]
 
@@ -67,8 +67,9 @@ def finetune(config: str | Path | dict | Config, **overrides: Any) -> FinetuneRe
     return run(cfg)
 
 
-def run(cfg: Config) -> FinetuneResult:
-    """Train, export and describe one run of a resolved config."""
+def run(cfg: Config, on_epoch: EpochHook | None = None) -> FinetuneResult:
+    """Train, export and describe one run of a resolved config; `on_epoch(epoch, validation metrics)` is called
+    after each epoch's checkpoint (a search prunes there by raising)."""
     run_dir = Path(cfg.output_dir)
     resolve_builtins(cfg)
     log_with(cfg.train.report_to)  # a tracker that is not installed fails now, not after loading the data
@@ -82,11 +83,18 @@ def run(cfg: Config) -> FinetuneResult:
     model, processor, layer_map, plan = setup_model(cfg, modality, splits.labels)
     # The run folder is claimed only once data and model load: a typo there leaves nothing behind.
     with run_lock(run_dir):  # one writer: a second process on this folder is refused while this one lives
-        return _train_and_export(cfg, modality, splits, model, processor, layer_map, plan)
+        return _train_and_export(cfg, modality, splits, model, processor, layer_map, plan, on_epoch)
 
 
 def _train_and_export(
-    cfg: Config, modality: Modality, splits: Splits, model: Any, processor: Any, layer_map: LayerMap, plan: Plan
+    cfg: Config,
+    modality: Modality,
+    splits: Splits,
+    model: Any,
+    processor: Any,
+    layer_map: LayerMap,
+    plan: Plan,
+    on_epoch: EpochHook | None = None,
 ) -> FinetuneResult:
     run_dir = Path(cfg.output_dir)
     if not prepare_run_dir(cfg, run_dir):
@@ -100,7 +108,7 @@ def _train_and_export(
     if (counts := splits.labels.describe_counts()) is not None:
         accelerator.print(counts)
     data = setup_data(cfg, modality, processor, splits)
-    result = fit(cfg, model, layer_map, plan, data, run_dir, accelerator)
+    result = fit(cfg, model, layer_map, plan, data, run_dir, accelerator, on_epoch)
     summary = finish_run(cfg, accelerator, splits, model, processor, layer_map, plan, result)
     if cfg.push_to_hub and accelerator.is_main_process:
         _push(cfg, run_dir, accelerator)

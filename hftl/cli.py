@@ -1,4 +1,4 @@
-"""The `hftl` command (also `python -m hftl`): train, evaluate, predict, compare, probe, demo, push, cache.
+"""The `hftl` command (also `python -m hftl`): train, evaluate, predict, compare, probe, search, demo, push, cache.
 
 Example:
     $ hftl train configs/vision/vit-lora.yaml data.train=digits/ output_dir=runs/vit-lora
@@ -117,6 +117,16 @@ def _probe(args: argparse.Namespace) -> None:
     print(f"\nreport: {result.report_md}  (self-contained: {result.report_html}); scores: {result.output_dir / 'probe.json'}")
 
 
+def _search(args: argparse.Namespace) -> None:
+    from hftl.tuning import search
+
+    result = search(args.config, args.trials, space=args.space, storage=args.storage, study_name=args.study_name,
+                    overrides=args.overrides)  # fmt: skip
+    print(f"\nreport: {result.report_md}  (self-contained: {result.report_html}); trials: {result.output_dir / 'search.json'}")
+    if result.best_yaml is None:
+        raise HftlError("no trial finished; see the trials above (search.json has each one's state)")
+
+
 def _demo(args: argparse.Namespace) -> None:
     from hftl.demo import check_installed
 
@@ -214,6 +224,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--study", default=None, help="a `hftl compare --models` folder: Kendall tau against its fine-tuned ranking")
     p.add_argument("--rank-by", default="logme", choices=["logme", "linear"], help="the score models are ranked by")
     p.set_defaults(func=_probe)
+
+    p = sub.add_parser("search", help="hyperparameter search on Optuna (TPE, pruning); best.yaml for hftl train")
+    p.add_argument("config", help="YAML config to search around (its strategy picks the default space)")
+    p.add_argument("overrides", nargs="*", help="key=value, e.g. data.train=PATH output_dir=runs/search epochs=3")
+    p.add_argument("--trials", type=int, required=True, help="finished trials the study should hold (all processes together)")
+    p.add_argument("--space", default=None, help="YAML of config key -> {type: float|int|categorical, low, high, log, choices}")
+    p.add_argument("--storage", default=None, help="Optuna storage URL shared by processes (default sqlite in output_dir)")
+    p.add_argument("--study-name", default=None, help="the study's name in the storage (default: output_dir's name)")
+    p.set_defaults(func=_search)
 
     p = sub.add_parser("cache", help="list or clear the feature cache (frozen-prefix features reused across runs)")
     p.add_argument("action", choices=["list", "clear"])

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,7 +48,8 @@ from hftl.strategies import Phase, Plan, describe_phase, get_strategy, set_train
 from hftl.tracking import finish_trackers, start_trackers
 from hftl.train_state import TrainResult, TrainState
 
-__all__ = ["TrainData", "TrainResult", "evaluate_loop", "fit", "make_accelerator"]
+__all__ = ["EpochHook", "TrainData", "TrainResult", "evaluate_loop", "fit", "make_accelerator"]
+EpochHook = Callable[[int, dict[str, float]], None]  # (epoch, its validation metrics), after the epoch's checkpoint
 
 
 @dataclass
@@ -76,6 +78,7 @@ class _Run:
     # them for the weights it ends on instead of a second validation pass (a whole pass per run and strategy).
     kept: dict[int, tuple[list, list]] = field(default_factory=dict)
     cached_phase: str | None = None  # the phase the feature cache was last activated for
+    on_epoch: EpochHook | None = None
 
 
 def fit(
@@ -86,10 +89,12 @@ def fit(
     data: TrainData,
     run_dir: Path,
     accelerator: Accelerator | None = None,
+    on_epoch: EpochHook | None = None,
 ) -> TrainResult:
     """Train `model` following `plan`; resume from `run_dir/checkpoints` when `cfg.resume`."""
     accelerator = accelerator or make_accelerator(cfg, run_dir, len(plan.phases) > 1)
     run = _setup(cfg, model, layer_map, plan, data, run_dir, accelerator)
+    run.on_epoch = on_epoch
     state, rng = TrainState(), None  # rng: the checkpoint's RNG state, set as the first epoch starts
     if cfg.resume:
         state, rng = run.checkpoints.restore(run.steps_per_epoch, cfg.train.gradient_accumulation_steps)
@@ -367,6 +372,8 @@ def _end_epoch(run: _Run, state: TrainState, phase: Phase, epoch_seconds: float)
     state.batch_in_epoch = 0
     run.checkpoints.save(state)
     fault(AFTER_EPOCH, state.epoch)
+    if run.on_epoch is not None:
+        run.on_epoch(state.epoch, metrics)
     return stopped_early
 
 
