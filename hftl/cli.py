@@ -16,6 +16,7 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from hftl.errors import HftlError
 
@@ -163,6 +164,38 @@ def _cache(args: argparse.Namespace) -> None:
     print(f"removed {len(removed)} entries ({freed / 2**30:.2f} GB); {len(left)} left in {root}")
 
 
+def _add_study_commands(sub: Any) -> None:
+    """compare, probe and search: the commands that run or read several models and runs."""
+    p = sub.add_parser("compare", help="several strategies on the same data, split and budget; one report")
+    p.add_argument("config", help="YAML config of the study (its strategy is replaced per run)")
+    p.add_argument(
+        "overrides", nargs="*", help="key=value for every run, or STRATEGY:key=value for one (lora:train.learning_rate=1e-3)"
+    )
+    p.add_argument("--strategies", default="scratch,head_only,freeze,lora,full", help="comma-separated (also: hybrid)")
+    p.add_argument("--seeds", type=int, default=1, help="repeat with this many seeds (mean ± std in the report)")
+    p.add_argument(
+        "--models", default=None, help="a model study: comma-separated checkpoints (paths, Hub ids, builtin:NAME), x strategies"
+    )
+    p.set_defaults(func=_compare)
+
+    p = sub.add_parser("probe", help="which model and which block transfer: frozen features scored, no fine-tuning")
+    p.add_argument("config", help="YAML config with the data (its model is replaced by each of --models)")
+    p.add_argument("overrides", nargs="*", help="key=value, e.g. data.train=PATH output_dir=runs/probe")
+    p.add_argument("--models", required=True, help="comma-separated checkpoints (paths, Hub ids, builtin:NAME)")
+    p.add_argument("--study", default=None, help="a `hftl compare --models` folder: Kendall tau against its fine-tuned ranking")
+    p.add_argument("--rank-by", default="logme", choices=["logme", "linear"], help="the score models are ranked by")
+    p.set_defaults(func=_probe)
+
+    p = sub.add_parser("search", help="hyperparameter search on Optuna (TPE, pruning); best.yaml for hftl train")
+    p.add_argument("config", help="YAML config to search around (its strategy picks the default space)")
+    p.add_argument("overrides", nargs="*", help="key=value, e.g. data.train=PATH output_dir=runs/search epochs=3")
+    p.add_argument("--trials", type=int, required=True, help="finished trials the study should hold (all processes together)")
+    p.add_argument("--space", default=None, help="YAML of config key -> {type: float|int|categorical, low, high, log, choices}")
+    p.add_argument("--storage", default=None, help="Optuna storage URL shared by processes (default sqlite in output_dir)")
+    p.add_argument("--study-name", default=None, help="the study's name in the storage (default: output_dir's name)")
+    p.set_defaults(func=_search)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hftl", description="Transfer learning on the Hugging Face stack.")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks for errors")
@@ -205,34 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--endpoint", default=None, help="Hub URL (default: HF_ENDPOINT or huggingface.co)")
     p.set_defaults(func=_push)
 
-    p = sub.add_parser("compare", help="several strategies on the same data, split and budget; one report")
-    p.add_argument("config", help="YAML config of the study (its strategy is replaced per run)")
-    p.add_argument(
-        "overrides", nargs="*", help="key=value for every run, or STRATEGY:key=value for one (lora:train.learning_rate=1e-3)"
-    )
-    p.add_argument("--strategies", default="scratch,head_only,freeze,lora,full", help="comma-separated (also: hybrid)")
-    p.add_argument("--seeds", type=int, default=1, help="repeat with this many seeds (mean ± std in the report)")
-    p.add_argument(
-        "--models", default=None, help="a model study: comma-separated checkpoints (paths, Hub ids, builtin:NAME), x strategies"
-    )
-    p.set_defaults(func=_compare)
-
-    p = sub.add_parser("probe", help="which model and which block transfer: frozen features scored, no fine-tuning")
-    p.add_argument("config", help="YAML config with the data (its model is replaced by each of --models)")
-    p.add_argument("overrides", nargs="*", help="key=value, e.g. data.train=PATH output_dir=runs/probe")
-    p.add_argument("--models", required=True, help="comma-separated checkpoints (paths, Hub ids, builtin:NAME)")
-    p.add_argument("--study", default=None, help="a `hftl compare --models` folder: Kendall tau against its fine-tuned ranking")
-    p.add_argument("--rank-by", default="logme", choices=["logme", "linear"], help="the score models are ranked by")
-    p.set_defaults(func=_probe)
-
-    p = sub.add_parser("search", help="hyperparameter search on Optuna (TPE, pruning); best.yaml for hftl train")
-    p.add_argument("config", help="YAML config to search around (its strategy picks the default space)")
-    p.add_argument("overrides", nargs="*", help="key=value, e.g. data.train=PATH output_dir=runs/search epochs=3")
-    p.add_argument("--trials", type=int, required=True, help="finished trials the study should hold (all processes together)")
-    p.add_argument("--space", default=None, help="YAML of config key -> {type: float|int|categorical, low, high, log, choices}")
-    p.add_argument("--storage", default=None, help="Optuna storage URL shared by processes (default sqlite in output_dir)")
-    p.add_argument("--study-name", default=None, help="the study's name in the storage (default: output_dir's name)")
-    p.set_defaults(func=_search)
+    _add_study_commands(sub)
 
     p = sub.add_parser("cache", help="list or clear the feature cache (frozen-prefix features reused across runs)")
     p.add_argument("action", choices=["list", "clear"])
