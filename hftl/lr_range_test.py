@@ -48,15 +48,7 @@ class RangeTest:
         return {"chosen": self.chosen, "seconds": self.seconds, "steps": len(self.rates)}
 
 
-def steps_for(batches_per_epoch: int, cached: bool) -> int:
-    """Sweep steps: 100 (fastai's); where every step runs the frozen backbone (training examples not cached), no
-    more than four passes over a small data set (at least 30).
-
-    Example:
-        >>> steps_for(6, cached=True), steps_for(6, cached=False), steps_for(500, cached=False)
-        (100, 30, 100)
-    """
-    return 100 if cached else max(30, min(100, 4 * batches_per_epoch))
+STEPS = 100  # fastai's; the same whether the features are cached or not, so both runs choose alike
 
 
 def range_test(

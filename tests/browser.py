@@ -1,0 +1,108 @@
+"""Open an HTML page in a real headless Chromium and report what a reader would see go wrong.
+
+Drives Debian's `chromium` over the DevTools protocol (websocket-client, no Selenium or Playwright): load the
+page, wait for its load event, then read every image's state and every console error, uncaught exception and
+failed resource load the browser logged.
+
+Example:
+    >>> seen = render(Path("runs/study/report.html"))  # doctest: +SKIP
+    >>> seen["errors"], [img["loaded"] for img in seen["images"]]  # doctest: +SKIP
+    ([], [True, True, True, True, True])
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+BROWSERS = ("chromium", "chromium-browser", "google-chrome")
+IMAGES = "JSON.stringify(Array.from(document.images).map(i => ({alt: i.alt, loaded: i.complete && i.naturalWidth > 0})))"
+
+
+def browser() -> str | None:
+    return next((path for name in BROWSERS if (path := shutil.which(name))), None)
+
+
+def render(page: Path, timeout: float = 60.0) -> dict[str, Any]:
+    """{"images": [{"alt", "loaded"}], "errors": [text], "title": str} of `page` after its load event."""
+    import websocket
+
+    with tempfile.TemporaryDirectory() as profile:
+        proc = subprocess.Popen(
+            [browser(), "--headless=new", "--no-sandbox", "--disable-gpu", "--remote-debugging-port=0",
+             f"--user-data-dir={profile}", "about:blank"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        try:
+            port = _port(Path(profile), proc, timeout)
+            targets = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=10).read())
+            target = next(t for t in targets if t.get("type") == "page")
+            ws = websocket.create_connection(target["webSocketDebuggerUrl"], timeout=timeout, suppress_origin=True)
+            try:
+                return _load(ws, page, timeout)
+            finally:
+                ws.close()
+        finally:
+            proc.kill()
+            proc.wait()
+
+
+def _port(profile: Path, proc: subprocess.Popen, timeout: float) -> int:
+    """The DevTools port Chromium chose (it writes it to DevToolsActivePort in the profile)."""
+    deadline = time.monotonic() + timeout
+    marker = profile / "DevToolsActivePort"
+    while time.monotonic() < deadline:
+        if marker.is_file() and marker.read_text().strip():
+            return int(marker.read_text().splitlines()[0])
+        if proc.poll() is not None:
+            raise RuntimeError(f"chromium exited with {proc.returncode} before opening its DevTools port")
+        time.sleep(0.1)
+    raise TimeoutError("chromium did not open its DevTools port")
+
+
+def _load(ws: Any, page: Path, timeout: float) -> dict[str, Any]:
+    ids = iter(range(1, 10_000))
+    errors: list[str] = []
+
+    def send(method: str, **params: Any) -> int:
+        n = next(ids)
+        ws.send(json.dumps({"id": n, "method": method, "params": params}))
+        return n
+
+    for method in ("Runtime.enable", "Log.enable", "Page.enable"):
+        send(method)
+    send("Page.navigate", url=page.resolve().as_uri())
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        event = json.loads(ws.recv())
+        _collect(event, errors)
+        if event.get("method") == "Page.loadEventFired":
+            break
+    else:
+        raise TimeoutError(f"{page} did not finish loading")
+    asked = send("Runtime.evaluate", expression=IMAGES, returnByValue=True)
+    title = send("Runtime.evaluate", expression="document.title", returnByValue=True)
+    answers: dict[int, Any] = {}
+    while len(answers) < 2:
+        event = json.loads(ws.recv())
+        _collect(event, errors)
+        if event.get("id") in (asked, title):
+            answers[event["id"]] = event["result"]["result"]["value"]
+    return {"images": json.loads(answers[asked]), "errors": errors, "title": answers[title]}
+
+
+def _collect(event: dict[str, Any], errors: list[str]) -> None:
+    """Console errors, uncaught exceptions and failed loads (a broken image, a missing file) into `errors`."""
+    method, params = event.get("method"), event.get("params", {})
+    if method == "Runtime.consoleAPICalled" and params.get("type") in ("error", "assert"):
+        errors.append("console: " + " ".join(str(a.get("value", a.get("description", ""))) for a in params.get("args", [])))
+    elif method == "Runtime.exceptionThrown":
+        errors.append("exception: " + params.get("exceptionDetails", {}).get("text", ""))
+    elif method == "Log.entryAdded" and params.get("entry", {}).get("level") == "error":
+        errors.append("log: " + params["entry"].get("text", ""))
