@@ -30,3 +30,4 @@ def test_example_notebook_executes(tmp_path, monkeypatch):
     assert "| head_only |" in text and "| lora |" in text
     assert (tmp_path / "runs" / "study" / "report.html").is_file()
     assert "all-minilm-l6-v2 block 6: linear f1" in text and (tmp_path / "runs" / "probe" / "probe.json").is_file()
+    assert "'COMPLETE'" in text and (tmp_path / "runs" / "search" / "best.yaml").is_file()
