@@ -48,7 +48,15 @@ class RangeTest:
         return {"chosen": self.chosen, "seconds": self.seconds, "steps": len(self.rates)}
 
 
-STEPS = 100  # fastai's; the same whether the features are cached or not, so both runs choose alike
+def steps_for(batches_per_epoch: int) -> int:
+    """Sweep steps: fastai's 100, no more than four passes over a small data set (at least 30). It depends on the
+    data alone, not on whether the features are cached, so a cached and an uncached run choose alike.
+
+    Example:
+        >>> steps_for(6), steps_for(500)
+        (30, 100)
+    """
+    return max(30, min(100, 4 * batches_per_epoch))
 
 
 def range_test(

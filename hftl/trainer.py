@@ -38,7 +38,7 @@ from hftl.evaluation import evaluate_loop
 from hftl.faults import AFTER_EPOCH, AFTER_STEP, SIGTERM_AFTER_STEP, fault, poison
 from hftl.feature_cache import FeatureCache
 from hftl.layers import LayerMap
-from hftl.lr_range_test import STEPS, only_trainable, plot, range_test
+from hftl.lr_range_test import only_trainable, plot, range_test, steps_for
 from hftl.metrics import confusion
 from hftl.optimization import lr_lambda, param_groups
 from hftl.peak_memory import PeakMemory
@@ -189,7 +189,8 @@ def _auto_head_rate(run: _Run, plots: Path) -> float:
 
     run.raw.eval()  # no dropout noise, and no BatchNorm statistics move
     with only_trainable(run.raw, head):
-        found = range_test(loss_of, params, lambda: iter(run.train_loader), STEPS, lambda x: accelerator.reduce(x, "mean"))
+        steps = steps_for(run.steps_per_epoch)
+        found = range_test(loss_of, params, lambda: iter(run.train_loader), steps, lambda x: accelerator.reduce(x, "mean"))
     if accelerator.is_main_process:
         plot(found, plots / "lr_range_test_head.png", "head")
     about = f"{len(found.rates)} steps, {found.seconds:.1f} s; {plots / 'lr_range_test_head.png'}"

@@ -55,6 +55,7 @@ def test_auto_head_rate_is_chosen_plotted_and_leaves_no_other_trace(digits_vit, 
     assert auto.keys() == by_hand.keys() and all(torch.equal(auto[k], by_hand[k]) for k in auto)
 
 
+@pytest.mark.slow  # two processes, 25 s
 def test_a_resumed_run_keeps_the_rate_it_found(digits_vit, digits, tmp_path):
     killed = train(digits_vit, digits, tmp_path / "run", env={"HFTL_FAULT_KILL_AFTER_EPOCH": "1"}, check=False)
     assert killed.returncode != 0 and "head learning rate: auto -> " in killed.stdout

@@ -72,6 +72,7 @@ def test_search_trials_are_runs_pruned_per_epoch_and_best_yaml_reproduces_the_be
         assert f"plots/{png}" in report
 
 
+@pytest.mark.slow  # a killed process, the heartbeat's grace period, 30 s
 def test_a_search_started_again_continues_and_retries_a_dead_trial_in_its_folder(tiny_vit, digits, tmp_path):
     out = tmp_path / "search"
     env = {**os.environ, "HFTL_SEARCH_HEARTBEAT": "1", "HFTL_FAULT_KILL_AFTER_EPOCH": "1", "OMP_NUM_THREADS": "1"}
