@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -117,15 +118,29 @@ def _space(base: Config, space: str | Path | dict | None) -> dict[str, dict[str,
 
 
 def _storage(url: str) -> Any:
-    """Optuna's RDB storage with a heartbeat: a trial whose process died is failed, then retried (same parameters)."""
-    import optuna
+    """Optuna's RDB storage with a heartbeat: a trial whose process died is failed, then retried (same parameters).
 
-    return optuna.storages.RDBStorage(
-        url,
-        heartbeat_interval=HEARTBEAT_SECONDS,
-        grace_period=3 * HEARTBEAT_SECONDS,
-        heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1),
-    )
+    Processes started together race to create the tables (measured: "UNIQUE constraint failed: alembic_version"
+    in the second of two); the loser tries again once they exist. SQLite waits up to a minute for a write lock.
+    """
+    import optuna
+    import sqlalchemy.exc
+
+    engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None
+    for attempt in range(5):
+        try:
+            return optuna.storages.RDBStorage(
+                url,
+                engine_kwargs=engine,
+                heartbeat_interval=HEARTBEAT_SECONDS,
+                grace_period=3 * HEARTBEAT_SECONDS,
+                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1),
+            )
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError):
+            if attempt == 4:
+                raise
+            time.sleep(0.5 + attempt)
+    raise AssertionError("unreachable")
 
 
 def _objective(base: Config, space: dict[str, dict[str, Any]], out: Path, metric: str) -> Any:

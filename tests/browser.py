@@ -29,7 +29,7 @@ def browser() -> str | None:
     return next((path for name in BROWSERS if (path := shutil.which(name))), None)
 
 
-def render(page: Path, timeout: float = 60.0) -> dict[str, Any]:
+def render(page: Path, timeout: float = 120.0) -> dict[str, Any]:
     """{"images": [{"alt", "loaded"}], "errors": [text], "title": str} of `page` after its load event."""
     import websocket
 
@@ -67,34 +67,33 @@ def _port(profile: Path, proc: subprocess.Popen, timeout: float) -> int:
 
 
 def _load(ws: Any, page: Path, timeout: float) -> dict[str, Any]:
+    """Navigate, then ask until the document is complete (asking, not waiting for one load event that a busy
+    machine's browser may send before the listener is attached), then read the images and the title."""
     ids = iter(range(1, 10_000))
     errors: list[str] = []
 
-    def send(method: str, **params: Any) -> int:
+    def ask(method: str, **params: Any) -> Any:
         n = next(ids)
         ws.send(json.dumps({"id": n, "method": method, "params": params}))
-        return n
+        while True:
+            event = json.loads(ws.recv())
+            _collect(event, errors)
+            if event.get("id") == n:
+                return event.get("result", {}).get("result", {}).get("value")
 
     for method in ("Runtime.enable", "Log.enable", "Page.enable"):
-        send(method)
-    send("Page.navigate", url=page.resolve().as_uri())
+        ask(method)
+    ask("Page.navigate", url=page.resolve().as_uri())
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        event = json.loads(ws.recv())
-        _collect(event, errors)
-        if event.get("method") == "Page.loadEventFired":
-            break
-    else:
-        raise TimeoutError(f"{page} did not finish loading")
-    asked = send("Runtime.evaluate", expression=IMAGES, returnByValue=True)
-    title = send("Runtime.evaluate", expression="document.title", returnByValue=True)
-    answers: dict[int, Any] = {}
-    while len(answers) < 2:
-        event = json.loads(ws.recv())
-        _collect(event, errors)
-        if event.get("id") in (asked, title):
-            answers[event["id"]] = event["result"]["result"]["value"]
-    return {"images": json.loads(answers[asked]), "errors": errors, "title": answers[title]}
+    while ask("Runtime.evaluate", expression="location.protocol + document.readyState") != "file:complete":
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{page} did not finish loading in {timeout:.0f} s")
+        time.sleep(0.2)
+    images = json.loads(ask("Runtime.evaluate", expression=IMAGES, returnByValue=True))
+    title = ask("Runtime.evaluate", expression="document.title", returnByValue=True)
+    time.sleep(0.5)  # console messages logged while loading may trail the answers
+    ask("Runtime.evaluate", expression="1")
+    return {"images": images, "errors": errors, "title": title}
 
 
 def _collect(event: dict[str, Any], errors: list[str]) -> None:
