@@ -170,7 +170,7 @@ def _card_body(cfg: Config, s: dict[str, Any]) -> str:
         "scheduler", "warmup_ratio", "gradient_accumulation_steps", "max_grad_norm", "mixed_precision", "seed",
     ):  # fmt: skip
         value = getattr(t, key)
-        found = (s.get("learning_rates_found") or {}).get("head") if key == "head_learning_rate" else None
+        found = (s.get("learning_rates_found") or {}).get(key.removesuffix("_learning_rate") if value == "auto" else "")
         lines.append(f"| {key} | {value} |" if found is None else f"| {key} | {value}: {found:g} |")
     lines.append(f"| augment | {cfg.data.augment} |")
     if s.get("launch"):

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import statistics
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -33,6 +34,7 @@ START, END = 1e-6, 1.0  # the rates swept (a head's useful rate lies between)
 SMOOTHING = 0.98  # exponential moving average of the loss over 100 steps, bias-corrected (as fastai); less over fewer
 DIVERGED = 4.0  # stop once the smoothed loss is this many times its minimum
 MIN_DROP = 0.05  # a curve whose loss never fell by 5% names no rate
+NOISE_SIGMAS = 3.0  # nor one whose fall is within three of its noise (the smoothed spread of the calm start)
 
 
 @dataclass
@@ -40,7 +42,8 @@ class RangeTest:
     """The swept rates, the smoothed losses, the chosen rate and what the test cost."""
 
     rates: list[float] = field(default_factory=list)
-    losses: list[float] = field(default_factory=list)
+    losses: list[float] = field(default_factory=list)  # smoothed
+    raw: list[float] = field(default_factory=list)  # each step's own loss
     chosen: float | None = None  # None: the loss never fell clearly, so no rate stands out
     seconds: float = 0.0
 
@@ -61,18 +64,29 @@ def steps_for(batches_per_epoch: int) -> int:
 
 def range_test(
     loss_of: Callable[[Any], torch.Tensor],
-    params: list[nn.Parameter],
+    groups: list[dict[str, Any]],
     batches: Callable[[], Iterator[Any]],
     steps: int,
     reduce: Callable[[torch.Tensor], torch.Tensor] = lambda t: t,
-    weight_decay: float = 0.0,
+    keep: list[torch.Tensor] | tuple = (),
 ) -> RangeTest:
-    """Sweep `steps` rates from START to END on `params` (AdamW), each step one batch of `batches()` (restarted
-    when spent) scored by `loss_of`; `reduce` averages a loss over processes so all of them choose alike.
-    Everything the sweep changed (the parameters, the random state) is put back."""
+    """Sweep `steps` rates from START to END with AdamW over `groups` (parameter groups: `params`, `weight_decay`,
+    and `scale`, the group's share of the swept rate, or `fixed`, a rate of its own), each step one batch of
+    `batches()` (restarted when spent) scored by `loss_of`; `reduce` averages a loss over processes so all of them
+    choose alike. Everything the sweep changed (the parameters, the tensors in `keep` such as BatchNorm
+    statistics, the random state) is put back.
+
+    Example:
+        >>> w = nn.Parameter(torch.zeros(1))
+        >>> found = range_test(lambda x: ((w - x) ** 2).sum(), [{"params": [w]}], lambda: iter([torch.ones(1)] * 10), 40)
+        >>> 1e-3 <= found.chosen <= 1e-1, float(w)   # a rate found, and the weight as it was
+        (True, 0.0)
+    """
     beta = min(SMOOTHING, 1 - 2 / steps)  # a window of a fiftieth of the sweep (fastai's 0.98 at 100 steps)
-    saved = [p.detach().clone() for p in params]
-    optimizer = torch.optim.AdamW(params, lr=START, weight_decay=weight_decay)
+    groups = [{"weight_decay": 0.0, "scale": 1.0, **g, "params": list(g["params"])} for g in groups]
+    touched = [p for g in groups for p in g["params"]] + list(keep)
+    saved = [t.detach().clone() for t in touched]
+    optimizer = torch.optim.AdamW(groups, lr=START)
     result, average, best = RangeTest(), 0.0, math.inf
     started, source = time.perf_counter(), batches()
     devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
@@ -81,7 +95,7 @@ def range_test(
             for step in range(steps):
                 rate = START * (END / START) ** (step / max(steps - 1, 1))
                 for group in optimizer.param_groups:
-                    group["lr"] = rate
+                    group["lr"] = group["fixed"] if group.get("fixed") is not None else rate * group["scale"]
                 batch = next(source, None)
                 if batch is None:
                     source = batches()
@@ -97,37 +111,51 @@ def range_test(
                 smoothed = average / (1 - beta ** (step + 1))
                 result.rates.append(rate)
                 result.losses.append(smoothed)
+                result.raw.append(value)
                 best = min(best, smoothed)
                 if step > 2 and smoothed > DIVERGED * best:
                     break
     finally:
         with torch.no_grad():
-            for param, value in zip(params, saved):
-                param.copy_(value)
+            for tensor, value in zip(touched, saved):
+                tensor.copy_(value)
+        for param in touched:
+            param.grad = None
     result.seconds = time.perf_counter() - started
-    result.chosen = choose(result.rates, result.losses)
+    result.chosen = choose(result.rates, result.losses, result.raw, beta)
     return result
 
 
-def choose(rates: list[float], losses: list[float]) -> float | None:
-    """A tenth of the rate at the lowest smoothed loss after the first tenth of the sweep, rounded to 1, 2 or 5
-    of its decade (so tiny float differences between two equivalent runs, cached or not, cannot pick different
-    rates); None when that loss is not MIN_DROP below the first tenth's mean (a flat curve: labels the frozen
-    features cannot explain).
+def choose(rates: list[float], losses: list[float], raw: list[float] | None = None, beta: float = 0.0) -> float | None:
+    """A tenth of the rate at the lowest smoothed loss after the calm start, rounded to 1, 2 or 5 of its decade (so
+    tiny float differences between two equivalent runs, cached or not, cannot pick different rates); None for a
+    flat curve (labels the features cannot explain): that loss not MIN_DROP below the reference, or not clear of
+    the batches' noise.
+
+    The calm start is the sweep's first decade (at least its first tenth): rates that barely move anything, so
+    its `raw` per-step losses give the reference (their mean) and the noise (their spread, as the smoothing with
+    `beta` leaves it; three of it). A small data set's batches differ a lot: on 90 images in 30 steps, one
+    curve's first steps swung between 0.75 and 0.85, its minimum dipped 9% below them by chance, and the head
+    got 5e-6 and learnt nothing.
 
     Example:
         >>> rates = [10 ** (k / 4 - 6) for k in range(20)]
         >>> choose(rates, [2.0] * 12 + [1.5, 1.0, 0.6, 0.55, 0.5, 1.5, 3.0, 5.0])   # lowest at 1e-2
         0.001
-        >>> choose(rates, [2.0, 1.7] + [1.99] * 18) is None   # a dip in the first tenth is noise: flat
+        >>> choose(rates, [2.0, 1.7] + [1.99] * 18) is None   # a dip at the calm start is noise: flat
+        True
+        >>> noisy = [2.0, 1.6, 2.4, 1.7, 2.3] + [2.0] * 15
+        >>> choose(rates, [2.0] * 12 + [1.8] * 8, noisy, beta=0.9) is None   # 10% down, but within the noise
         True
     """
-    skip = len(losses) // 10  # the first tenth sets the reference: single batches there are noise, not learning
     if len(rates) < 10:
         return None
-    start = sum(losses[: skip + 1]) / (skip + 1)
-    best = min(range(skip, len(losses)), key=losses.__getitem__)
-    if losses[best] > (1 - MIN_DROP) * start:
+    calm = max(len(rates) // 10 + 1, sum(r <= START * 10 for r in rates))
+    calm_losses = (raw or losses)[:calm]
+    start = sum(calm_losses) / len(calm_losses)
+    spread = statistics.pstdev(calm_losses) * math.sqrt((1 - beta) / (1 + beta)) if raw else 0.0
+    best = min(range(calm, len(losses)), key=losses.__getitem__, default=None)
+    if best is None or losses[best] > start - max(MIN_DROP * start, NOISE_SIGMAS * spread):
         return None
     lowest = rates[best] / 10
     decade = 10 ** math.floor(math.log10(lowest))
@@ -147,7 +175,7 @@ def plot(test: RangeTest, path: Path, what: str) -> Path:
     if test.chosen is not None:
         ax.axvline(test.chosen, color="tab:red", linestyle="--", label=f"chosen {test.chosen:.1e}")
     ax.set_xscale("log")
-    ax.set(xlabel=f"{what} learning rate", ylabel="training loss (smoothed)", title=f"Learning-rate range test: {what}")
+    ax.set(xlabel="learning rate", ylabel="training loss (smoothed)", title=f"Learning-rate range test: {what}")
     ax.grid(alpha=0.3)
     if test.chosen is not None:
         ax.legend()

@@ -22,7 +22,7 @@ import os
 import secrets
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,17 +37,20 @@ from hftl.feature_cache.key import data_fingerprint, entry_key, parts_fingerprin
 from hftl.feature_cache.store import default_cache_dir
 from hftl.layers import LayerMap
 
-PROBE_VERSION = 1  # bump when pooling or the stored layout changes
+PROBE_VERSION = 2  # bump when pooling or the stored layout changes (2: the first position kept too)
 FILE = "blocks.safetensors"
 
 
 @dataclass
 class BlockFeatures:
-    """One split's pooled block outputs (N x D_i per block, bottom first), what the pass cost, and whether it was read back."""
+    """One split's pooled block outputs (N x D_i per block, bottom first), what the pass cost, and whether it was
+    read back; `first`: each block's output at the first position (the CLS token a BERT pooler or a ViT head
+    reads), None for a block whose output has no positions (a convolutional stage)."""
 
     blocks: list[np.ndarray]
     seconds: float
     reused: bool
+    first: list[np.ndarray | None] = field(default_factory=list)
 
 
 def block_output_modules(layer_map: LayerMap) -> list[str]:
@@ -61,15 +64,15 @@ def block_output_modules(layer_map: LayerMap) -> list[str]:
     return [group[-1] if group else name for name, group in zip(layer_map.blocks, members)]
 
 
-def pool(output: Any, mask: torch.Tensor | None) -> torch.Tensor:
-    """One vector per example: the mean over positions (real ones where `mask` marks them), or over height
-    and width of a B x C x H x W map.
+def pool(hidden: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """One vector per example of a block's output: the mean over positions (real ones where `mask` marks them),
+    or over height and width of a B x C x H x W map.
 
     Example:
         >>> pool(torch.ones(2, 3, 4), torch.tensor([[1, 1, 0], [1, 0, 0]])).shape
         torch.Size([2, 4])
     """
-    hidden = _first_tensor(output).float()
+    hidden = hidden.float()
     if hidden.dim() == 4:
         return hidden.mean(dim=(2, 3))
     if hidden.dim() == 3:
@@ -104,8 +107,10 @@ def _position_mask(model: nn.Module, batch: dict[str, Any], positions: int) -> t
     return None
 
 
-def _run(model: nn.Module, layer_map: LayerMap, loader: DataLoader, device: torch.device, desc: str) -> list[np.ndarray]:
-    """The pooled outputs of every block over `loader`, with forward hooks."""
+def _run(
+    model: nn.Module, layer_map: LayerMap, loader: DataLoader, device: torch.device, desc: str
+) -> tuple[list[np.ndarray], list[np.ndarray | None]]:
+    """The pooled outputs of every block over `loader` and their first positions, with forward hooks."""
     names = block_output_modules(layer_map)
     outputs: dict[int, Any] = {}
     hooks = [
@@ -113,6 +118,7 @@ def _run(model: nn.Module, layer_map: LayerMap, loader: DataLoader, device: torc
         for i, name in enumerate(names)
     ]
     pooled: list[list[np.ndarray]] = [[] for _ in names]
+    firsts: list[list[np.ndarray]] = [[] for _ in names]
     try:
         model.eval()
         with torch.no_grad():
@@ -124,10 +130,13 @@ def _run(model: nn.Module, layer_map: LayerMap, loader: DataLoader, device: torc
                     hidden = _first_tensor(outputs[i])
                     mask = _position_mask(model, batch, hidden.shape[1]) if hidden.dim() == 3 else None
                     pooled[i].append(pool(hidden, mask).cpu().numpy())
+                    if hidden.dim() == 3:
+                        firsts[i].append(hidden[:, 0].float().cpu().numpy())
     finally:
         for hook in hooks:
             hook.remove()
-    return [np.concatenate(parts) if parts else np.zeros((0, 0), np.float32) for parts in pooled]
+    joined = [np.concatenate(parts) if parts else np.zeros((0, 0), np.float32) for parts in pooled]
+    return joined, [np.concatenate(parts) if parts else None for parts in firsts]
 
 
 def block_features(
@@ -165,24 +174,28 @@ def block_features(
 
         stored = load_file(str(folder / FILE))
         touch(folder)
-        return BlockFeatures([stored[f"block.{i}"] for i in range(len(stored))], 0.0, reused=True)
+        count = sum(k.startswith("block.") for k in stored)
+        return BlockFeatures(
+            [stored[f"block.{i}"] for i in range(count)], 0.0, True, [stored.get(f"first.{i}") for i in range(count)]
+        )
     device = next(model.parameters()).device
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate)
     started = time.perf_counter()
-    blocks = _run(model, layer_map, loader, device, f"{about.get('model', 'model')}: {about.get('split', '')} blocks")
+    blocks, first = _run(model, layer_map, loader, device, f"{about.get('model', 'model')}: {about.get('split', '')} blocks")
     seconds = time.perf_counter() - started
-    _store(root, key, blocks, {"about": about, "count": len(dataset), "material": material, "seconds": seconds})
-    return BlockFeatures(blocks, seconds, reused=False)
+    arrays = {f"block.{i}": b for i, b in enumerate(blocks)} | {f"first.{i}": f for i, f in enumerate(first) if f is not None}
+    _store(root, key, arrays, {"about": about, "count": len(dataset), "material": material, "seconds": seconds})
+    return BlockFeatures(blocks, seconds, False, first)
 
 
-def _store(root: Path, key: str, blocks: list[np.ndarray], meta: dict[str, Any]) -> None:
+def _store(root: Path, key: str, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
     """Write the entry whole or not at all (a partial folder renamed into place); a full disk only means uncached."""
     from safetensors.numpy import save_file
 
     partial = root / f".{key}{PARTIAL}{secrets.token_hex(4)}"
     try:
         partial.mkdir(parents=True)
-        save_file({f"block.{i}": np.ascontiguousarray(b) for i, b in enumerate(blocks)}, str(partial / FILE))
+        save_file({k: np.ascontiguousarray(a) for k, a in arrays.items()}, str(partial / FILE))
         (partial / META).write_text(json.dumps(meta, default=str))
         os.replace(partial, root / key)
     except OSError as e:  # full disk, read-only cache, or another process stored the same entry first

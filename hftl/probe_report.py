@@ -58,7 +58,8 @@ def ranking_table(result: Any) -> tuple[list[str], list[list[str]]]:
     """(header, rows) of the ranking, best first."""
     by_checkpoint = {m.checkpoint: m for m in result.models}
     header = ["rank", "model", "LogME (last block)", f"linear {result.metric} (last block)", "best block",
-              f"linear {result.metric} (best block)", "blocks", "forward pass (s)", "scoring (s)"]  # fmt: skip
+              f"linear {result.metric} (best block)", "first token (best block)", "blocks", "forward pass (s)",
+              "scoring (s)"]  # fmt: skip
     fine_tuned = any(m.fine_tuned is not None for m in result.models)
     header += [f"fine-tuned {result.metric}"] if fine_tuned else []
     rows = []
@@ -67,7 +68,8 @@ def ranking_table(result: Any) -> tuple[list[str], list[list[str]]]:
         last, best = m.blocks[-1], m.blocks[m.best_block - 1]
         rows.append([
             str(rank), m.name, f"{last.logme:.4f}", f"{last.linear:.4f}", f"{m.best_block} of {len(m.blocks)}",
-            f"{best.linear:.4f}", str(len(m.blocks)), "cached" if m.reused else f"{m.forward_seconds:.1f}",
+            f"{best.linear:.4f}", "-" if best.first_token is None else f"{best.first_token:.4f}", str(len(m.blocks)),
+            "cached" if m.reused else f"{m.forward_seconds:.1f}",
             f"{sum(b.seconds for b in m.blocks):.1f}",
         ] + ([f"{m.fine_tuned:.4f}" if m.fine_tuned is not None else "-"] if fine_tuned else []))  # fmt: skip
     return header, rows
@@ -95,6 +97,8 @@ def advise(result: Any) -> list[str]:
             )
         else:
             lines.append(f"{m.name}: its last block transfers best ({result.metric} {last.linear:.4f}).")
+        if (line := _first_token_caution(m, best, result.metric)) is not None:
+            lines.append(line)
     for rank_key, tau in result.kendall_tau.items():
         what = "LogME" if rank_key == "logme" else "the linear probe"
         trust = "agrees with" if tau >= 0.6 else "partly agrees with" if tau > 0 else "does not agree with"
@@ -103,6 +107,25 @@ def advise(result: Any) -> list[str]:
             "(+1: the same order, 0: unrelated, -1: reversed)."
         )
     return lines
+
+
+def _first_token_caution(m: Any, best: Any, metric: str) -> str | None:
+    """Where the first position alone scores clearly below the mean at the best block (below the top), a head that
+    reads one token would not find what the mean shows: say so. Measured: all-MiniLM-L6-v2's first token barely
+    varies below layer 4 (the probe scores it at the majority class), and cut to 3 layers the model stayed at the
+    majority class with head_only and with full fine-tuning, while the mean scored 0.89 F1 there."""
+    if best.first_token is None or best.block == len(m.blocks):
+        return None
+    sign = -1 if metric in LOWER_IS_BETTER else 1
+    gap = sign * (best.linear - best.first_token) * (1 if metric in UNITLESS else 1 / max(abs(best.linear), 1e-12))
+    if gap <= 0.05:
+        return None
+    return (
+        f"{m.name}: at block {best.block} the first token alone scores {best.first_token:.4f} against the mean's "
+        f"{best.linear:.4f}. If this model's head reads the first token (BERT's pooler, RoBERTa's and ViT's "
+        "classifiers do; wav2vec2, Swin and ConvNeXt pool every position), strategy.keep_blocks="
+        f"{best.block} leaves it that little to work with: keep the blocks above, or check the cut with a run."
+    )
 
 
 def _depth_plot(result: Any, folder: Path) -> Path:
@@ -117,7 +140,10 @@ def _depth_plot(result: Any, folder: Path) -> Path:
     fig, (linear_ax, logme_ax) = plt.subplots(1, 2, figsize=(12, 4.2))
     for m in result.models:
         depth = [b.block for b in m.blocks]
-        linear_ax.plot(depth, [b.linear for b in m.blocks], marker="o", label=m.name)
+        line = linear_ax.plot(depth, [b.linear for b in m.blocks], marker="o", label=f"{m.name} (mean)")[0]
+        if all(b.first_token is not None for b in m.blocks):
+            first = [b.first_token for b in m.blocks]
+            linear_ax.plot(depth, first, marker="x", linestyle="--", color=line.get_color(), label=f"{m.name} (first token)")
         logme_ax.plot(depth, [b.logme for b in m.blocks], marker="o", label=m.name)
     better = "lower" if result.metric in LOWER_IS_BETTER else "higher"
     linear_ax.set(xlabel="block (1 = lowest)", ylabel=f"validation {result.metric} ({better} is better)",

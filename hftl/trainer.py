@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +25,8 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from hftl.accelerator import make_accelerator
-from hftl.backends import Backend, backend_for
+from hftl.auto_rates import nominal, resolve_auto_rates
+from hftl.backends import backend_for
 from hftl.checkpoint import PREFIX, set_rng_state
 from hftl.checkpointer import Checkpointer
 from hftl.config import LOWER_IS_BETTER, Config, best_metric_name
@@ -38,47 +37,17 @@ from hftl.evaluation import evaluate_loop
 from hftl.faults import AFTER_EPOCH, AFTER_STEP, SIGTERM_AFTER_STEP, fault, poison
 from hftl.feature_cache import FeatureCache
 from hftl.layers import LayerMap
-from hftl.lr_range_test import only_trainable, plot, range_test, steps_for
 from hftl.metrics import confusion
 from hftl.optimization import lr_lambda, param_groups
 from hftl.peak_memory import PeakMemory
 from hftl.preemption import StopSignals, ignore_stop_signals
 from hftl.sampling import EpochSampler
-from hftl.strategies import Phase, Plan, describe_phase, get_strategy, set_train_mode, set_trainable
+from hftl.strategies import Phase, Plan, describe_phase, set_train_mode, set_trainable
 from hftl.tracking import finish_trackers, start_trackers
 from hftl.train_state import TrainResult, TrainState
+from hftl.training_run import EpochHook, TrainingRun
 
 __all__ = ["EpochHook", "TrainData", "TrainResult", "evaluate_loop", "fit", "make_accelerator"]
-EpochHook = Callable[[int, dict[str, float]], None]  # (epoch, its validation metrics), after the epoch's checkpoint
-
-
-@dataclass
-class _Run:
-    """Everything `_setup` prepared for the loop."""
-
-    cfg: Config
-    accelerator: Accelerator
-    backend: Backend
-    model: nn.Module  # as prepared (DDP- or engine-wrapped)
-    raw: nn.Module  # the task model inside
-    layer_map: LayerMap
-    plan: Plan
-    data: TrainData
-    cache: FeatureCache
-    train_loader: DataLoader
-    eval_loaders: list[DataLoader]
-    workers: int
-    optimizer: Any
-    scheduler: Any
-    checkpoints: Checkpointer
-    steps_per_epoch: int
-    total_steps: int
-    stop: StopSignals | None = None  # SIGTERM / SIGINT while training: checkpoint at the next step, then exit
-    # Validation (predictions, references) of the best and the last epoch, by epoch: the end of the run reuses
-    # them for the weights it ends on instead of a second validation pass (a whole pass per run and strategy).
-    kept: dict[int, tuple[list, list]] = field(default_factory=dict)
-    cached_phase: str | None = None  # the phase the feature cache was last activated for
-    on_epoch: EpochHook | None = None
 
 
 def fit(
@@ -103,10 +72,9 @@ def fit(
     if layer_map.note:
         accelerator.print(f"note: {layer_map.note}")
     accelerator.print(describe_phase(run.raw, layer_map, plan.phase_at(state.epoch)))
-    if cfg.train.head_learning_rate == "auto" and "head" not in state.auto_rates:  # a resumed run keeps its rate
-        started = time.perf_counter()
-        state.auto_rates["head"] = _auto_head_rate(run, run_dir / "plots")
-        state.train_seconds += time.perf_counter() - started  # what the choice cost is part of training
+    started = time.perf_counter()
+    resolve_auto_rates(run, state, run_dir / "plots")  # a resumed run keeps the rates it found
+    state.train_seconds += time.perf_counter() - started  # what the choice cost is part of training
     with PeakMemory() as memory, StopSignals(accelerator) as run.stop:
         stopped_early = _train(run, state, rng)
     return _finish(run, state, memory, stopped_early)
@@ -114,9 +82,9 @@ def fit(
 
 def _setup(
     cfg: Config, model: nn.Module, layer_map: LayerMap, plan: Plan, data: TrainData, run_dir: Path, accelerator: Accelerator
-) -> _Run:
+) -> TrainingRun:
     """Loaders, optimizer and schedule, prepared by Accelerate; the feature cache and the checkpointer."""
-    t, backend = cfg.train, backend_for(accelerator)
+    t, backend = nominal(cfg.train), backend_for(accelerator)  # learning_rate: auto resolves after
     # The same module object DDP wraps and `unwrap` returns, so the stand-ins it installs are seen.
     cache = FeatureCache(cfg, model, layer_map, data, accelerator, engine_refusal=backend.feature_cache_refusal)
     collate = backend.collate(cache.collate(data.collate))
@@ -160,53 +128,13 @@ def _setup(
     scheduler = torch.optim.lr_scheduler.LambdaLR(backend.torch_optimizer(optimizer), schedule)
     names = plan.trainable_any | {name for name, _ in raw.named_buffers()}
     checkpoints = Checkpointer(backend, run_dir / "checkpoints", model, optimizer, scheduler, names, t.save_total_limit)
-    return _Run(
+    return TrainingRun(
         cfg, accelerator, backend, model, raw, layer_map, plan, data, cache, train_loader, eval_loaders, workers,
         optimizer, scheduler, checkpoints, steps_per_epoch, total_steps,
     )  # fmt: skip
 
 
-def _auto_head_rate(run: _Run, plots: Path) -> float:
-    """train.head_learning_rate: auto: where only the new head ever trains (head_only), a range test of the head
-    on the frozen (cached) features sets its parameter groups; elsewhere train.learning_rate. Returns the rate."""
-    t, accelerator, first = run.cfg.train, run.accelerator, run.plan.phase_at(0)
-    head = {n for n in run.plan.trainable_any if run.layer_map.part_of(n) == "head"}
-    why = run.backend.range_test_refusal
-    if run.plan.trainable_any - head:  # a rate fitted to frozen features would outrun a backbone that moves
-        why = "the backbone trains too; give the head its own rate with a number"
-    if not get_strategy(run.cfg.strategy.name).pretrained or not run.layer_map.head_is_new or not head:
-        why = "scratch" if not get_strategy(run.cfg.strategy.name).pretrained else "no new head"
-    if why is not None:
-        accelerator.print(f"head learning rate: auto -> train.learning_rate {t.learning_rate:g} ({why})")
-        return t.learning_rate
-    _activate_cache(run, first)  # the features the first epoch caches anyway
-    params = [p for n, p in run.raw.named_parameters() if n in head]
-
-    def loss_of(batch: dict[str, Any]) -> torch.Tensor:
-        run.cache.feed_batch(batch)
-        with accelerator.autocast():
-            return _loss(run, run.raw, batch)
-
-    run.raw.eval()  # no dropout noise, and no BatchNorm statistics move
-    with only_trainable(run.raw, head):
-        steps = steps_for(run.steps_per_epoch)
-        found = range_test(loss_of, params, lambda: iter(run.train_loader), steps, lambda x: accelerator.reduce(x, "mean"))
-    if accelerator.is_main_process:
-        plot(found, plots / "lr_range_test_head.png", "head")
-    about = f"{len(found.rates)} steps, {found.seconds:.1f} s; {plots / 'lr_range_test_head.png'}"
-    if found.chosen is None:
-        accelerator.print(f"head learning rate: auto -> train.learning_rate {t.learning_rate:g}: the loss never fell ({about})")
-        return t.learning_rate
-    torch_optimizer = run.backend.torch_optimizer(run.optimizer)
-    for i, group in enumerate(torch_optimizer.param_groups):
-        if group.get("part") == "head":
-            run.scheduler.base_lrs[i] = group["initial_lr"] = found.chosen
-            group["lr"] = found.chosen * run.scheduler.lr_lambdas[i](run.scheduler.last_epoch)
-    accelerator.print(f"head learning rate: auto -> {found.chosen:.1e} (a range test of the head: {about})")
-    return found.chosen
-
-
-def _train(run: _Run, state: TrainState, rng: dict[str, Any] | None) -> bool:
+def _train(run: TrainingRun, state: TrainState, rng: dict[str, Any] | None) -> bool:
     """Epochs until the budget is spent or early stopping; returns whether it stopped early."""
     t = run.cfg.train
     progress = tqdm(
@@ -221,7 +149,7 @@ def _train(run: _Run, state: TrainState, rng: dict[str, Any] | None) -> bool:
         epoch_started = time.perf_counter()
         phase = run.plan.phase_at(state.epoch)
         if phase.name != run.cached_phase:  # fill or reuse the cache of what this phase keeps frozen
-            _activate_cache(run, phase)
+            run.activate_cache(phase)
             state.train_seconds += time.perf_counter() - epoch_started
         loader, clipped = _start_epoch(run, state, phase)
         if rng is not None:  # restore RNG last, after everything that may have drawn from it
@@ -235,15 +163,7 @@ def _train(run: _Run, state: TrainState, rng: dict[str, Any] | None) -> bool:
     return stopped_early
 
 
-def _activate_cache(run: _Run, phase: Phase) -> None:
-    run.cache.activate(phase)
-    run.cached_phase = phase.name
-    data = run.data
-    for dl, ds in ((run.train_loader, data.train), *zip(run.eval_loaders, (data.validation, data.test))):
-        dl.num_workers = 0 if ds.cached is not None else run.workers  # workers only cost time on cached reads
-
-
-def _start_epoch(run: _Run, state: TrainState, phase: Phase) -> tuple[Any, list[nn.Parameter]]:
+def _start_epoch(run: TrainingRun, state: TrainState, phase: Phase) -> tuple[Any, list[nn.Parameter]]:
     """Enter `phase` for this epoch: what trains, train/eval modes, the samplers' epoch, the skip into a resumed epoch."""
     if phase.name != state.phase and state.phase:
         what = describe_phase(run.raw, run.layer_map, phase)
@@ -275,14 +195,14 @@ class _RunningLoss:
         return mean
 
 
-def _train_epoch(run: _Run, state: TrainState, loader: Any, clipped: list, progress: Any, running: _RunningLoss) -> None:
+def _train_epoch(run: TrainingRun, state: TrainState, loader: Any, clipped: list, progress: Any, running: _RunningLoss) -> None:
     """One pass over the (rest of the) epoch's batches: accumulate, step, log, save every save_steps."""
     t, accelerator, model = run.cfg.train, run.accelerator, run.model
     started = time.perf_counter()
     for batch in loader:
         run.cache.feed_batch(batch)
         with accelerator.accumulate(model):
-            loss = poison(_loss(run, model, batch), state.global_step + 1)
+            loss = poison(run.loss(model, batch), state.global_step + 1)
             accelerator.backward(loss)  # under DeepSpeed also the clipping and the optimizer step
             _update(run, state, loss, clipped)
         state.batch_in_epoch += 1
@@ -309,7 +229,7 @@ def _train_epoch(run: _Run, state: TrainState, loader: Any, clipped: list, progr
     state.train_seconds += time.perf_counter() - started
 
 
-def _update(run: _Run, state: TrainState, loss: torch.Tensor, clipped: list[nn.Parameter]) -> None:
+def _update(run: TrainingRun, state: TrainState, loss: torch.Tensor, clipped: list[nn.Parameter]) -> None:
     """Clip, check, step. Once gradients are synced the loss and the gradient norm must be finite
     (train.on_nonfinite: stop raises, skip drops the update and counts it)."""
     accelerator, optimizer, update = run.accelerator, run.optimizer, True
@@ -328,15 +248,7 @@ def _update(run: _Run, state: TrainState, loss: torch.Tensor, clipped: list[nn.P
     optimizer.zero_grad(set_to_none=True)
 
 
-def _loss(run: _Run, model: nn.Module, batch: dict[str, Any]) -> torch.Tensor:
-    """The model's own loss, or the task's (class weights, label smoothing, multi-label, regression) on its logits."""
-    if run.data.loss is None:
-        return model(**batch).loss
-    logits = model(**{k: v for k, v in batch.items() if k != "labels"}).logits
-    return run.data.loss(logits, batch["labels"])
-
-
-def _log_step(run: _Run, state: TrainState, loss: float, progress: Any) -> None:
+def _log_step(run: TrainingRun, state: TrainState, loss: float, progress: Any) -> None:
     entry = {
         "step": state.global_step,
         "epoch": state.epoch + state.batch_in_epoch / len(run.train_loader),
@@ -348,7 +260,7 @@ def _log_step(run: _Run, state: TrainState, loss: float, progress: Any) -> None:
     progress.set_postfix(loss=f"{entry['loss']:.4f}", lr=f"{entry['lr']:.2e}")
 
 
-def _end_epoch(run: _Run, state: TrainState, phase: Phase, epoch_seconds: float) -> bool:
+def _end_epoch(run: TrainingRun, state: TrainState, phase: Phase, epoch_seconds: float) -> bool:
     """Validate, keep the best epoch, checkpoint; returns whether early stopping ends the run here."""
     t, accelerator, metric_name = run.cfg.train, run.accelerator, best_metric_name(run.cfg)
     metrics, preds, refs = _evaluate(run, 0, "validation")
@@ -377,7 +289,7 @@ def _end_epoch(run: _Run, state: TrainState, phase: Phase, epoch_seconds: float)
     return stopped_early
 
 
-def _evaluate(run: _Run, loader: int, desc: str) -> tuple[dict[str, float], list[Any], list[Any]]:
+def _evaluate(run: TrainingRun, loader: int, desc: str) -> tuple[dict[str, float], list[Any], list[Any]]:
     """`evaluate_loop` over eval loader `loader` (0: validation, 1: test), cached features fed to the stand-ins."""
     return evaluate_loop(
         run.accelerator,
@@ -390,7 +302,7 @@ def _evaluate(run: _Run, loader: int, desc: str) -> tuple[dict[str, float], list
     )
 
 
-def _finish(run: _Run, state: TrainState, memory: PeakMemory, stopped_early: bool) -> TrainResult:
+def _finish(run: TrainingRun, state: TrainState, memory: PeakMemory, stopped_early: bool) -> TrainResult:
     """End on the best epoch's weights (train.load_best_at_end), evaluate them, close the cache and trackers."""
     metric = best_metric_name(run.cfg)
     last = state.history[-1] if state.history else {}

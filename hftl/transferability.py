@@ -43,9 +43,12 @@ class BlockScore:
     """One block's scores: the linear probe's validation metric, LogME on train, and the seconds both took."""
 
     block: int  # 1-based, bottom first
-    linear: float
+    linear: float  # on the mean over positions
     logme: float
     seconds: float
+    # The linear probe on the first position alone (the token a BERT pooler or a ViT classifier reads; a head
+    # that reads it sees little of what the mean shows below the top); None where the block has no positions.
+    first_token: float | None = None
 
 
 @dataclass
@@ -186,12 +189,17 @@ def _probe_model(cfg: Config, modality: Any, splits: Any, name: str, checkpoint:
     y_train = np.asarray(column_values(splits.train, LABELS))
     y_val = np.asarray(column_values(splits.validation, LABELS))
     blocks = []
-    for i, (train, val) in enumerate(zip(found["train"].blocks, found["validation"].blocks), 1):
+    firsts = zip(found["train"].first or [None] * len(found["train"].blocks), found["validation"].first or [])
+    for i, (train, val, (train_first, val_first)) in enumerate(zip(found["train"].blocks, found["validation"].blocks, firsts), 1):
         started = time.perf_counter()
         linear = linear_probe(train, y_train, val, y_val, metric, problem)
         evidence = logme(train, _logme_targets(y_train, problem), regression=problem == "regression")
-        blocks.append(BlockScore(i, linear, evidence, time.perf_counter() - started))
-        print(f"  block {i}/{len(found['train'].blocks)}: linear {metric} {linear:.4f}, LogME {evidence:.4f}", flush=True)
+        first = None if train_first is None else linear_probe(train_first, y_train, val_first, y_val, metric, problem)
+        blocks.append(BlockScore(i, linear, evidence, time.perf_counter() - started, first))
+        at_first = "" if first is None else f" (first token {first:.4f})"
+        print(
+            f"  block {i}/{len(found['train'].blocks)}: linear {metric} {linear:.4f}{at_first}, LogME {evidence:.4f}", flush=True
+        )
     reused = all(f.reused for f in found.values())
     seconds = sum(f.seconds for f in found.values())
     result = ModelProbe(name, checkpoint, blocks, seconds, reused)
@@ -208,8 +216,10 @@ def _logme_targets(y: np.ndarray, problem: str) -> np.ndarray:
 
 
 def linear_probe(train: np.ndarray, y_train: np.ndarray, val: np.ndarray, y_val: np.ndarray, metric: str, problem: str) -> float:
-    """`metric` on validation of a linear model fitted on standardised train features: logistic regression for
-    classes, ridge regression for targets (scored in the data's units).
+    """`metric` on validation of a linear model (L2-regularised) fitted on the train features: logistic regression
+    for classes, ridge regression for targets (scored in the data's units). The features are centred and divided
+    by one factor, their typical magnitude (`magnitude_scale`), not standardised dimension by dimension: a
+    direction that barely varies next to a large constant part stays as small as a head on the network sees it.
 
     Example:
         >>> x = np.r_[np.zeros((10, 2)), np.ones((10, 2))]; y = np.r_[np.zeros(10), np.ones(10)].astype(int)
@@ -217,18 +227,32 @@ def linear_probe(train: np.ndarray, y_train: np.ndarray, val: np.ndarray, y_val:
         1.0
     """
     from sklearn.linear_model import LogisticRegression, Ridge
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
 
+    train, val = magnitude_scale(train, val)
     if problem == "regression":
-        fitted = make_pipeline(StandardScaler(), Ridge(alpha=1.0)).fit(train, y_train.reshape(len(y_train), -1))
+        fitted = Ridge(alpha=1.0).fit(train, y_train.reshape(len(y_train), -1))
         return _regression_score(fitted.predict(val), y_val.reshape(len(y_val), -1), metric)
     from hftl.metrics import classification_metrics
 
     if len(np.unique(y_train)) < 2:
         raise HftlError("the linear probe needs at least two classes in the training split")
-    fitted = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000)).fit(train, y_train)
+    fitted = LogisticRegression(max_iter=2000).fit(train, y_train)
     return float(classification_metrics(fitted.predict(val).tolist(), y_val.tolist())[metric])
+
+
+def magnitude_scale(train: np.ndarray, val: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Both centred on train's mean and divided by train's root-mean-square coordinate (uncentred). Per-dimension
+    standardising would blow up variations of 1e-4 on a near-constant token (MiniLM's first token below its top
+    layers) into a perfect-looking probe, where a head, and fine-tuning, find nothing (README, keep_blocks).
+
+    Example:
+        >>> a, b = magnitude_scale(np.array([[10.0, 0.0], [10.0, 2.0]]), np.array([[10.0, 1.0]]))
+        >>> b.tolist()
+        [[0.0, 0.0]]
+    """
+    mean = train.mean(axis=0)
+    scale = float(np.sqrt(np.mean(np.square(train, dtype=np.float64)))) or 1.0
+    return (train - mean) / scale, (val - mean) / scale
 
 
 def _regression_score(pred: np.ndarray, true: np.ndarray, metric: str) -> float:

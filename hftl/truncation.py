@@ -37,14 +37,43 @@ STAGE_COUNT_KEYS = ("num_layers", "num_stages", "num_encoder_blocks")
 NOT_PER_STAGE = frozenset({"architectures", "stage_names", "out_features", "out_indices", "image_size", "depths"})
 
 
-def depth_changes(config: Any, blocks: int, keep: int) -> dict[str, Any]:
-    """The config values that make a model of `keep` blocks out of one of `blocks` (the layer map's count).
+def depth_changes(config: Any, blocks: int, keep: int, path: str = "") -> dict[str, Any]:
+    """The config values that make a model of `keep` blocks out of one of `blocks` (the layer map's count). In a
+    composite config (CLIP's vision and text towers, Gemma 3's language model) the depth sits in a sub-config:
+    the one that counts the blocks, or, when several do, the one the blocks' `path` names; its keys come dotted.
 
     Example:
-        >>> from transformers import ResNetConfig
+        >>> from transformers import CLIPConfig, ResNetConfig
         >>> depth_changes(ResNetConfig(depths=[1, 1, 1], hidden_sizes=[8, 16, 32]), 3, 2)["hidden_sizes"]
         [8, 16]
+        >>> depth_changes(CLIPConfig(), 12, 4, "vision_model.encoder.layers.0")
+        {'vision_config.num_hidden_layers': 4}
     """
+    own = _own_depth(config, blocks, keep)
+    if own is not None:
+        return own
+    subs = {k: getattr(config, k, None) for k in getattr(config, "sub_configs", {})}
+    fitting = {k: c for k, sub in subs.items() if sub is not None and (c := _own_depth(sub, blocks, keep)) is not None}
+    if len(fitting) > 1:  # CLIP's towers both 12 layers deep: the blocks' path says which
+        fitting = {k: c for k, c in fitting.items() if any(w in path for w in _TOWER_WORDS.get(k, (k.removesuffix("_config"),)))}
+    if len(fitting) == 1:
+        ((name, changes),) = fitting.items()
+        return {f"{name}.{k}": v for k, v in changes.items()}
+    found = {k: getattr(config, k) for k in (*DEPTH_KEYS, "depths") if isinstance(getattr(config, k, None), (int, list))}
+    where = f" or in its sub-configs {', '.join(subs)}" if subs else ""
+    raise HftlError(
+        f"strategy.keep_blocks: cannot truncate {type(config).__name__}: its layer map has {blocks} blocks, but no "
+        f"depth key of its config{where} counts them ({found or 'none of ' + ', '.join((*DEPTH_KEYS, 'depths'))}). "
+        "Fine-tune all its blocks (remove strategy.keep_blocks), or use strategy=freeze to train only the top ones"
+    )
+
+
+# The words a sub-config's tower goes by in module paths (Gemma 3's text_config builds `language_model`).
+_TOWER_WORDS = {"text_config": ("text", "language"), "vision_config": ("vision", "visual", "image")}
+
+
+def _own_depth(config: Any, blocks: int, keep: int) -> dict[str, Any] | None:
+    """`depth_changes` for a config's own keys (not its sub-configs'), or None when none counts `blocks`."""
     values = config.to_dict()
     depths = values.get("depths")
     if isinstance(depths, list) and depths and all(isinstance(d, int) for d in depths):  # a stage model
@@ -58,12 +87,7 @@ def depth_changes(config: Any, blocks: int, keep: int) -> dict[str, Any]:
     for key in DEPTH_KEYS:
         if isinstance(values.get(key), int) and values[key] == blocks:
             return {key: keep, **_per_item(values, blocks, keep)}
-    found = {k: values[k] for k in (*DEPTH_KEYS, "depths") if k in values}
-    raise HftlError(
-        f"strategy.keep_blocks: cannot truncate {type(config).__name__}: its layer map has {blocks} blocks, but no "
-        f"depth key of its config counts them ({found or 'none of ' + ', '.join((*DEPTH_KEYS, 'depths'))}). "
-        "Fine-tune all its blocks (remove strategy.keep_blocks), or use strategy=freeze to train only the top ones"
-    )
+    return None
 
 
 def _kept_depths(depths: list[int], blocks: int, keep: int) -> list[int] | None:
@@ -121,10 +145,11 @@ def keep_lower_blocks(
         raise ConfigError(f"strategy.keep_blocks={keep}: this model has {blocks} blocks; choose 1..{blocks}")
     if keep == blocks:
         return model, layer_map, f"keep_blocks={keep} keeps every block: nothing to drop"
-    changes = depth_changes(model.config, blocks, keep)
+    changes = depth_changes(model.config, blocks, keep, layer_map.blocks[0])
     config = copy.deepcopy(model.config)
     for key, value in changes.items():
-        setattr(config, key, value)
+        *parents, leaf = key.split(".")
+        setattr(_dotted(config, parents), leaf, value)
     if "stage_names" in changes and hasattr(config, "out_features"):
         config.out_features = [changes["stage_names"][-1]]  # the backbone's output: the last kept stage
     name = type(model).__name__
@@ -145,9 +170,15 @@ def keep_lower_blocks(
         ) from None
     _verify(name, small, small_map, keep, set(target) - set(copied))
     dropped = sum(v.numel() for k, v in source.items() if k not in copied)
-    summary = ", ".join(f"{k} {getattr(model.config, k, '?')} -> {v}" for k, v in changes.items() if k != "stage_names")
+    summary = ", ".join(f"{k} {_dotted(model.config, k.split('.'))} -> {v}" for k, v in changes.items() if k != "stage_names")
     note = f"kept the lowest {keep} of {blocks} blocks ({summary}); {dropped:,} pretrained parameters dropped"
     return small, small_map, note
+
+
+def _dotted(config: Any, keys: list[str]) -> Any:
+    for key in keys:
+        config = getattr(config, key, "?")
+    return config
 
 
 def _verify(name: str, small: nn.Module, small_map: LayerMap, keep: int, fresh: set[str]) -> None:

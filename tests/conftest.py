@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import atexit
 import importlib
+import json
 import os
 import shutil
 import subprocess
@@ -15,6 +16,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -158,3 +160,18 @@ def run_cli(*args: str, env: dict | None = None, check: bool = True, in_process:
     if check and proc.returncode != 0:
         raise AssertionError(f"hftl {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
     return proc
+
+
+@pytest.fixture(scope="session")
+def digits_vit(digits, tmp_path_factory) -> Path:
+    """A tiny ViT (its own seed) hftl trained on the digits, every weight: frozen features a new head can learn
+    from. A random tiny ViT's are not (its range-test curve is flat, and auto falls back: test_auto_head_rate)."""
+    root = tmp_path_factory.mktemp("digits-vit")
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        init = save_tiny_vit(root / "init")
+    args = ["train", str(REPO / "configs/vision/vit-full.yaml"), f"model.name_or_path={init}", f"data.train={digits}"]
+    args += [f"output_dir={root / 'run'}", "train.epochs=20", "train.batch_size=8", "train.learning_rate=3e-3"]
+    run_cli(*args, "data.augment=false", "train.head_learning_rate=3e-3", "train.report_to=none", in_process=True)
+    assert json.loads((root / "run" / "metrics.json").read_text())["validation"]["accuracy"] >= 0.8  # it learnt
+    return root / "run" / "model"

@@ -13,24 +13,9 @@ from safetensors.torch import load_file
 
 from hftl.lr_range_test import choose, range_test
 
-from .conftest import MINILM, REPO, VADER, require, run_cli, save_tiny_vit
+from .conftest import MINILM, REPO, VADER, require, run_cli
 
 COMMON = ["train.epochs=2", "train.batch_size=16", "train.report_to=none", "data.augment=false", "train.learning_rate=1e-3"]
-
-
-@pytest.fixture(scope="module")
-def digits_vit(digits, tmp_path_factory) -> Path:
-    """A tiny ViT (its own seed) hftl trained on the digits, every weight: frozen features a new head can learn
-    from. A random tiny ViT's are not (its range-test curve is flat, and auto falls back, as a test below shows)."""
-    root = tmp_path_factory.mktemp("digits-vit")
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
-        init = save_tiny_vit(root / "init")
-    args = ["train", str(REPO / "configs/vision/vit-full.yaml"), f"model.name_or_path={init}", f"data.train={digits}"]
-    args += [f"output_dir={root / 'run'}", "train.epochs=20", "train.batch_size=8", "train.learning_rate=3e-3"]
-    run_cli(*args, "data.augment=false", "train.head_learning_rate=3e-3", "train.report_to=none", in_process=True)
-    assert json.loads((root / "run" / "metrics.json").read_text())["validation"]["accuracy"] >= 0.8  # it learnt
-    return root / "run" / "model"
 
 
 def train(model: Path, data: Path, run_dir: Path, *extra: str, env: dict | None = None, check: bool = True):
@@ -75,7 +60,7 @@ def test_auto_falls_back_to_the_learning_rate_where_it_should(tiny_vit, digits, 
     proc = train(tiny_vit, digits, tmp_path / "full", "strategy=full")
     assert "head learning rate: auto -> train.learning_rate 0.001 (the backbone trains too" in proc.stdout
     proc = train(tiny_vit, digits, tmp_path / "flat")
-    assert "head learning rate: auto -> train.learning_rate 0.001: the loss never fell" in proc.stdout
+    assert "head learning rate: auto -> train.learning_rate 0.001 (the loss never fell: " in proc.stdout
     assert (tmp_path / "flat" / "plots" / "lr_range_test_head.png").is_file()
     proc = train(tiny_vit, digits, tmp_path / "set", "train.head_learning_rate=0.02")
     assert "head learning rate" not in proc.stdout
@@ -93,7 +78,7 @@ def test_range_test_restores_the_parameters_and_random_state():
     def loss_of(batch):
         return torch.nn.functional.cross_entropy(torch.nn.functional.dropout(head(batch[0]), 0.1), batch[1])
 
-    found = range_test(loss_of, list(head.parameters()), lambda: iter(batches), steps=40)
+    found = range_test(loss_of, [{"params": head.parameters()}], lambda: iter(batches), steps=40)
     assert all(torch.equal(a, b) for a, b in zip(before, head.parameters()))
     assert torch.equal(state, torch.get_rng_state())
     assert len(found.rates) == len(found.losses) > 5 and found.rates == sorted(found.rates)

@@ -86,7 +86,7 @@ def test_keep_blocks_out_of_range_and_at_full_depth(tiny_vit):
 
 # -- the sweep -------------------------------------------------------------------------------------------
 CLASSIFICATION = sorted({(t, m) for t, m in all_cases() if t.endswith("classification") and t != "token-classification"})
-SAMPLED = ("vit", "resnet", "convnext", "swin", "bert", "deberta-v2", "wav2vec2", "distilbert")
+SAMPLED = ("vit", "resnet", "convnext", "swin", "bert", "deberta-v2", "wav2vec2", "distilbert", "clip")  # clip: composite
 SAMPLE = [c for c in CLASSIFICATION if c[1] in SAMPLED]
 
 

@@ -58,6 +58,7 @@ def test_probe_scores_every_block_ranks_and_reuses_the_cached_pass(two_vits, dig
         assert [b["block"] for b in entry["blocks"]] == [1, 2]  # the tiny ViT's two encoder layers
         for block in entry["blocks"]:
             assert 0.0 <= block["linear"] <= 1.0 and np.isfinite(block["logme"]) and block["seconds"] > 0
+            assert 0.0 <= block["first_token"] <= 1.0  # the ViT's [CLS] position, scored on its own
         assert entry["forward_seconds"] > 0 and entry["reused"] is False
         assert entry["best_block"] in (1, 2)
     last_logme = {saved["models"][n]["checkpoint"]: saved["models"][n]["blocks"][-1]["logme"] for n in saved["models"]}
@@ -75,7 +76,10 @@ def test_probe_scores_every_block_ranks_and_reuses_the_cached_pass(two_vits, dig
     again = hftl.probe(digits_config, list(two_vits.values()), output_dir=out, rank_by="linear")
     assert all(m.reused and m.forward_seconds == 0.0 for m in again.models)
     for m in again.models:
-        assert [(b.linear, b.logme) for b in m.blocks] == [(b["linear"], b["logme"]) for b in saved["models"][m.name]["blocks"]]
+        stored = saved["models"][m.name]["blocks"]
+        assert [(b.linear, b.logme, b.first_token) for b in m.blocks] == [
+            (b["linear"], b["logme"], b["first_token"]) for b in stored
+        ]
     assert json.loads((out / "probe.json").read_text())["rank_by"] == "linear"
 
 
@@ -103,12 +107,14 @@ def test_block_features_are_each_layers_hidden_states_averaged_over_real_tokens(
     with torch.no_grad():
         hidden = model(**{k: v for k, v in batch.items() if k != "labels"}, output_hidden_states=True).hidden_states
     mask = batch["attention_mask"].unsqueeze(-1).float()
-    for i, pooled in enumerate(found.blocks):
+    for i, (pooled, first) in enumerate(zip(found.blocks, found.first, strict=True)):
         expected = (hidden[i + 1] * mask).sum(1) / mask.sum(1)
         np.testing.assert_allclose(pooled, expected.numpy(), rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(first, hidden[i + 1][:, 0].numpy(), rtol=1e-4, atol=1e-5)  # the [CLS] token
     again = block_features(model, layer_map, data.train, data.collate, processor, {"model": "bert", "split": "t"}, {},
                            batch_size=5, root=tmp_path / "cache")  # fmt: skip
     assert again.reused and all(np.array_equal(a, b) for a, b in zip(again.blocks, found.blocks))
+    assert all(np.array_equal(a, b) for a, b in zip(again.first, found.first, strict=True))
 
 
 def test_kendall_tau_against_a_fine_tuned_model_study(two_vits, digits_config, tmp_path):
@@ -153,3 +159,20 @@ def test_logme_prefers_features_that_explain_the_labels():
     assert scores[0] > scores[1] > scores[2]
     targets = signal[:, 0] * 2.0 + 0.1 * rng.normal(size=300)
     assert logme(signal, targets, regression=True) > logme(noise, targets, regression=True)
+
+
+def test_the_report_says_when_the_first_token_sees_less_than_the_mean():
+    """A lower block that the mean of its tokens scores well but the first token alone does not: a head that reads
+    the first token would not find it, and the report says so (MiniLM's case, README)."""
+    from hftl.probe_report import advise
+    from hftl.transferability import BlockScore, ModelProbe, ProbeResult
+
+    blocks = [BlockScore(1, 0.70, -1.0, 0.1, 0.70), BlockScore(2, 0.89, -0.5, 0.1, 0.55), BlockScore(3, 0.80, -0.6, 0.1, 0.80)]
+    result = ProbeResult(Path("."), "text-classification", "f1", "logme", [ModelProbe("m", "c", blocks, 1.0, False, 2)], ["c"])
+    caution = [line for line in advise(result) if "first token alone" in line]
+    assert len(caution) == 1 and caution[0].startswith(
+        "m: at block 2 the first token alone scores 0.5500 against the mean's 0.8900"
+    )
+    assert "strategy.keep_blocks=2 leaves it that little to work with" in caution[0]
+    blocks[1].first_token = 0.87  # within 5 points of the mean: nothing to say
+    assert not [line for line in advise(result) if "first token alone" in line]

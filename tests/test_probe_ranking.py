@@ -159,3 +159,20 @@ def test_probe_ranks_real_pretrained_checkpoints_above_random_init(digit_tasks, 
     assert max(tuned, key=tuned.get) == "all-minilm-l6-v2", tuned
     assert result.ranking[0] == "builtin:all-minilm-l6-v2"
     assert_same_order(tuned, result, require_clear=False)
+
+
+def test_the_probe_sees_that_minilms_first_token_carries_nothing_below_the_top(tmp_path):
+    """all-MiniLM-L6-v2 on the VADER words: the mean of every block's tokens separates the classes, but its
+    first token barely varies below layer 4; the probe scores that token at the majority class there, and a model
+    cut to 3 layers (its head reads that token through the pooler) stays there."""
+    require(*MINILM)
+    require(*VADER)
+    config = str(Path(__file__).parents[1] / "configs/text/minilm-vader-head-only.yaml")
+    common = ["data.max_train_samples=2000", "report_to=none"]
+    result = probe(config, "builtin:all-minilm-l6-v2", common, output_dir=tmp_path / "probe")
+    blocks = result.models[0].blocks
+    majority_f1 = 0.36  # macro F1 of always answering the majority class (56% of the words)
+    assert all(b.linear > 0.8 for b in blocks)  # the mean over tokens: every block transfers
+    assert all(b.first_token < majority_f1 + 0.05 for b in blocks[:3]) and blocks[-1].first_token > 0.8
+    run_cli("train", config, *common, "strategy.keep_blocks=3", "train.epochs=2", f"output_dir={tmp_path / 'cut'}")
+    assert json.loads((tmp_path / "cut" / "metrics.json").read_text())["validation"]["f1"] < majority_f1 + 0.05

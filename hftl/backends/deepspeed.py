@@ -32,7 +32,7 @@ class DeepSpeedBackend(Backend):
     name = "deepspeed"
     variable = "ACCELERATE_USE_DEEPSPEED"
     feature_cache_refusal = SHARDED_REFUSAL
-    range_test_refusal = "the range test does not run on sharded parameters; set train.head_learning_rate to a number"
+    range_test_refusal = "the range test does not run on sharded parameters"
 
     @classmethod
     def check_launch(cls, cfg: Config | None) -> None:

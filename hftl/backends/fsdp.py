@@ -30,7 +30,7 @@ class FSDPBackend(Backend):
     name = "fsdp"
     variable = "ACCELERATE_USE_FSDP"
     feature_cache_refusal = SHARDED_REFUSAL
-    range_test_refusal = "the range test does not run on sharded parameters; set train.head_learning_rate to a number"
+    range_test_refusal = "the range test does not run on sharded parameters"
     fused_optimizer = False  # DTensor parameters
 
     @classmethod

@@ -79,6 +79,20 @@ def _require(ok: bool, message: str) -> None:
         raise ConfigError(message)
 
 
+def _check_rates(t: Any) -> None:
+    """train.learning_rate and train.head_learning_rate: a number > 0 or auto (the head's also null)."""
+    rate = t.learning_rate
+    _require(
+        rate == "auto" or (isinstance(rate, float) and rate > 0),
+        f"train.learning_rate must be auto or a number > 0, got {rate!r}",
+    )
+    head = t.head_learning_rate
+    _require(
+        head is None or head == "auto" or (isinstance(head, float) and head > 0),
+        f"train.head_learning_rate must be auto, a number > 0 or null (train.learning_rate), got {head!r}",
+    )
+
+
 def validate(cfg: Config) -> None:
     """Check values and their combinations; raise ConfigError naming the key and the fix."""
     _check_choices(cfg, "")
@@ -98,12 +112,7 @@ def validate(cfg: Config) -> None:
     _require(t.max_steps is None or t.max_steps >= 1, f"train.max_steps must be >= 1 or null, got {t.max_steps}")
     _require(t.batch_size >= 1, f"train.batch_size must be >= 1, got {t.batch_size}")
     _require(t.eval_batch_size is None or t.eval_batch_size >= 1, "train.eval_batch_size must be >= 1 or null")
-    _require(t.learning_rate > 0, f"train.learning_rate must be > 0, got {t.learning_rate}")
-    head = t.head_learning_rate
-    _require(
-        head is None or head == "auto" or (isinstance(head, float) and head > 0),
-        f"train.head_learning_rate must be auto, a number > 0 or null (train.learning_rate), got {head!r}",
-    )
+    _check_rates(t)
     _require(0 < t.layer_lr_decay <= 1, f"train.layer_lr_decay must be in (0, 1], got {t.layer_lr_decay}")
     _require(t.weight_decay >= 0, f"train.weight_decay must be >= 0, got {t.weight_decay}")
     _require(t.feature_cache_max_gb >= 0, f"train.feature_cache_max_gb must be >= 0 (0 = no cap), got {t.feature_cache_max_gb}")

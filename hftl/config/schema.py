@@ -220,7 +220,10 @@ class TrainConfig:
     max_steps: int | None = field(default=None, metadata=_help("Stop after this many optimizer steps."))
     batch_size: int = field(default=32, metadata=_help("Examples per device per step."))
     eval_batch_size: int | None = field(default=None, metadata=_help("Defaults to batch_size."))
-    learning_rate: float = field(default=5e-5, metadata=_help("Peak learning rate of the backbone's top block."))
+    learning_rate: float | str = field(
+        default=5e-5,
+        metadata=_help("Peak learning rate of the backbone's top block, or auto (a range test of what trains, before training)."),
+    )
     head_learning_rate: float | str | None = field(
         default="auto",
         metadata=_help("Head learning rate: auto (a range test of the head before training), a number, or null (learning_rate)."),
