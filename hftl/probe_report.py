@@ -84,11 +84,13 @@ def advise(result: Any) -> list[str]:
     for m in result.models:
         last, best = m.blocks[-1], m.blocks[m.best_block - 1]
         gap = abs(best.linear - last.linear) * (1 if result.metric in UNITLESS else 1 / max(abs(last.linear), 1e-12))
+        caution = _first_token_caution(m, best, result.metric)
         if m.best_block < len(m.blocks) and gap > 0.01:
+            who = "for a head that pools every position, " if caution else ""
             lines.append(
                 f"{m.name}: block {m.best_block} of {len(m.blocks)} transfers best by the linear probe "
                 f"({result.metric} {best.linear:.4f} against {last.linear:.4f} at the last block): the blocks above it "
-                f"are specialised to the pretraining task; try strategy.keep_blocks={m.best_block}, or retrain the top."
+                f"are specialised to the pretraining task; {who}try strategy.keep_blocks={m.best_block}, or retrain the top."
             )
         elif m.best_block < len(m.blocks):
             lines.append(
@@ -97,8 +99,8 @@ def advise(result: Any) -> list[str]:
             )
         else:
             lines.append(f"{m.name}: its last block transfers best ({result.metric} {last.linear:.4f}).")
-        if (line := _first_token_caution(m, best, result.metric)) is not None:
-            lines.append(line)
+        if caution is not None:
+            lines.append(caution)
     for rank_key, tau in result.kendall_tau.items():
         what = "LogME" if rank_key == "logme" else "the linear probe"
         trust = "agrees with" if tau >= 0.6 else "partly agrees with" if tau > 0 else "does not agree with"
