@@ -57,7 +57,7 @@ def resolve_auto_rates(run: TrainingRun, state: TrainState, plots: Path) -> None
         if test.chosen is not None:
             found["head"] = test.chosen
         else:
-            why = f"the loss never fell: {_about(test, plots / 'lr_range_test_head.png')}"
+            why = f"the loss never fell clearly: {_about(test, plots / 'lr_range_test_head.png')}"
     if t.learning_rate == "auto":
         if "learning_rate" not in found and (rate := _test_learning_rate(run, plots, _head_has_own_rate(t, found))):
             found["learning_rate"] = rate
@@ -123,7 +123,7 @@ def _test_learning_rate(run: TrainingRun, plots: Path, head_own: bool) -> float 
     found = _sweep(run, phase.trainable, shares.get, path, "everything that trains", keep=list(run.raw.buffers()))
     if found.chosen is None:
         accelerator.print(
-            f"learning rate: auto -> {NOMINAL:g}, the default: the loss never fell ({_about(found, path)}); "
+            f"learning rate: auto -> {NOMINAL:g}, the default: the loss never fell clearly ({_about(found, path)}); "
             "set train.learning_rate to a number"
         )
         return NOMINAL
