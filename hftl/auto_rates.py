@@ -20,7 +20,7 @@ Example:
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +33,8 @@ from hftl.strategies import get_strategy, set_train_mode
 from hftl.train_state import TrainState
 from hftl.training_run import TrainingRun
 
-NOMINAL = 5e-5  # train.learning_rate's default: the rate `auto` builds the parameter groups at until it resolves
+# train.learning_rate's default: the rate `auto` builds the parameter groups at until it resolves, and falls back to
+NOMINAL: float = next(f.default for f in fields(TrainConfig) if f.name == "learning_rate")
 
 
 def nominal(train: TrainConfig) -> TrainConfig:

@@ -43,7 +43,7 @@ def diverged_message(step: int, bad: dict[str, float], cfg: Any) -> str:
     """What went non-finite at which step, what was kept, and the fixes to try."""
     t = cfg.train
     what = ", ".join(f"the {name} is {value}" for name, value in bad.items())
-    fixes = [f"a lower train.learning_rate (now {t.learning_rate:g})" if isinstance(t.learning_rate, float) else ""]
+    fixes = [f"a lower train.learning_rate (now {t.learning_rate:g})"]  # resolved: auto_rates sets it before training
     fixes.append(f"gradient clipping, train.max_grad_norm (now {t.max_grad_norm})" if not t.max_grad_norm else "")
     if t.mixed_precision == "fp16":
         fixes.append("train.mixed_precision=bf16 instead of fp16 (fp16 overflows where bf16 does not)")

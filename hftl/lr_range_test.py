@@ -4,8 +4,9 @@ watch the loss, pick a rate before it blows up.
 `train.head_learning_rate: auto` (the default) runs it for the new head alone, on the frozen pretrained
 features (the feature cache's, where the run caches them: seconds), before the first epoch. A new linear
 head wants a far higher rate than the backbone: on a 4-topic text set with MiniLM, head_only at the
-backbone's 1e-3 reached 0.47 test accuracy in 3 epochs, at 1e-2 0.80. The parameters, the optimizer and
-the random state are exactly as before the test afterwards; only the chosen rate stays.
+backbone's 1e-3 reached 0.47 test accuracy in 3 epochs, at 1e-2 0.80. `train.learning_rate: auto` runs it for
+everything the run trains (`auto_rates.py`). The parameters, the optimizer and the random state are exactly as
+before the test afterwards; only the chosen rate stays.
 
 The choice is fastai's classic one: a tenth of the rate where the smoothed loss was lowest (the loss
 still falls steeply there, and the lowest point itself is already close to divergence).

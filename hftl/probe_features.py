@@ -22,7 +22,7 @@ import os
 import secrets
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +50,7 @@ class BlockFeatures:
     blocks: list[np.ndarray]
     seconds: float
     reused: bool
-    first: list[np.ndarray | None] = field(default_factory=list)
+    first: list[np.ndarray | None]
 
 
 def block_output_modules(layer_map: LayerMap) -> list[str]:

@@ -30,7 +30,7 @@ class TrainState:
     log_history: list[dict[str, float]] = field(default_factory=list)
     num_processes: int = 0  # processes that wrote the checkpoint; 0 in checkpoints from before it was stored
     nonfinite_skipped: int = 0  # optimizer steps dropped for a non-finite loss or gradient norm (on_nonfinite=skip)
-    auto_rates: dict[str, float] = field(default_factory=dict)  # learning rates the range test chose ("head")
+    auto_rates: dict[str, float] = field(default_factory=dict)  # what train.*: auto resolved to ("head", "learning_rate")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

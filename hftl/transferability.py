@@ -189,8 +189,8 @@ def _probe_model(cfg: Config, modality: Any, splits: Any, name: str, checkpoint:
     y_train = np.asarray(column_values(splits.train, LABELS))
     y_val = np.asarray(column_values(splits.validation, LABELS))
     blocks = []
-    firsts = zip(found["train"].first or [None] * len(found["train"].blocks), found["validation"].first or [])
-    for i, (train, val, (train_first, val_first)) in enumerate(zip(found["train"].blocks, found["validation"].blocks, firsts), 1):
+    tr, va = found["train"], found["validation"]
+    for i, (train, val, train_first, val_first) in enumerate(zip(tr.blocks, va.blocks, tr.first, va.first, strict=True), 1):
         started = time.perf_counter()
         linear = linear_probe(train, y_train, val, y_val, metric, problem)
         evidence = logme(train, _logme_targets(y_train, problem), regression=problem == "regression")

@@ -79,8 +79,8 @@ class Backend:
     variable: str | None = None  # the environment variable `accelerate launch` sets to ask for this engine
     feature_cache_refusal: str | None = None  # why the feature cache may not run under this engine, or None
     fused_optimizer = True  # fused AdamW: one kernel over all parameters (not on FSDP's DTensors)
-    # Why train.head_learning_rate: auto cannot run its range test under this engine (it trains the head's own
-    # parameters outside the engine for a moment), or None.
+    # Why the range tests of train.learning_rate / head_learning_rate: auto cannot run under this engine (they
+    # train the parameters outside the engine for a moment), or None.
     range_test_refusal: str | None = None
 
     def __init__(self, accelerator: Accelerator) -> None:
