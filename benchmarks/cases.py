@@ -230,11 +230,11 @@ def model_available(spec: ModelSpec) -> str | None:
 def build_model(spec: ModelSpec, suite: Suite, cache: Path) -> Path:
     """A pretrained-looking checkpoint folder (base model without a task head, plus its processor)."""
     if spec.key == "lite0":
-        from hftl.pretrained import efficientnet_lite0
+        from hftl.builtin import efficientnet_lite0
 
         return efficientnet_lite0(cache / "models" / "efficientnet-lite0")
     if spec.key == "minilm":
-        from hftl.pretrained import resolve_builtin
+        from hftl.builtin import resolve_builtin
 
         return Path(resolve_builtin("builtin:all-minilm-l6-v2"))
     random_dir = cache / "models" / f"{spec.key}-{_digest(asdict(spec))}"
@@ -259,7 +259,7 @@ def _pretrain(spec: ModelSpec, random_dir: Path, data: DataPaths, folder: Path) 
     import contextlib
 
     from hftl import finetune
-    from hftl.modalities import get_modality
+    from hftl.data.modalities import get_modality
 
     run_dir = folder.parent / f".{folder.name}-run"
     shutil.rmtree(run_dir, ignore_errors=True)
@@ -386,7 +386,7 @@ def _write_digits(root: Path, params: dict[str, Any]) -> None:
 
     The benchmark takes the first scans of each class, pretraining (seed 1) the last ones.
     """
-    from hftl.pretrained import write_digits_imagefolder
+    from hftl.builtin import write_digits_imagefolder
 
     per_train, per_val = -(-params["train"] // 10), -(-params["validation"] // 10)
     if per_train + per_val > 174:  # the smallest digit class has 174 scans

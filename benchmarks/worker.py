@@ -32,12 +32,12 @@ PRELOAD = [
     "transformers",
     "peft",
     "datasets",
-    "hftl.api",
-    "hftl.modalities.image",
-    "hftl.modalities.text",
-    "hftl.modalities.audio",
-    "hftl.modalities.speech",
-    "hftl.report",
+    "hftl.runs.finetune",
+    "hftl.data.modalities.image",
+    "hftl.data.modalities.text",
+    "hftl.data.modalities.audio",
+    "hftl.data.modalities.speech",
+    "hftl.studies.compare_report",
     "benchmarks.baseline",
 ]
 
@@ -140,14 +140,14 @@ def hftl_config(s: dict[str, Any], out_dir: Path) -> dict[str, Any]:
 
 def run_hftl(s: dict[str, Any], out_dir: Path) -> dict[str, Any]:
     """Train one case with `hftl.finetune`; epoch times, final accuracy and parameter counts."""
-    import hftl.trainer
+    import hftl.training.trainer
     from hftl import finetune
 
     os.environ["HFTL_FEATURE_CACHE"] = str(out_dir / "feature-cache")  # in case the key is not there but the variable is
     timer = FallbackEpochTimer()
-    timer.install(hftl.trainer)
+    timer.install(hftl.training.trainer)
     trained = TrainingPeak()
-    trained.install(hftl.api)
+    trained.install(hftl.runs.finetune)
     cfg = hftl_config(s, out_dir)
     result = finetune(cfg)
     metrics = json.loads((result.output_dir / "metrics.json").read_text())
@@ -155,7 +155,7 @@ def run_hftl(s: dict[str, Any], out_dir: Path) -> dict[str, Any]:
     if history and all("epoch_seconds" in h for h in history):
         seconds, source = [h["epoch_seconds"] for h in history], "hftl metrics.json history epoch_seconds"
     elif len(timer.seconds()) == len(history):
-        seconds, source = timer.seconds(), "timer around hftl.trainer (set_train_mode .. validation)"
+        seconds, source = timer.seconds(), "timer around hftl.training.trainer (set_train_mode .. validation)"
     else:  # neither: the total training time, spread evenly (first and later epochs then look alike)
         seconds = [result.train_seconds / max(len(history), 1)] * len(history)
         source = "hftl train_seconds / epochs (no per-epoch times available)"

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from hftl.config import Config, load_config
-from hftl.errors import ConfigError, DataError, HftlError
+from hftl.utils.errors import ConfigError, DataError, HftlError
 
 __all__ = ["Config", "ConfigError", "DataError", "FinetuneResult", "HftlError", "evaluate_run", "finetune", "load_config"]
 __all__ += ["compare", "predict", "probe", "search"]
@@ -21,23 +21,23 @@ def __getattr__(name: str) -> Any:
     # The training stack (torch, transformers, accelerate) loads on first use, so `hftl --help` and
     # config errors answer at once.
     if name in ("FinetuneResult", "finetune"):
-        from hftl import api
+        from hftl.runs import finetune
 
-        return getattr(api, name)
+        return getattr(finetune, name)
     if name == "compare":
-        from hftl import study
+        from hftl.studies.compare import compare
 
-        return study.compare
-    if name == "probe":  # the function; the module is hftl.transferability (a module `probe` would shadow it)
-        from hftl import transferability
+        return compare
+    if name == "probe":
+        from hftl.studies.probe import probe
 
-        return transferability.probe
-    if name == "search":  # the function; the module is hftl.tuning
-        from hftl import tuning
+        return probe
+    if name == "search":
+        from hftl.studies.search import search
 
-        return tuning.search
+        return search
     if name in ("evaluate_run", "predict"):
-        from hftl import inference
+        from hftl.runs import inference
 
         return getattr(inference, name)
     raise AttributeError(f"module 'hftl' has no attribute {name!r}")

@@ -270,7 +270,7 @@ def main() -> int:
         tiny_bert(sources["bert"])
         sentiment_csv(sources["bert-data"])
     if any(CASES[n].model == "vit" for n in names) and not sources["vit"].exists():
-        from hftl.pretrained import write_digits_imagefolder
+        from hftl.builtin import write_digits_imagefolder
 
         tiny_vit(sources["vit"])
         write_digits_imagefolder(sources["vit-data"], per_class=12)

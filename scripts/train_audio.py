@@ -18,15 +18,15 @@ from pathlib import Path
 from accelerate import PartialState
 from accelerate.utils import set_seed
 
-from hftl import api
 from hftl.config import Config, load_config
-from hftl.data import load_splits
-from hftl.errors import HftlError
-from hftl.modalities import get_modality
-from hftl.models import setup_model
-from hftl.run_dir import prepare_run_dir
-from hftl.run_lock import run_lock
-from hftl.trainer import TrainResult, fit, make_accelerator
+from hftl.data.modalities import get_modality
+from hftl.data.sources import load_splits
+from hftl.models.loading import setup_model
+from hftl.run_folder.layout import prepare_run_dir
+from hftl.run_folder.lock import run_lock
+from hftl.runs.finetune import finish_run, setup_data
+from hftl.training.trainer import TrainResult, fit, make_accelerator
+from hftl.utils.errors import HftlError
 
 TASKS = ("audio-classification", "speech-recognition")
 
@@ -72,7 +72,7 @@ def train(cfg: Config) -> TrainResult:
         # 4. Torch datasets (train-time shift/crop, gain and noise when data.augment), batches padded per
         #    batch by the checkpoint's feature extractor with attention masks, and the task's evaluator:
         #    accuracy/F1, or greedy CTC decoding scored by word and character error rate.
-        data = api.setup_data(cfg, modality, processor, splits)
+        data = setup_data(cfg, modality, processor, splits)
 
         # 5. Train: prints what trains per part, then epochs with validation, keeps the best epoch by
         #    train.metric_for_best (f1, or wer for speech recognition), writes resumable checkpoints.
@@ -80,7 +80,7 @@ def train(cfg: Config) -> TrainResult:
 
         # 6. Export: model/ with the feature extractor (and tokenizer) for transformers.pipeline, LoRA
         #    merged with adapter/ beside it, the model card, and metrics.json last.
-        api.finish_run(cfg, accelerator, splits, model, processor, layer_map, plan, result)
+        finish_run(cfg, accelerator, splits, model, processor, layer_map, plan, result)
         return result
 
 

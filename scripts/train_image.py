@@ -18,15 +18,15 @@ from pathlib import Path
 from accelerate import PartialState
 from accelerate.utils import set_seed
 
-from hftl import api
 from hftl.config import Config, load_config
-from hftl.data import load_splits
-from hftl.errors import HftlError
-from hftl.modalities import get_modality
-from hftl.models import setup_model
-from hftl.run_dir import prepare_run_dir
-from hftl.run_lock import run_lock
-from hftl.trainer import TrainResult, fit, make_accelerator
+from hftl.data.modalities import get_modality
+from hftl.data.sources import load_splits
+from hftl.models.loading import setup_model
+from hftl.run_folder.layout import prepare_run_dir
+from hftl.run_folder.lock import run_lock
+from hftl.runs.finetune import finish_run, resolve_builtins, setup_data
+from hftl.training.trainer import TrainResult, fit, make_accelerator
+from hftl.utils.errors import HftlError
 
 TASK = "image-classification"
 
@@ -43,7 +43,7 @@ def train(cfg: Config) -> TrainResult:
     run_dir = Path(cfg.output_dir)
 
     # 1. `builtin:` sources (the offline EfficientNet-Lite0, the digits set) become local folders.
-    api.resolve_builtins(cfg)
+    resolve_builtins(cfg)
 
     # 2. Data first: its labels decide the size of the new head. Unreadable images are skipped and
     #    counted (or refused with data.on_bad_file=error); without data.validation a stratified
@@ -75,7 +75,7 @@ def train(cfg: Config) -> TrainResult:
 
         # 5. Torch datasets over the splits (augmentation on train only) and the batch collator, which
         #    runs the checkpoint's own image processor.
-        data = api.setup_data(cfg, modality, processor, splits)
+        data = setup_data(cfg, modality, processor, splits)
 
         # 6. Train: prints what trains per part, then epochs with validation, keeps the best epoch by
         #    train.metric_for_best, writes resumable checkpoints to run_dir/checkpoints.
@@ -83,7 +83,7 @@ def train(cfg: Config) -> TrainResult:
 
         # 7. Export from the main process only: model/ (LoRA merged, adapter/ beside it), the model card,
         #    and metrics.json last, because its presence marks the run as finished.
-        api.finish_run(cfg, accelerator, splits, model, processor, layer_map, plan, result)
+        finish_run(cfg, accelerator, splits, model, processor, layer_map, plan, result)
         return result
 
 

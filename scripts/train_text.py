@@ -20,15 +20,15 @@ from pathlib import Path
 from accelerate import PartialState
 from accelerate.utils import set_seed
 
-from hftl import api
 from hftl.config import Config, load_config
-from hftl.data import load_splits
-from hftl.errors import HftlError
-from hftl.modalities import get_modality
-from hftl.models import setup_model
-from hftl.run_dir import prepare_run_dir
-from hftl.run_lock import run_lock
-from hftl.trainer import TrainResult, fit, make_accelerator
+from hftl.data.modalities import get_modality
+from hftl.data.sources import load_splits
+from hftl.models.loading import setup_model
+from hftl.run_folder.layout import prepare_run_dir
+from hftl.run_folder.lock import run_lock
+from hftl.runs.finetune import finish_run, resolve_builtins, setup_data
+from hftl.training.trainer import TrainResult, fit, make_accelerator
+from hftl.utils.errors import HftlError
 
 TASKS = ("text-classification", "token-classification")
 
@@ -67,7 +67,7 @@ def train(cfg: Config) -> TrainResult:
     run_dir = Path(cfg.output_dir)
 
     # 1. `builtin:` sources (all-MiniLM-L6-v2 from PyPI, the VADER word set) become local paths.
-    api.resolve_builtins(cfg)
+    resolve_builtins(cfg)
 
     # 2. Data first: its labels (or tags) decide the size of the new head. Empty texts are skipped
     #    and counted (data.on_bad_file=error refuses them); tags must match their words one to one.
@@ -92,7 +92,7 @@ def train(cfg: Config) -> TrainResult:
 
         # 5. Datasets and the collator: every split tokenized once, padded per batch to its longest text;
         #    for tagging, each word's label on its first sub-token (-100 elsewhere).
-        data = api.setup_data(cfg, modality, tokenizer, splits)
+        data = setup_data(cfg, modality, tokenizer, splits)
         if accelerator.is_main_process:
             print(describe_tokenization(cfg, modality, tokenizer, splits, data))
 
@@ -100,7 +100,7 @@ def train(cfg: Config) -> TrainResult:
         result = fit(cfg, model, layer_map, plan, data, run_dir, accelerator)
 
         # 7. Export model/ with the tokenizer (pipeline-ready), the card, then metrics.json last.
-        api.finish_run(cfg, accelerator, splits, model, tokenizer, layer_map, plan, result)
+        finish_run(cfg, accelerator, splits, model, tokenizer, layer_map, plan, result)
         return result
 
 

@@ -1,8 +1,8 @@
 """Open an HTML page in a real headless Chromium and report what a reader would see go wrong.
 
 Drives Debian's `chromium` over the DevTools protocol (websocket-client, no Selenium or Playwright): load the
-page, wait for its load event, then read every image's state and every console error, uncaught exception and
-failed resource load the browser logged.
+page (a file, or a URL such as a local server's), wait until it is complete, then read every image's state, every
+console error, uncaught exception and failed resource load the browser logged, and every URL the page requested.
 
 Example:
     >>> seen = render(Path("runs/study/report.html"))  # doctest: +SKIP
@@ -29,11 +29,12 @@ def browser() -> str | None:
     return next((path for name in BROWSERS if (path := shutil.which(name))), None)
 
 
-def render(page: Path, timeout: float = 120.0) -> dict[str, Any]:
-    """{"images": [{"alt", "loaded"}], "errors": [text], "title": str} of `page` after its load event."""
+def render(page: Path | str, timeout: float = 120.0) -> dict[str, Any]:
+    """{"images": [{"alt", "loaded"}], "errors": [text], "requests": [url], "title": str} of `page` (a file or a URL)
+    once its document is complete."""
     import websocket
 
-    with tempfile.TemporaryDirectory() as profile:
+    with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as profile:  # Chromium may still be writing it
         proc = subprocess.Popen(
             [browser(), "--headless=new", "--no-sandbox", "--disable-gpu", "--remote-debugging-port=0",
              f"--user-data-dir={profile}", "about:blank"],
@@ -66,26 +67,29 @@ def _port(profile: Path, proc: subprocess.Popen, timeout: float) -> int:
     raise TimeoutError("chromium did not open its DevTools port")
 
 
-def _load(ws: Any, page: Path, timeout: float) -> dict[str, Any]:
+def _load(ws: Any, page: Path | str, timeout: float) -> dict[str, Any]:
     """Navigate, then ask until the document is complete (asking, not waiting for one load event that a busy
     machine's browser may send before the listener is attached), then read the images and the title."""
     ids = iter(range(1, 10_000))
     errors: list[str] = []
+    requests: list[str] = []
 
     def ask(method: str, **params: Any) -> Any:
         n = next(ids)
         ws.send(json.dumps({"id": n, "method": method, "params": params}))
         while True:
             event = json.loads(ws.recv())
-            _collect(event, errors)
+            _collect(event, errors, requests)
             if event.get("id") == n:
                 return event.get("result", {}).get("result", {}).get("value")
 
-    for method in ("Runtime.enable", "Log.enable", "Page.enable"):
+    for method in ("Runtime.enable", "Log.enable", "Page.enable", "Network.enable"):
         ask(method)
-    ask("Page.navigate", url=page.resolve().as_uri())
+    url = page if isinstance(page, str) else page.resolve().as_uri()
+    ask("Page.navigate", url=url)
     deadline = time.monotonic() + timeout
-    while ask("Runtime.evaluate", expression="location.protocol + document.readyState") != "file:complete":
+    done = url.split(":", 1)[0] + ":complete"  # the new page's protocol: not about:blank still loading
+    while ask("Runtime.evaluate", expression="location.protocol + document.readyState") != done:
         if time.monotonic() > deadline:
             raise TimeoutError(f"{page} did not finish loading in {timeout:.0f} s")
         time.sleep(0.2)
@@ -93,12 +97,15 @@ def _load(ws: Any, page: Path, timeout: float) -> dict[str, Any]:
     title = ask("Runtime.evaluate", expression="document.title", returnByValue=True)
     time.sleep(0.5)  # console messages logged while loading may trail the answers
     ask("Runtime.evaluate", expression="1")
-    return {"images": images, "errors": errors, "title": title}
+    return {"images": images, "errors": errors, "requests": requests, "title": title}
 
 
-def _collect(event: dict[str, Any], errors: list[str]) -> None:
-    """Console errors, uncaught exceptions and failed loads (a broken image, a missing file) into `errors`."""
+def _collect(event: dict[str, Any], errors: list[str], requests: list[str]) -> None:
+    """Console errors, uncaught exceptions and failed loads (a broken image, a missing file) into `errors`; every
+    URL the page asked for (documents, scripts, styles, fonts, fetches, workers) into `requests`."""
     method, params = event.get("method"), event.get("params", {})
+    if method == "Network.requestWillBeSent":
+        requests.append(params.get("request", {}).get("url", ""))
     if method == "Runtime.consoleAPICalled" and params.get("type") in ("error", "assert"):
         errors.append("console: " + " ".join(str(a.get("value", a.get("description", ""))) for a in params.get("args", [])))
     elif method == "Runtime.exceptionThrown":

@@ -50,6 +50,20 @@ def require(module: str, install: str = TEST_EXTRA):
     return pytest.importorskip(module, reason=f"{module} is not installed; install it with: {install}")
 
 
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """Headless Chromium for the browser tests (tests/browser.py); `.ci/run` installs Debian's `chromium`."""
+    from tests.browser import browser
+
+    require("websocket", TEST_EXTRA)
+    found = browser()
+    if found is None:
+        if os.environ.get("CI", "").strip().lower() in ("true", "1"):
+            pytest.fail("CI: chromium must be installed (apt-get install chromium; .ci/run does it)", pytrace=False)
+        pytest.skip("no chromium on PATH: apt-get install chromium")
+    return found
+
+
 def save_tiny_vit(folder: Path, image_size: int = 32) -> Path:
     from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor
 
@@ -123,7 +137,7 @@ def tiny_resnet(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def digits(tmp_path_factory) -> Path:
     """Real sklearn digits, 3 classes x 30 images, as an imagefolder."""
-    from hftl.pretrained import write_digits_imagefolder
+    from hftl.builtin import write_digits_imagefolder
 
     root = tmp_path_factory.mktemp("digits")
     full = write_digits_imagefolder(root / "all", per_class=30)

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from hftl.layers import LayerMap
+from hftl.models.layer_map import LayerMap
 
 
 def forward_order(model: nn.Module, inputs: dict[str, Any]) -> tuple[dict[str, int], dict[str, int], torch.Tensor]:

@@ -18,11 +18,11 @@ import pytest
 import torch
 
 from hftl.config import load_config
-from hftl.errors import ConfigError
-from hftl.layer_trace import example_inputs
-from hftl.layers import build_layer_map
-from hftl.lora import apply_lora
-from hftl.strategies import build_plan
+from hftl.models.layer_map import build_layer_map
+from hftl.models.layer_trace import example_inputs
+from hftl.models.strategies import build_plan
+from hftl.models.strategies.lora import apply_lora
+from hftl.utils.errors import ConfigError
 from tests.layer_map_checks import check_layer_map
 from tests.tiny_models import LORA_REFUSED, PIPELINES, all_cases, build_tiny, save_tiny, skip_reason
 
@@ -86,7 +86,7 @@ E2E_CASES = [(task, m) for task, models in E2E.items() for m in models]
 @pytest.fixture(scope="module")
 def task_data(tmp_path_factory) -> dict[str, Path]:
     """One small real data set per task, written once."""
-    from hftl.pretrained import write_digits_imagefolder
+    from hftl.builtin import write_digits_imagefolder
     from tests.audio_fixtures import write_tone_classes, write_tone_sequences
     from tests.text_data import sentiment_rows, tagging_rows, write_csv, write_jsonl
 

@@ -8,17 +8,17 @@ import pytest
 import soundfile as sf
 import torch
 
-from hftl.audio_io import load_audio
 from hftl.config import load_config
-from hftl.data import load_splits
-from hftl.errors import DataError, HftlError
-from hftl.layers import build_layer_map
-from hftl.lora import apply_lora, default_lora_targets
-from hftl.metrics import IGNORE
-from hftl.modalities import get_modality
-from hftl.modalities.audio import AudioAugment, centre_crop
-from hftl.modalities.speech import CTCEvaluator, build_tokenizer, build_vocab, error_rates, normalize_transcript
-from hftl.strategies import build_plan, feature_encoder_parameters
+from hftl.data.audio_io import load_audio
+from hftl.data.metrics import IGNORE
+from hftl.data.modalities import get_modality
+from hftl.data.modalities.audio import AudioAugment, centre_crop
+from hftl.data.modalities.speech import CTCEvaluator, build_tokenizer, build_vocab, error_rates, normalize_transcript
+from hftl.data.sources import load_splits
+from hftl.models.layer_map import build_layer_map
+from hftl.models.strategies import build_plan, feature_encoder_parameters
+from hftl.models.strategies.lora import apply_lora, default_lora_targets
+from hftl.utils.errors import DataError, HftlError
 
 from .audio_fixtures import RATE, tiny_wav2vec2_config, tone, write_tone_classes, write_tone_sequences
 from .audio_fixtures import one_thread as one_thread  # noqa: F401 - autouse: one torch thread

@@ -13,10 +13,10 @@ import yaml
 from accelerate.utils import set_seed
 
 from hftl.config import load_config
-from hftl.modalities import get_modality
-from hftl.models import setup_model
-from hftl.run_dir import load_run
-from hftl.strategies import feature_encoder_parameters
+from hftl.data.modalities import get_modality
+from hftl.models.loading import setup_model
+from hftl.models.strategies import feature_encoder_parameters
+from hftl.run_folder.layout import load_run
 
 from .audio_fixtures import LETTER_TONES, RATE, letters_clip, tone
 from .audio_fixtures import one_thread as one_thread  # noqa: F401 - autouse: one torch thread

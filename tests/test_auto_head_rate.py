@@ -11,7 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from hftl.lr_range_test import choose, range_test
+from hftl.training.lr_range_test import choose, range_test
 
 from .conftest import MINILM, REPO, VADER, require, run_cli
 

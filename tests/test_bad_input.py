@@ -17,12 +17,12 @@ from PIL import Image
 
 from hftl import finetune
 from hftl.config import DataConfig, load_config
-from hftl.data import load_splits
-from hftl.errors import ConfigError, DataError, HftlError
-from hftl.inference import evaluate_run, predict
-from hftl.modalities import get_modality
-from hftl.models import load_model
-from hftl.run_dir import prepare_run_dir
+from hftl.data.modalities import get_modality
+from hftl.data.sources import load_splits
+from hftl.models.loading import load_model
+from hftl.run_folder.layout import prepare_run_dir
+from hftl.runs.inference import evaluate_run, predict
+from hftl.utils.errors import ConfigError, DataError, HftlError
 
 from .conftest import run_cli
 

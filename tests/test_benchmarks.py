@@ -8,9 +8,9 @@ import pytest
 
 from benchmarks import cases as C
 from benchmarks.baseline import apply_strategy
-from hftl.api import setup_model
 from hftl.config import load_config
-from hftl.modalities import get_modality
+from hftl.data.modalities import get_modality
+from hftl.runs.finetune import setup_model
 
 QUICK = C.with_overrides(C.SUITES["quick"], pretraining=False)
 

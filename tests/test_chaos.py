@@ -11,7 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from hftl.faults import AFTER_STEP, IN_CACHE_FILL, IN_CHECKPOINT, IN_EXPORT
+from hftl.utils.faults import AFTER_STEP, IN_CACHE_FILL, IN_CHECKPOINT, IN_EXPORT
 
 from .conftest import REPO, run_cli
 

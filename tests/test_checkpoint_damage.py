@@ -10,8 +10,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from hftl.checkpoint import MANIFEST, damage
-from hftl.faults import AFTER_STEP
+from hftl.training.checkpoint_files import MANIFEST, damage
+from hftl.utils.faults import AFTER_STEP
 
 from .conftest import REPO, run_cli
 

@@ -12,8 +12,8 @@ import pytest
 import yaml
 from PIL import Image
 
-from hftl.errors import ConfigError
-from hftl.study import parse_strategies, split_overrides
+from hftl.studies.compare import parse_strategies, split_overrides
+from hftl.utils.errors import ConfigError
 
 from .conftest import run_cli
 from .text_data import sentiment_rows, validation_rows, write_csv
@@ -157,7 +157,7 @@ def test_demo_names_what_to_install_for_audio():
 
 
 def test_recommendation_reads_error_rates_as_lower_is_better():
-    from hftl.report import recommend
+    from hftl.studies.compare_report import recommend
 
     def row(name, wer, seconds, params):
         return {"strategy": name, "arm": name, "validation_wer": wer, "train_seconds": seconds, "trainable_parameters": params,

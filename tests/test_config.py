@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from hftl.config import STRATEGIES, Config, load_config
-from hftl.errors import ConfigError
+from hftl.utils.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = sorted(p for p in (REPO / "configs").rglob("*.yaml") if p.parent.name != "accelerate")  # those are Accelerate's

@@ -1,6 +1,6 @@
 """Data loading: imagefolders, tables of image paths, label vocabularies, stratified splits.
 
-Real image files written with PIL in tmp_path, loaded through hftl.data and the image modality.
+Real image files written with PIL in tmp_path, loaded through hftl.data.sources and the image modality.
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ import pytest
 from PIL import Image
 
 from hftl.config import DataConfig
-from hftl.data import LABELS, ROW, DataReport, load_source, load_splits
-from hftl.errors import DataError
-from hftl.modalities import get_modality
-from hftl.sampling import stratified_split
+from hftl.data.modalities import get_modality
+from hftl.data.sampling import stratified_split
+from hftl.data.sources import LABELS, ROW, DataReport, load_source, load_splits
+from hftl.utils.errors import DataError
 
 IMAGE = get_modality("image-classification")
 

@@ -11,9 +11,9 @@ import pytest
 import yaml
 
 from hftl.config import load_config
-from hftl.data import load_splits
-from hftl.errors import DataError
-from hftl.modalities import get_modality
+from hftl.data.modalities import get_modality
+from hftl.data.sources import load_splits
+from hftl.utils.errors import DataError
 
 from .conftest import run_cli
 from .text_data import sentiment_rows

@@ -19,7 +19,7 @@ import yaml
 from safetensors.torch import load_file
 
 from hftl.config import load_config
-from hftl.errors import ConfigError, HftlError
+from hftl.utils.errors import ConfigError, HftlError
 
 from .conftest import REPO, run_cli
 from .test_config import launcher_env

@@ -10,8 +10,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from hftl.checkpoint import damage
-from hftl.faults import ENOSPC_IN
+from hftl.training.checkpoint_files import damage
+from hftl.utils.faults import ENOSPC_IN
 
 from .conftest import REPO, run_cli
 
@@ -65,8 +65,8 @@ def test_a_real_full_filesystem_is_recognised_whatever_the_writer_raises(tmp_pat
 
     import pytest
 
-    from hftl.checkpoint import latest_checkpoint, save_checkpoint
-    from hftl.errors import DiskFullError
+    from hftl.training.checkpoint_files import latest_checkpoint, save_checkpoint
+    from hftl.utils.errors import DiskFullError
 
     small = tmp_path / "small"
     small.mkdir()

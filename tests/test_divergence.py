@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from hftl.faults import NAN_LOSS_AT_STEP
+from hftl.utils.faults import NAN_LOSS_AT_STEP
 
 from .conftest import REPO, run_cli
 

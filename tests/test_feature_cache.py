@@ -13,7 +13,7 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from hftl.errors import ConfigError
+from hftl.utils.errors import ConfigError
 
 from .audio_fixtures import one_thread  # noqa: F401 (autouse: tiny models run steadier on one thread)
 from .conftest import run_cli
@@ -90,7 +90,7 @@ def test_cached_training_equals_uncached(case, request, digits, reviews, tmp_pat
 
 
 def test_cache_is_on_disk_memory_mapped_and_reused(tiny_bert, reviews, tmp_path, monkeypatch):
-    from hftl.feature_cache import CachedSplit
+    from hftl.training.feature_cache import CachedSplit
 
     monkeypatch.setenv("HFTL_FEATURE_CACHE", str(tmp_path / "cache"))
     path = config(tmp_path, tiny_bert, reviews, "text-classification", epochs=1)
@@ -118,8 +118,8 @@ def test_cache_is_on_disk_memory_mapped_and_reused(tiny_bert, reviews, tmp_path,
 
 def test_vit_head_only_stores_the_cls_token_only(tiny_vit, digits, tmp_path, monkeypatch):
     """ViT's classifier reads the first token of the last hidden state: one position of ~17 is stored."""
-    from hftl.feature_cache import FEATURES, FULL, CachedSplit, collate_cached
-    from hftl.feature_cache.standins import _Feed
+    from hftl.training.feature_cache import FEATURES, FULL, CachedSplit, collate_cached
+    from hftl.training.feature_cache.standins import _Feed
 
     monkeypatch.setenv("HFTL_FEATURE_CACHE", str(tmp_path / "cache"))
     path = config(tmp_path, tiny_vit, digits, "image-classification", epochs=1)
@@ -224,8 +224,8 @@ def test_bad_choice_is_a_config_error():
 
 
 def test_batched_reads_pad_inputs_labels_and_features(tmp_path):
-    from hftl.feature_cache import FEATURES, CachedSplit, collate_cached
-    from hftl.feature_cache.store import _ShardWriter
+    from hftl.training.feature_cache import FEATURES, CachedSplit, collate_cached
+    from hftl.training.feature_cache.store import _ShardWriter
 
     writer = _ShardWriter(tmp_path / "shard-0")
     for i, n in enumerate((3, 5)):
@@ -267,7 +267,7 @@ def _mapped_kib(path) -> int:
 
 @pytest.mark.skipif(not Path("/proc/self/smaps").exists(), reason="reads /proc/self/smaps (Linux)")
 def test_reading_a_cache_leaves_none_of_it_resident(tmp_path):
-    from hftl.feature_cache.store import CachedSplit, _ShardWriter
+    from hftl.training.feature_cache.store import CachedSplit, _ShardWriter
 
     writer = _ShardWriter(tmp_path / "shard-0")
     for i in range(64):  # 64 examples of 256 KiB: 16 MiB on disk
@@ -321,9 +321,9 @@ def test_torch_compile_is_passed_to_accelerate_and_turns_the_cache_off(tiny_bert
     from accelerate.utils import DynamoBackend
 
     from hftl.config import load_config
-    from hftl.feature_cache import FeatureCache
-    from hftl.strategies import Phase
-    from hftl.trainer import make_accelerator
+    from hftl.models.strategies import Phase
+    from hftl.training.feature_cache import FeatureCache
+    from hftl.training.trainer import make_accelerator
 
     cfg = load_config({"model": {"name_or_path": str(tiny_bert)}, "data": {"train": "d"}}, ["train.torch_compile=true"])
     accelerator = make_accelerator(cfg, tmp_path, multi_phase=False)
@@ -338,9 +338,9 @@ def test_torch_compile_is_passed_to_accelerate_and_turns_the_cache_off(tiny_bert
 
 def test_a_training_engine_that_rules_the_cache_out_turns_it_off_with_its_reason(tiny_bert, tmp_path):
     from hftl.config import load_config
-    from hftl.feature_cache import FeatureCache
-    from hftl.strategies import Phase
-    from hftl.trainer import make_accelerator
+    from hftl.models.strategies import Phase
+    from hftl.training.feature_cache import FeatureCache
+    from hftl.training.trainer import make_accelerator
 
     split = type("Split", (), {"cached": None})
     data = type("Data", (), {"train": split(), "validation": split(), "test": None})()
@@ -366,8 +366,8 @@ def test_feature_cache_modules_import_one_way():
 
     import hftl
 
-    order = ["cut", "key", "store", "standins", "checks", "cache", "__init__"]
-    root = Path(hftl.__file__).parent
+    order = ["folder", "cut", "key", "store", "standins", "checks", "cache", "__init__"]
+    root = Path(hftl.__file__).parent / "training"
 
     def hftl_imports(path: Path) -> set[str]:
         tree = ast.parse(path.read_text())
@@ -378,17 +378,19 @@ def test_feature_cache_modules_import_one_way():
     assert {p.stem for p in (root / "feature_cache").glob("*.py")} == set(order)
     for i, name in enumerate(order):
         imported = hftl_imports(root / "feature_cache" / f"{name}.py")
-        inside = {m.removeprefix("hftl.feature_cache.") for m in imported if m.startswith("hftl.feature_cache.")}
+        inside = {
+            m.removeprefix("hftl.training.feature_cache.") for m in imported if m.startswith("hftl.training.feature_cache.")
+        }
         assert inside <= set(order[:i]), f"feature_cache/{name}.py imports {inside - set(order[:i])}"
-        assert not {m for m in imported if m in ("hftl.sharding", "hftl.trainer", "hftl.feature_cache")}, name
-    assert not {m for m in hftl_imports(root / "data.py") if m.startswith("hftl.feature_cache")}
+        assert not {m for m in imported if m in ("hftl.sharding", "hftl.training.trainer", "hftl.training.feature_cache")}, name
+    assert not {m for m in hftl_imports(root.parent / "data" / "sources.py") if m.startswith("hftl.training.feature_cache")}
 
 
 def test_cache_folder_is_listed_capped_least_recently_used_first_and_cleared(tiny_bert, reviews, tmp_path, monkeypatch):
     import os
     import time
 
-    from hftl.cache_folder import entries
+    from hftl.training.feature_cache.folder import entries
 
     cache = tmp_path / "cache"
     monkeypatch.setenv("HFTL_FEATURE_CACHE", str(cache))

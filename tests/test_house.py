@@ -1,6 +1,6 @@
-"""The shape of the package, kept by tests so it cannot drift back: imports point one way (no cycle, found
-with `ast`, function-level imports included), modules and functions stay readable in one sitting, and
-only `hftl/backends/` asks which training engine runs."""
+"""The shape of the package, kept by tests so it cannot drift back: one folder per layer of docs/architecture.md's
+table and imports only down it (found with `ast`, function-level imports included), no cycle, a small root,
+modules and functions readable in one sitting, and only `hftl/backends/` asks which training engine runs."""
 
 from __future__ import annotations
 
@@ -9,7 +9,10 @@ from pathlib import Path
 
 import pytest
 
-PACKAGE = Path(__file__).resolve().parents[1] / "hftl"
+REPO = Path(__file__).resolve().parents[1]
+PACKAGE = REPO / "hftl"
+ARCHITECTURE = REPO / "docs" / "architecture.md"
+MAX_ROOT_MODULES = 6
 MAX_MODULE_LINES = 450
 MAX_FUNCTION_LINES = 80
 ENGINE_WORDS = ("DistributedType", "distributed_type", "is_deepspeed", "is_sharded", "deepspeed", "fsdp")
@@ -24,21 +27,29 @@ def modules() -> dict[str, Path]:
     return {module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
 
 
-def imports_of(path: Path, known: dict[str, Path]) -> set[str]:
+def imports_of(path: Path, known: dict[str, Path], me: str | None = None) -> set[str]:
     """The hftl modules `path` imports anywhere (module level, functions, TYPE_CHECKING blocks).
 
     `from hftl.x import y` names the submodule `hftl.x.y` when there is one, else `hftl.x`; the parent
     packages Python imports on the way are not counted (every submodule would loop with its package).
     """
+    me = me or (module_name(path) if PACKAGE in path.resolve().parents else None)
     found = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
             found |= {alias.name for alias in node.names if alias.name.split(".")[0] == "hftl"}
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0 and node.module.split(".")[0] == "hftl":
+        elif isinstance(node, ast.ImportFrom):
+            module = node.module or ""
+            if node.level and me:  # `from .x import y`: resolved against the importing module's package
+                package = me if path.name == "__init__.py" else me.rpartition(".")[0]
+                base = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+                module = f"{base}.{module}" if module else base
+            if module.split(".")[0] != "hftl":
+                continue
             for alias in node.names:
-                sub = f"{node.module}.{alias.name}"
-                found.add(sub if sub in known else node.module)
-    return {name for name in found if name in known and name != module_name(path)}
+                sub = f"{module}.{alias.name}"
+                found.add(sub if sub in known else module)
+    return {name for name in found if name in known and name != me}
 
 
 def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
@@ -76,6 +87,53 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     return found
 
 
+def import_graph() -> dict[str, set[str]]:
+    known = modules()
+    return {name: imports_of(path, known) for name, path in known.items()}
+
+
+def architecture_layers(text: str) -> list[tuple[str, list[str]]]:
+    """(layer, the module-name prefixes of its folders and files) per row of the architecture page's layer table,
+    bottom layer first. A folder `hftl/data/` is the prefix `hftl.data`; a file `hftl/__init__.py` is `hftl`."""
+    section = text.split("## The layers of the house", 1)[1].split("\n## ", 1)[0]
+    rows = [line.split("|")[1:-1] for line in section.splitlines() if line.startswith("| ") and "`hftl/" in line]
+    layers = []
+    for cells in rows:
+        paths = [c.strip("` ") for c in cells[1].split(",")]
+        layers.append(
+            (
+                cells[0].strip(),
+                [
+                    module_name(PACKAGE.parent / p.rstrip("/")) if p.endswith(".py") else p.rstrip("/").replace("/", ".")
+                    for p in paths
+                ],
+            )
+        )
+    return layers
+
+
+def layer_of(name: str, layers: list[tuple[str, list[str]]]) -> int | None:
+    """The index of the layer whose longest prefix holds module `name`, or None."""
+    best = None
+    for i, (_, prefixes) in enumerate(layers):
+        for prefix in prefixes:
+            if (name == prefix or name.startswith(prefix + ".")) and (best is None or len(prefix) > best[1]):
+                best = (i, len(prefix))
+    return best[0] if best else None
+
+
+def climbing_imports(graph: dict[str, set[str]], layers: list[tuple[str, list[str]]]) -> list[str]:
+    """`a (layer) imports b (higher layer)` for every import that climbs the table."""
+    found = []
+    for name, imported in sorted(graph.items()):
+        mine = layer_of(name, layers)
+        for other in sorted(imported):
+            theirs = layer_of(other, layers)
+            if mine is not None and theirs is not None and theirs > mine:
+                found.append(f"{name} ({layers[mine][0]}) imports {other} ({layers[theirs][0]})")
+    return found
+
+
 def test_cycle_finder_finds_a_planted_cycle():
     graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
     assert cycles(graph) == [["a", "b", "c"]]
@@ -83,12 +141,54 @@ def test_cycle_finder_finds_a_planted_cycle():
 
 
 def test_no_import_cycle_inside_hftl():
-    known = modules()
-    graph = {name: imports_of(path, known) for name, path in known.items()}
+    graph = import_graph()
     assert sum(map(len, graph.values())) > 50, "the import graph came out empty: the finder is broken"
     found = cycles(graph)
     detail = [" -> ".join(c) + " : " + "; ".join(f"{a} imports {sorted(graph[a] & set(c))}" for a in c) for c in found]
     assert not found, "import cycles:\n" + "\n".join(detail)
+
+
+def test_the_layer_table_is_read_and_covers_the_package():
+    layers = architecture_layers(ARCHITECTURE.read_text())
+    names = [name for name, _ in layers]
+    assert names[0] == "ground" and names[-1] == "entry" and len(names) >= 8, names
+    homeless = [name for name in modules() if layer_of(name, layers) is None]
+    assert not homeless, f"modules in no row of {ARCHITECTURE.name}'s layer table (add them there): {homeless}"
+    folders = {p.parent for p in PACKAGE.rglob("*.py") if p.parent != PACKAGE}
+    top = sorted({f.relative_to(PACKAGE).parts[0] for f in folders})
+    listed = {prefix.split(".")[1] for _, prefixes in layers for prefix in prefixes if "." in prefix}
+    assert set(top) <= listed, f"folders of hftl/ not in the layer table: {sorted(set(top) - listed)}"
+
+
+def test_imports_point_down_the_layers():
+    layers = architecture_layers(ARCHITECTURE.read_text())
+    found = climbing_imports(import_graph(), layers)
+    assert not found, "imports that climb docs/architecture.md's layer table:\n" + "\n".join(found)
+
+
+def test_the_layer_check_finds_a_planted_violation():
+    """The check must see a climbing import: plant one in the real graph (the errors module importing the trainer),
+    and one through a function-level import in a module file the walker reads."""
+    layers = architecture_layers(ARCHITECTURE.read_text())
+    graph = import_graph()
+    graph["hftl.utils.errors"] = graph["hftl.utils.errors"] | {"hftl.training.trainer"}
+    assert climbing_imports(graph, layers) == ["hftl.utils.errors (ground) imports hftl.training.trainer (training)"]
+    assert layer_of("hftl.data.modalities.text", layers) == layer_of("hftl.data.sources", layers)
+    assert layer_of("hftl", layers) == layer_of("hftl.cli.train", layers) == len(layers) - 1
+
+
+def test_the_walker_sees_function_level_and_relative_imports(tmp_path):
+    planted = tmp_path / "planted.py"
+    planted.write_text("def f():\n    from hftl.studies.compare import compare\n    import hftl.runs.export\n")
+    known = modules()
+    assert imports_of(planted, known) == {"hftl.studies.compare", "hftl.runs.export"}
+    planted.write_text("from ..training import trainer\nfrom . import files\n")  # read as hftl/utils/planted.py
+    assert imports_of(planted, known, me="hftl.utils.planted") == {"hftl.training.trainer", "hftl.utils.files"}
+
+
+def test_the_root_is_small():
+    root = sorted(p.name for p in PACKAGE.glob("*.py"))
+    assert len(root) <= MAX_ROOT_MODULES, f"hftl/ holds {len(root)} modules at its root: {root}; give them a folder"
 
 
 @pytest.mark.parametrize("name", sorted(modules()))

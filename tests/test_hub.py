@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from hftl.errors import HftlError
-from hftl.hub import check_repo_id, files_to_push, push_run
+from hftl.runs.hub import check_repo_id, files_to_push, push_run
+from hftl.utils.errors import HftlError
 
 from .conftest import run_cli
 from .text_data import sentiment_rows, write_csv

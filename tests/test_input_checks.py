@@ -9,8 +9,8 @@ import datasets
 import numpy as np
 from PIL import Image
 
-from hftl.input_checks import InputCheck, check_column
-from hftl.modalities.image import IMAGE_CHECK
+from hftl.data.input_checks import InputCheck, check_column
+from hftl.data.modalities.image import IMAGE_CHECK
 
 
 def write_images(root: Path, n: int) -> list[str]:

@@ -13,10 +13,10 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoConfig, PretrainedConfig, pipeline
 
-from hftl.errors import ConfigError, HftlError
-from hftl.layer_trace import example_inputs
-from hftl.layers import build_layer_map
-from hftl.truncation import depth_changes, keep_lower_blocks
+from hftl.models.layer_map import build_layer_map
+from hftl.models.layer_trace import example_inputs
+from hftl.models.truncation import depth_changes, keep_lower_blocks
+from hftl.utils.errors import ConfigError, HftlError
 from tests.tiny_models import all_cases, build_tiny, skip_reason
 
 from .conftest import REPO, run_cli

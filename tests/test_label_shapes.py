@@ -15,12 +15,12 @@ import torch
 import yaml
 
 from hftl.config import load_config
-from hftl.data import load_splits
-from hftl.errors import ConfigError, DataError
-from hftl.labels import LabelSpace
-from hftl.losses import class_weight_vector, sample_weights
-from hftl.modalities import get_modality
-from hftl.sampling import EpochSampler
+from hftl.data.labels import LabelSpace
+from hftl.data.losses import class_weight_vector, sample_weights
+from hftl.data.modalities import get_modality
+from hftl.data.sampling import EpochSampler
+from hftl.data.sources import load_splits
+from hftl.utils.errors import ConfigError, DataError
 
 from .conftest import run_cli, save_tiny_bert, save_tiny_resnet
 from .text_data import FILLER, NEGATIVE, PEOPLE, POSITIVE, write_jsonl
@@ -31,7 +31,7 @@ ATTRIBUTES = {"even": lambda d: d % 2 == 0, "at_least_5": lambda d: d >= 5, "pri
 @pytest.fixture(scope="module")
 def digit_rows(tmp_path_factory) -> list[dict]:
     """Real digits, 20 per class: the image, its true attributes (several per image) and its value."""
-    from hftl.pretrained import write_digits_imagefolder
+    from hftl.builtin import write_digits_imagefolder
 
     root = write_digits_imagefolder(tmp_path_factory.mktemp("digits") / "all", per_class=20)
     rows = []
@@ -258,7 +258,7 @@ def imbalanced_rows(n: int, minority: float = 0.05, seed: int = 0) -> list[dict]
 
 def test_balanced_class_weights_raise_the_minority_recall_at_the_same_budget(tmp_path):
     """95/5: 10 zeros against 190 ones and sevens (real digits); validation 40 of each, so recall is measured finely."""
-    from hftl.pretrained import write_digits_imagefolder
+    from hftl.builtin import write_digits_imagefolder
 
     root = write_digits_imagefolder(tmp_path / "digits")
     zeros, ones, sevens = (sorted((root / d).iterdir()) for d in ("0", "1", "7"))

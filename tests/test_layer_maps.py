@@ -11,10 +11,10 @@ import transformers as tf
 from torch import nn
 
 from hftl.config import LoraConfig
-from hftl.errors import HftlError
-from hftl.layer_trace import example_inputs
-from hftl.layers import build_layer_map
-from hftl.lora import apply_lora
+from hftl.models.layer_map import build_layer_map
+from hftl.models.layer_trace import example_inputs
+from hftl.models.strategies.lora import apply_lora
+from hftl.utils.errors import HftlError
 from tests.layer_map_checks import check_layer_map
 
 TEXT = dict(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37)
@@ -47,7 +47,7 @@ def test_whisper_encoder_for_audio_classification():
 
 def test_albert_one_shared_layer_group_is_one_block_that_trains_under_freeze():
     from hftl.config import Config
-    from hftl.strategies import build_plan
+    from hftl.models.strategies import build_plan
 
     model = tf.AlbertForSequenceClassification(tf.AlbertConfig(embedding_size=16, **TEXT))
     lm = _mapped(model)
@@ -137,8 +137,8 @@ def test_lora_wrapped_convolutions_still_answer_the_attributes_the_model_reads(c
 def test_pretrained_head_layers_are_kept_only_the_classifier_is_new(tmp_path):
     """RoBERTa's classification head: its dense layer is pretrained (another task's), its out_proj is new."""
     from hftl.config import Config
-    from hftl.modalities import get_modality
-    from hftl.models import setup_model
+    from hftl.data.modalities import get_modality
+    from hftl.models.loading import setup_model
     from tests.conftest import TEXT_WORDS
 
     src = tf.RobertaForSequenceClassification(tf.RobertaConfig(**TEXT, num_labels=3, pad_token_id=1))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import transformers as tf
 
-from hftl.layers import build_layer_map, describe, format_trainable
+from hftl.models.layer_map import build_layer_map, describe, format_trainable
 
 
 def _tiny(name: str):
@@ -108,7 +108,7 @@ def test_peft_wrapped_names_map_to_the_same_parts():
 
 
 def test_blocks_override_and_clear_error_for_wrong_path():
-    from hftl.errors import HftlError
+    from hftl.utils.errors import HftlError
 
     model = _tiny("resnet")
     lm = build_layer_map(model, "encoder.stages.2.layers")

@@ -13,10 +13,10 @@ import torch
 import yaml
 
 import hftl
-from hftl.baselines import chance_level, left_chance, one_class_only
 from hftl.config import better
-from hftl.report import write_report
-from hftl.study import RunRecord, Study, parse_models
+from hftl.studies.baselines import chance_level, left_chance, one_class_only
+from hftl.studies.compare import RunRecord, Study, parse_models
+from hftl.studies.compare_report import write_report
 
 from .conftest import run_cli, save_tiny_bert
 from .test_compare import table_rows
@@ -149,7 +149,7 @@ def guessing(metrics: dict, majority: int = 0) -> dict:
     counts = [sum(row) for row in out["confusion_matrix"]]
     out["confusion_matrix"] = [[n if j == majority else 0 for j in range(len(counts))] for n in counts]
     refs = [label for label, n in enumerate(counts) for _ in range(n)]
-    from hftl.metrics import classification_metrics
+    from hftl.data.metrics import classification_metrics
 
     out["validation"].update(classification_metrics([majority] * len(refs), refs))
     return out

@@ -16,7 +16,7 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from hftl.faults import SIGTERM_AFTER_STEP
+from hftl.utils.faults import SIGTERM_AFTER_STEP
 
 from .conftest import REPO, run_cli
 from .test_distributed import torchrun

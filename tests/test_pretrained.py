@@ -1,4 +1,4 @@
-"""Tests for hftl.pretrained: the offline EfficientNet-Lite0 conversion and the digits imagefolder.
+"""Tests for hftl.builtin: the offline EfficientNet-Lite0 conversion and the digits imagefolder.
 
 The slow tests check the conversion is *right*, not just loadable: the converted model has to name real
 photos (scikit-learn's bundled sample images) the way the original network does.
@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from hftl.errors import HftlError
-from hftl.pretrained import efficientnet_lite0, write_digits_imagefolder
+from hftl.builtin import efficientnet_lite0, write_digits_imagefolder
+from hftl.utils.errors import HftlError
 
 from .conftest import LITE0, require
 
@@ -67,7 +67,7 @@ def test_lite0_reload_gives_same_logits(lite0_dir: Path) -> None:
     import torch
     from transformers import AutoImageProcessor, AutoModelForImageClassification
 
-    from hftl.pretrained import _convert_lite0, _imagenet_labels, _lite0_weights_file
+    from hftl.builtin.efficientnet_lite0 import _convert_lite0, _imagenet_labels, _lite0_weights_file
 
     reloaded = AutoModelForImageClassification.from_pretrained(lite0_dir).eval()
     fresh = _convert_lite0(_lite0_weights_file(), _imagenet_labels())

@@ -14,8 +14,8 @@ import yaml
 from PIL import Image
 
 import hftl
-from hftl.logme import logme
-from hftl.transferability import probe
+from hftl.studies.logme import logme
+from hftl.studies.probe import probe
 
 from .conftest import run_cli, save_tiny_bert, save_tiny_vit
 from .text_data import sentiment_rows, write_csv
@@ -86,12 +86,12 @@ def test_probe_scores_every_block_ranks_and_reuses_the_cached_pass(two_vits, dig
 def test_block_features_are_each_layers_hidden_states_averaged_over_real_tokens(tmp_path):
     """The hooks and pooling against the model's own hidden states: block i is hidden_states[i + 1] of
     transformers' output, averaged over the tokens the attention mask marks (padding left out)."""
-    from hftl.api import setup_data
     from hftl.config import load_config
-    from hftl.data import load_splits
-    from hftl.modalities import get_modality
-    from hftl.models import setup_model
-    from hftl.probe_features import block_features
+    from hftl.data.modalities import get_modality
+    from hftl.data.sources import load_splits
+    from hftl.models.loading import setup_model
+    from hftl.runs.finetune import setup_data
+    from hftl.studies.probe_features import block_features
 
     bert = save_tiny_bert(tmp_path / "bert")
     data_file = write_csv(tmp_path / "r.csv", sentiment_rows(24))
@@ -164,8 +164,8 @@ def test_logme_prefers_features_that_explain_the_labels():
 def test_the_report_says_when_the_first_token_sees_less_than_the_mean():
     """A lower block that the mean of its tokens scores well but the first token alone does not: a head that reads
     the first token would not find it, and the report says so (MiniLM's case, README)."""
-    from hftl.probe_report import advise
-    from hftl.transferability import BlockScore, ModelProbe, ProbeResult
+    from hftl.studies.probe import BlockScore, ModelProbe, ProbeResult
+    from hftl.studies.probe_report import advise
 
     blocks = [BlockScore(1, 0.70, -1.0, 0.1, 0.70), BlockScore(2, 0.89, -0.5, 0.1, 0.55), BlockScore(3, 0.80, -0.6, 0.1, 0.80)]
     result = ProbeResult(Path("."), "text-classification", "f1", "logme", [ModelProbe("m", "c", blocks, 1.0, False, 2)], ["c"])

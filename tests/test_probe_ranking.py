@@ -20,7 +20,7 @@ import torch
 import yaml
 from PIL import Image
 
-from hftl.transferability import probe
+from hftl.studies.probe import probe
 
 from .conftest import LITE0, MINILM, VADER, require, run_cli, save_tiny_bert, save_tiny_resnet
 
@@ -37,7 +37,7 @@ def link_files(files: list[Path], folder: Path) -> None:
 def digit_tasks(tmp_path_factory) -> dict[str, Path]:
     """source: every digit class, on 60% of the images; unrelated: colour patches; target: the parity (even or odd)
     of the other 40% of the digits, 30 labelled images a class to train, the rest to validate."""
-    from hftl.pretrained import write_digits_imagefolder
+    from hftl.builtin import write_digits_imagefolder
 
     root = tmp_path_factory.mktemp("digit-tasks")
     full = write_digits_imagefolder(root / "all", size=32)

@@ -8,23 +8,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from .browser import browser, render
-from .conftest import REPO, require, run_cli
+from .browser import render
+from .conftest import REPO, run_cli
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def chromium() -> str:
-    require("websocket", "pip install -e '.[test]'")
-    found = browser()
-    if found is None:
-        import os
-
-        if os.environ.get("CI", "").strip().lower() in ("true", "1"):
-            pytest.fail("CI: chromium must be installed (apt-get install chromium; .ci/run does it)", pytrace=False)
-        pytest.skip("no chromium on PATH: apt-get install chromium")
-    return found
 
 
 def check(page: Path, images: int) -> None:

@@ -110,8 +110,8 @@ def draws() -> tuple:
 
 
 def test_each_rank_resumes_its_own_rng_stream_and_another_process_count_gets_rank_zeros(tmp_path):
-    from hftl.checkpoint import gather_rng_states, load_checkpoint, save_checkpoint, set_rng_state
-    from hftl.train_state import TrainState
+    from hftl.training.checkpoint_files import gather_rng_states, load_checkpoint, save_checkpoint, set_rng_state
+    from hftl.training.train_state import TrainState
 
     states, expected = [], []
     for rank in range(2):  # two ranks' streams, as gather_rng_states collects them in a 2-process run

@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from hftl.errors import HftlError
-from hftl.run_lock import LOCK_FILE, run_lock
+from hftl.run_folder.lock import LOCK_FILE, run_lock
+from hftl.utils.errors import HftlError
 
 from .conftest import REPO, run_cli
 
-HOLD = "import sys, time; from pathlib import Path; from hftl.run_lock import run_lock\n" + (
+HOLD = "import sys, time; from pathlib import Path; from hftl.run_folder.lock import run_lock\n" + (
     "with run_lock(Path(sys.argv[1])):\n    print('held', flush=True); time.sleep(600)"
 )
 

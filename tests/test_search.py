@@ -17,7 +17,7 @@ from PIL import Image
 
 import hftl
 from hftl.config import load_config
-from hftl.search_space import check_space, default_space
+from hftl.studies.search_space import check_space, default_space
 
 from .conftest import REPO, run_cli
 
@@ -132,7 +132,7 @@ def test_spaces_are_checked_before_any_trial(tiny_vit, digits, tmp_path):
         "strategy.lora.r": {"type": "categorical", "choices": [4, 8]},
         "trainable_blocks": {"type": "int", "low": 1, "high": 2},
     }))  # fmt: skip
-    from hftl.search_space import load_space
+    from hftl.studies.search_space import load_space
 
     keys = ["train.learning_rate", "strategy.lora.r", "strategy.trainable_blocks"]
     assert list(load_space(space, "image-classification")) == keys  # any spelling hftl train takes, made canonical

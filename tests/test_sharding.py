@@ -35,7 +35,7 @@ def test_an_fsdp_checkpoint_is_not_resumed_without_fsdp():
     from accelerate import Accelerator
 
     from hftl.backends import backend_for
-    from hftl.errors import HftlError
+    from hftl.utils.errors import HftlError
 
     model = torch.nn.Linear(2, 2)
     optimizer = torch.optim.AdamW(model.parameters())

@@ -7,11 +7,11 @@ import torch
 import transformers as tf
 
 from hftl.config import load_config
-from hftl.layers import build_layer_map
-from hftl.lora import apply_lora, default_lora_targets
-from hftl.models import init_for_scratch
-from hftl.optimization import lr_lambda, param_groups
-from hftl.strategies import build_plan, set_train_mode, set_trainable
+from hftl.models.layer_map import build_layer_map
+from hftl.models.loading import init_for_scratch
+from hftl.models.optimization import lr_lambda, param_groups
+from hftl.models.strategies import build_plan, set_train_mode, set_trainable
+from hftl.models.strategies.lora import apply_lora, default_lora_targets
 
 
 def tiny_vit():
@@ -54,7 +54,7 @@ def test_freeze_trains_exactly_the_top_n_blocks_and_head(n):
 
 
 def test_freeze_more_blocks_than_the_model_has_is_refused():
-    from hftl.errors import ConfigError
+    from hftl.utils.errors import ConfigError
 
     model = tiny_vit()
     with pytest.raises(ConfigError, match="only 4 backbone blocks"):

@@ -12,15 +12,15 @@ import torch
 import yaml
 from accelerate.utils import set_seed
 
-from hftl.api import setup_data
 from hftl.config import load_config
-from hftl.data import load_splits
-from hftl.metrics import IGNORE
-from hftl.modalities import get_modality
-from hftl.modalities.text import align_labels
-from hftl.models import setup_model
-from hftl.run_dir import load_run
-from hftl.sampling import EpochSampler
+from hftl.data.metrics import IGNORE
+from hftl.data.modalities import get_modality
+from hftl.data.modalities.text import align_labels
+from hftl.data.sampling import EpochSampler
+from hftl.data.sources import load_splits
+from hftl.models.loading import setup_model
+from hftl.run_folder.layout import load_run
+from hftl.runs.finetune import setup_data
 
 from .conftest import run_cli
 from .text_data import sentiment_rows, tagging_rows, validation_rows, write_csv, write_jsonl
@@ -196,7 +196,7 @@ def test_splits_tokenized_once_give_the_batches_per_batch_tokenizing_gives(tiny_
     """`encode` (once per split, before training) + padding in the collator == the tokenizer padding each batch."""
     import datasets
 
-    from hftl.data import ExampleDataset
+    from hftl.data.sources import ExampleDataset
 
     raw = {"task": "text-classification", "model": {"name_or_path": str(tiny_bert)}, "data": {"train": "x"}}
     modality = get_modality("text-classification", load_config(raw, {"max_length": 7}))

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 from hftl.config import load_config
-from hftl.data import load_splits
-from hftl.errors import DataError, HftlError
-from hftl.modalities import get_modality
-from hftl.models import load_model
+from hftl.data.modalities import get_modality
+from hftl.data.sources import load_splits
+from hftl.models.loading import load_model
+from hftl.utils.errors import DataError, HftlError
 
 from .conftest import run_cli, save_tiny_bert
 from .test_bad_input import cli_error

@@ -48,8 +48,8 @@ def test_token_classification_refuses_a_tokenizer_that_cannot_map_tokens_to_word
     """LUKE's tokenizer ignores is_split_into_words (word_ids are all None): training would see no label."""
     import json
 
-    from hftl.errors import HftlError
-    from hftl.modalities.text import _check_word_alignment
+    from hftl.data.modalities.text import _check_word_alignment
+    from hftl.utils.errors import HftlError
 
     pieces = ["<s>", "<pad>", "</s>", "<unk>", "<mask>", "Ġ", *"abcdefghijklmnopqrstuvwxyz", *(f"Ġ{c}" for c in "abcdefghij")]
     (tmp_path / "vocab.json").write_text(json.dumps({piece: i for i, piece in enumerate(pieces)}))

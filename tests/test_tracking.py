@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from hftl.config import TRACKERS, load_config, tracker_names
-from hftl.errors import ConfigError
+from hftl.utils.errors import ConfigError
 
 from .conftest import require, run_cli
 from .text_data import sentiment_rows, write_csv

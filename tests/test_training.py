@@ -11,10 +11,10 @@ import torch
 import yaml
 from accelerate.utils import set_seed
 
-from hftl.layers import build_layer_map
-from hftl.modalities import get_modality
-from hftl.models import setup_model
-from hftl.run_dir import load_run
+from hftl.data.modalities import get_modality
+from hftl.models.layer_map import build_layer_map
+from hftl.models.loading import setup_model
+from hftl.run_folder.layout import load_run
 
 from .conftest import run_cli
 

@@ -18,13 +18,13 @@ import yaml
 from safetensors.torch import load_file
 
 from hftl.config import load_config
-from hftl.errors import ConfigError
-from hftl.layer_trace import example_inputs
-from hftl.layers import build_layer_map
-from hftl.lora import default_lora_targets
-from hftl.modalities import get_modality
-from hftl.modalities.speech import SpeechRecognition
-from hftl.modalities.speech_seq2seq import SpeechSeq2Seq
+from hftl.data.modalities import get_modality
+from hftl.data.modalities.speech import SpeechRecognition
+from hftl.data.modalities.speech_seq2seq import SpeechSeq2Seq
+from hftl.models.layer_map import build_layer_map
+from hftl.models.layer_trace import example_inputs
+from hftl.models.strategies.lora import default_lora_targets
+from hftl.utils.errors import ConfigError
 
 from .audio_fixtures import RATE, letters_clip, one_thread, save_tiny_wav2vec2, tone, write_tone_sequences  # noqa: F401
 from .conftest import REPO, run_cli

@@ -73,9 +73,9 @@ def write_csv(path: Path, rows: list[dict]) -> Path:
 def validation_rows(run_dir: Path) -> list[dict]:
     """A text-classification run's validation examples (`text`, label name), in order, rebuilt from its own
     config.yaml the way `load_splits` made them for the run."""
-    from hftl.data import load_splits
-    from hftl.modalities import get_modality
-    from hftl.run_dir import saved_config
+    from hftl.data.modalities import get_modality
+    from hftl.data.sources import load_splits
+    from hftl.run_folder.layout import saved_config
 
     cfg = saved_config(run_dir)
     splits = load_splits(cfg.data, get_modality(cfg.task, cfg), cfg.train.seed)

@@ -204,7 +204,7 @@ def build_tiny(task: str, model_type: str) -> Any:
     breaks the architecture (a forward pass on an example batch fails) and the default is under 40M weights."""
     import torch
 
-    from hftl.layer_trace import example_inputs
+    from hftl.models.layer_trace import example_inputs
 
     cls = model_class(task, model_type)
     try:

@@ -26,7 +26,7 @@ from accelerate.utils import other as accelerate_other
 from torch import nn
 
 from hftl.config import Config
-from hftl.errors import HftlError
+from hftl.utils.errors import HftlError
 
 
 def launched(variable: str) -> bool:

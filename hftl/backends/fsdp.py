@@ -21,7 +21,7 @@ from torch import nn
 
 from hftl.backends.base import SHARDED_REFUSAL, Backend
 from hftl.config import Config
-from hftl.errors import ConfigError
+from hftl.utils.errors import ConfigError
 
 CPU_PROCESSES = "torchrun --nproc_per_node N -m hftl.cli train ... (or accelerate launch --multi_gpu --num_processes N)"
 

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from hftl.config import Config
-from hftl.errors import ConfigError, HftlError
+from hftl.utils.errors import ConfigError, HftlError
 
 INSTALL = "pip install 'hftl[deepspeed]'"
 SHARD = "zero_optimizer_rank{rank}.pt"

@@ -37,7 +37,7 @@ from hftl.config.schema import (
     StrategyConfig,
     TrainConfig,
 )
-from hftl.errors import ConfigError
+from hftl.utils.errors import ConfigError
 
 __all__ = [
     "CLASSIFICATION_TASKS", "KEY_ALIASES", "LOWER_IS_BETTER", "PIPELINE_TASKS", "PROBLEMS", "PROBLEM_METRICS",

@@ -13,7 +13,7 @@ import re
 from typing import Any
 
 from hftl.config.schema import CLASSIFICATION_TASKS, PROBLEM_METRICS, TASK_METRICS, TRACKERS, Config
-from hftl.errors import ConfigError
+from hftl.utils.errors import ConfigError
 
 REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
 

@@ -23,7 +23,7 @@ from typing import Any, Union
 import yaml
 
 from hftl.config.schema import _SECTION_SHORTHAND, KEY_ALIASES, TASK_KEY_ALIASES, Config
-from hftl.errors import ConfigError
+from hftl.utils.errors import ConfigError
 
 
 def override_items(overrides: list[str] | dict[str, Any] | None) -> list[tuple[str, Any]]:

@@ -1,0 +1,25 @@
+"""What several subcommands share: printing once under a multi-process launch, and a study's table and report."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hftl.utils.errors import HftlError
+
+
+def is_main_process() -> bool:
+    """True in the one process that prints (every process runs the command under torchrun / accelerate launch)."""
+    from accelerate import PartialState
+
+    return PartialState().is_main_process
+
+
+def print_study(study: Any) -> None:
+    """A study's table and report paths; a non-zero exit when a run of it failed."""
+    from hftl.studies.compare_report import format_table
+
+    print("\n" + format_table(study))
+    print(f"\nreport: {study.report_md}  (self-contained: {study.report_html})")
+    failed = [r for r in study.runs if r.error]
+    if failed:
+        raise HftlError(f"{len(failed)} run(s) failed: " + "; ".join(f"{r.arm}: {r.error[:200]}" for r in failed))

@@ -1,0 +1,127 @@
+"""A finished run on new inputs: metrics on other labelled data (`hftl evaluate`), predictions (`hftl predict`).
+
+Both read the run's `model/` as a user would; labelled data is read and checked by the same data path
+training uses (`hftl.data.sources.load_labelled`), and evaluated by the same loop (`evaluate_loop`).
+
+Example:
+    >>> evaluate_run("runs/vit-lora", "more-digits/")["accuracy"]        # doctest: +SKIP
+    >>> predict("runs/bert-full", ["a wonderful film"])                  # doctest: +SKIP
+    [[{'label': 'pos', 'score': 0.97}]]
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+from torch.utils.data import DataLoader
+
+from hftl.data.dataset_repos import RepoOptions
+from hftl.data.label_metrics import evaluator_for
+from hftl.data.labels import LabelSpace
+from hftl.data.modalities import get_modality
+from hftl.data.sources import DataReport, ExampleDataset, load_labelled
+from hftl.run_folder.layout import load_run, read_metrics
+from hftl.training.evaluation import evaluate_loop
+from hftl.utils.errors import HftlError
+
+
+def evaluate_run(
+    run_dir: str | Path,
+    data: str,
+    batch_size: int | None = None,
+    dataset_config: str | None = None,
+    revision: str | None = None,
+    split: str | None = None,
+) -> dict[str, float]:
+    """Metrics of a finished run's `model/` on other labelled data (labels must be the model's); for a Hub
+    dataset (or dataset-repo folder), its config, revision and split (name or slice)."""
+    cfg, model_dir = load_run(run_dir)
+    modality = get_modality(cfg.task, cfg, str(model_dir))
+    model = modality.model_class().from_pretrained(str(model_dir))
+    # The run's own decision threshold (multi-label), as its model/config.json keeps it: never re-tuned on new data.
+    threshold = getattr(model.config, "decision_threshold", None)
+    processor = modality.load_processor(str(model_dir), None, False)
+    space = run_labels(run_dir)
+    report = DataReport()
+    repo = RepoOptions(dataset_config, revision)
+    ds, column = load_labelled(data, modality, cfg.data, space, report, repo, split)
+    if report.total():
+        print(report.summary())
+    accelerator = Accelerator(cpu=not torch.cuda.is_available())  # several processes on CPUs too (gloo)
+    ds, column = modality.encode(ds, column, processor)
+    loader = DataLoader(
+        ExampleDataset(ds, column, modality.loader(processor)),
+        batch_size=batch_size or cfg.train.eval_batch_size or cfg.train.batch_size,
+        collate_fn=modality.collator(processor),
+    )
+    model, loader = accelerator.prepare(model, loader)
+    evaluator = evaluator_for(space, threshold) if modality.label_shapes and threshold is not None else None
+    evaluator = evaluator or modality.evaluator(processor, space)
+    metrics, _, _ = evaluate_loop(accelerator, model, loader, evaluator, desc="evaluate")
+    metrics["examples"] = len(ds)
+    return metrics
+
+
+def run_labels(run_dir: str | Path) -> LabelSpace:
+    """The label space a finished run recorded, as its exported model sees it (regression: data units)."""
+    data = read_metrics(run_dir)["data"]
+    return LabelSpace.from_dict(data.get("label_space"), data["labels"]).in_data_units()
+
+
+def predict(run_dir: str | Path, inputs: list[str], top_k: int | None = None) -> list[list[dict[str, Any]]]:
+    """Label names and scores for each input (file path or text), through `transformers.pipeline`.
+
+    Multi-label: every label with its sigmoid score, best first, and `predicted` (the score reaches the
+    run's decision threshold); `top_k` keeps the best k. Regression: one `{"label": target, "value": value}`
+    per target, in the data's units. `top_k` (default: 1 for single-label, every label for multi-label) is
+    refused for regression, where it means nothing.
+    """
+    predictor = Predictor(run_dir)
+    return predictor([predictor.modality.load_predict_input(item) for item in inputs], top_k)
+
+
+class Predictor:
+    """A finished run's `model/` in its pipeline, with the run's label shape applied to the outputs.
+
+    Example:
+        >>> Predictor("runs/bert-full")(["a wonderful film"], top_k=None)   # doctest: +SKIP
+        [[{'label': 'pos', 'score': 0.97}]]
+    """
+
+    def __init__(self, run_dir: str | Path, batch_size: int | None = None, device: Any = None) -> None:
+        from transformers import pipeline
+
+        cfg, model_dir = load_run(run_dir)
+        self.modality = get_modality(cfg.task, cfg, str(model_dir))
+        self.pipe = pipeline(self.modality.pipeline_task, model=str(model_dir), batch_size=batch_size, device=device)
+        config = self.pipe.model.config
+        self.problem = getattr(config, "problem_type", None) if self.modality.label_shapes else None
+        self.order = {name: i for i, name in config.id2label.items()}
+        self.threshold = getattr(config, "decision_threshold", 0.5)
+
+    def check_top_k(self, top_k: int | None) -> None:
+        """--top-k ranks classes: refused where the outputs are not a ranking of classes."""
+        if top_k is None:
+            return
+        if self.problem == "regression":
+            raise HftlError("--top-k ranks classes; a regression model predicts one value per target. Leave it out")
+        if not self.modality.label_shapes:
+            what = "transcripts" if self.modality.task == "speech-recognition" else "entities"
+            raise HftlError(f"--top-k ranks classes; a {self.modality.task} model predicts {what}. Leave it out")
+
+    def __call__(self, inputs: list[Any], top_k: int | None = None) -> list[list[dict[str, Any]]]:
+        self.check_top_k(top_k)
+        if self.problem not in ("multi_label_classification", "regression"):
+            return self.modality.predict(self.pipe, inputs, top_k or 1)
+        outputs = self.modality.predict(self.pipe, inputs, len(self.order))  # every label (target), best first
+        if self.problem == "regression":
+            ordered = [sorted(out, key=lambda o: self.order[o["label"]]) for out in outputs]
+            return [[{"label": o["label"], "value": o["score"]} for o in out] for out in ordered]
+        for out in outputs:
+            for o in out:
+                t = self.threshold[self.order[o["label"]]] if isinstance(self.threshold, list) else self.threshold
+                o["predicted"] = o["score"] >= t
+        return [out[:top_k] if top_k else out for out in outputs]
