@@ -119,19 +119,27 @@ def save_tiny_bert(folder: Path, tokenizer: bool = True) -> Path:
     return folder
 
 
+def seeded(save, folder: Path, seed: int = 0) -> Path:
+    """`save(folder)` with weights from their own seed: the same tiny model whichever tests ran before it (the
+    global generator's state depends on the order pytest collects the files in)."""
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        return save(folder)
+
+
 @pytest.fixture(scope="session")
 def tiny_bert(tmp_path_factory) -> Path:
-    return save_tiny_bert(tmp_path_factory.mktemp("tiny-bert"))
+    return seeded(save_tiny_bert, tmp_path_factory.mktemp("tiny-bert"))
 
 
 @pytest.fixture(scope="session")
 def tiny_vit(tmp_path_factory) -> Path:
-    return save_tiny_vit(tmp_path_factory.mktemp("tiny-vit"))
+    return seeded(save_tiny_vit, tmp_path_factory.mktemp("tiny-vit"))
 
 
 @pytest.fixture(scope="session")
 def tiny_resnet(tmp_path_factory) -> Path:
-    return save_tiny_resnet(tmp_path_factory.mktemp("tiny-resnet"))
+    return seeded(save_tiny_resnet, tmp_path_factory.mktemp("tiny-resnet"))
 
 
 @pytest.fixture(scope="session")

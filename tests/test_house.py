@@ -225,3 +225,17 @@ def test_python_dash_m_hftl_is_the_hftl_command():
         [sys.executable, "-m", "hftl", "train", "missing.yaml"], capture_output=True, text=True, cwd=PACKAGE.parent
     )
     assert bad.returncode == 2 and "config file missing.yaml does not exist" in bad.stderr
+
+
+def test_study_modules_do_not_shadow_the_public_functions():
+    """`hftl.probe` and `hftl.search` stay functions after their modules (`hftl.studies.probe`, ...) are imported:
+    the studies package re-exports nothing, so importing a module sets no attribute of `hftl`."""
+    import importlib
+
+    import hftl
+
+    for name in ("compare", "probe", "search"):
+        importlib.import_module(f"hftl.studies.{name}")
+        function = getattr(hftl, name)
+        assert callable(function) and function.__module__ == f"hftl.studies.{name}", (name, function)
+    assert hftl.finetune.__module__ == "hftl.runs.finetune" and callable(hftl.predict)

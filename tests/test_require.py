@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from .conftest import require
+from tests.conftest import require
 
 
 def test_require_skips_without_ci_and_fails_with_the_install_hint_under_ci(monkeypatch):
