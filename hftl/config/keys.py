@@ -113,12 +113,18 @@ def _hints(cls: Any) -> dict[str, Any]:
 
 
 @functools.cache
-def _leaf_keys(cls: Any = Config, prefix: str = "") -> tuple[str, ...]:
+def leaf_keys(cls: Any = Config, prefix: str = "") -> tuple[str, ...]:
+    """Every dotted leaf key a config accepts, in schema order.
+
+    Example:
+        >>> leaf_keys()[:2]
+        ('task', 'model.name_or_path')
+    """
     keys = []
     for f in dataclasses.fields(cls):
         hint = _hints(cls)[f.name]
         if dataclasses.is_dataclass(hint):
-            keys.extend(_leaf_keys(hint, f"{prefix}{f.name}."))
+            keys.extend(leaf_keys(hint, f"{prefix}{f.name}."))
         else:
             keys.append(f"{prefix}{f.name}")
     return tuple(keys)
@@ -127,7 +133,7 @@ def _leaf_keys(cls: Any = Config, prefix: str = "") -> tuple[str, ...]:
 def _resolve_key(key: str) -> str:
     if key in _SECTION_SHORTHAND:
         return f"{key}.{_SECTION_SHORTHAND[key]}"
-    leaves = [*_leaf_keys(), *KEY_ALIASES]
+    leaves = [*leaf_keys(), *KEY_ALIASES]
     if "." in key or key in leaves:
         return key
     matches = [leaf for leaf in leaves if leaf.rsplit(".", 1)[-1] == key]
@@ -167,7 +173,7 @@ def _assign(cfg: Config, parts: list[str], value: Any, from_text: bool, origin: 
 
 def _close_leaf(key: str) -> str | None:
     """The full key a misspelt short key probably meant: `epoch` -> `train.epochs`."""
-    leaves = {leaf.rsplit(".", 1)[-1]: leaf for leaf in _leaf_keys()}
+    leaves = {leaf.rsplit(".", 1)[-1]: leaf for leaf in leaf_keys()}
     leaves.update({name: name for name in _SECTION_SHORTHAND})
     hint = difflib.get_close_matches(key, list(leaves), n=1)
     return leaves[hint[0]] if hint else None

@@ -21,6 +21,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from hftl.utils.errors import first_line
+
 SPEECH_RATE = 16_000
 
 
@@ -80,8 +82,7 @@ def trace_forward(model: nn.Module, inputs: dict[str, Any] | None) -> Trace:
             first = out.to_tuple() if hasattr(out, "to_tuple") else out
             logits = first[0] if isinstance(first, (tuple, list)) and first else None
     except Exception as e:  # noqa: BLE001 - any failure means "no trace"; the caller says so and falls back
-        first = (str(e).strip().splitlines() or [""])[0][:200]
-        return Trace(error=f"{type(e).__name__}: {first}")
+        return Trace(error=f"{type(e).__name__}: {first_line(e)}")
     finally:
         for h in handles:
             h.remove()

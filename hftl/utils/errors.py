@@ -5,6 +5,16 @@ CLI prints its message without a traceback. Anything else is a bug in hftl and k
 """
 
 
+def first_line(error: BaseException, limit: int = 200) -> str:
+    """The first line of `error`'s message, cut to `limit` characters: enough to say why in a one-line note.
+
+    Example:
+        >>> first_line(RuntimeError("shapes differ\\n  at layer 3"))
+        'shapes differ'
+    """
+    return (str(error).strip().splitlines() or [""])[0][:limit]
+
+
 class HftlError(Exception):
     """A problem the user can fix; the message says what was wrong, where, and what to do."""
 

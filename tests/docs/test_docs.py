@@ -48,12 +48,15 @@ def command_lines(body: str) -> list[str]:
     return [line for line in lines if line.startswith("hftl ")]
 
 
+YAML_BLOCKS, SHELL_BLOCKS = blocks("yaml"), blocks("shell")  # read once, at collection
+
+
 def test_the_docs_have_blocks_to_check():
     assert len(PAGES) > 15, PAGES
-    assert len(blocks("yaml")) >= 10 and sum(len(command_lines(b)) for _, _, b in blocks("shell")) >= 30
+    assert len(YAML_BLOCKS) >= 10 and sum(len(command_lines(b)) for _, _, b in SHELL_BLOCKS) >= 30
 
 
-@pytest.mark.parametrize(("where", "attrs", "body"), blocks("yaml"), ids=[w for w, _, _ in blocks("yaml")])
+@pytest.mark.parametrize(("where", "attrs", "body"), YAML_BLOCKS, ids=[w for w, _, _ in YAML_BLOCKS])
 def test_every_yaml_block_loads(where, attrs, body):
     from hftl.config import load_config
     from hftl.studies.search_space import check_space
@@ -76,7 +79,7 @@ def parse(argv: list[str], where: str):
         pytest.fail(f"{where}: hftl {shlex.join(argv)} does not parse with the CLI's parser", pytrace=False)
 
 
-@pytest.mark.parametrize(("where", "attrs", "body"), blocks("shell"), ids=[w for w, _, _ in blocks("shell")])
+@pytest.mark.parametrize(("where", "attrs", "body"), SHELL_BLOCKS, ids=[w for w, _, _ in SHELL_BLOCKS])
 def test_every_hftl_command_line_parses(where, attrs, body):
     from hftl.config import load_config
 
@@ -86,11 +89,8 @@ def test_every_hftl_command_line_parses(where, attrs, body):
         if config and config.startswith("configs/"):
             assert (REPO / config).is_file(), f"{where}: {line} names {config}, which configs/ does not hold"
         overrides = [re.sub(r"^[a-z_]+:(?=[\w.]+=)", "", o) for o in getattr(args, "overrides", [])]  # lora:key=value
-        if overrides and args.command != "demo":
-            base = REPO / config if config and (REPO / config).is_file() else BASE
-            load_config(base, overrides)
-        elif overrides:
-            load_config(BASE, overrides)
+        if overrides:  # on the config the line names, else (a user's file, or the demo's embedded one) on BASE
+            load_config(REPO / config if config and (REPO / config).is_file() else BASE, overrides)
 
 
 def test_a_renamed_key_or_flag_would_fail():

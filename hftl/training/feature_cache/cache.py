@@ -58,7 +58,7 @@ from hftl.training.feature_cache.store import (
     row_records,
     unpadded_lengths,
 )
-from hftl.utils.errors import ConfigError, DiskFullError, HftlError
+from hftl.utils.errors import ConfigError, DiskFullError, HftlError, first_line
 from hftl.utils.faults import IN_CACHE_FILL, disk_full, fault
 from hftl.utils.files import disk_full_guard
 
@@ -142,8 +142,7 @@ class FeatureCache:
             raise
         except Exception as e:  # noqa: BLE001 - the cache is an optimisation: any failure of its own runs uncached
             self.deactivate()
-            first = (str(e).strip().splitlines() or [""])[0][:200]
-            self._refuse(f"it failed on this model ({type(e).__name__}: {first})")
+            self._refuse(f"it failed on this model ({type(e).__name__}: {first_line(e)})")
 
     def feed_batch(self, batch: dict[str, Any]) -> None:
         features = batch.pop(FEATURES, None)

@@ -34,6 +34,7 @@ from hftl.models.strategies import set_train_mode
 from hftl.training.feature_cache.cut import Cut
 from hftl.training.feature_cache.standins import _capture, _eval_mode, _fields, _Installed, _rebuild, _run_to_cut
 from hftl.training.feature_cache.store import CachedSplit, collate_cached, unpadded_lengths
+from hftl.utils.errors import first_line
 
 # How close cached must come to uncached, keyed by whether the run computes in mixed precision (bf16 and
 # fp16 keep about three significant digits, float32 about seven). Loose enough for rounding alone, tight
@@ -322,8 +323,7 @@ def padding_unsafe(cut: Cut, error: Exception) -> _Unsafe:
         >>> str(padding_unsafe(Cut("base", "bert"), RuntimeError("size mismatch")))   # doctest: +ELLIPSIS
         'the base-model outputs depend on the length their batch is padded to, ...: RuntimeError: size mismatch)'
     """
-    first = (str(error).strip().splitlines() or [""])[0][:200]
-    detail = first if isinstance(error, _Unsafe) else f"{type(error).__name__}: {first}"
+    detail = first_line(error) if isinstance(error, _Unsafe) else f"{type(error).__name__}: {first_line(error)}"
     return _Unsafe(
         f"the {cut.describe()} depend on the length their batch is padded to, which the cache does not keep "
         f"(the shortest validation example of the first batch, alone: {detail})"
