@@ -149,6 +149,9 @@ def validate(cfg: Config) -> None:
     _require(t.generation_num_beams >= 1, f"train.generation_num_beams must be >= 1, got {t.generation_num_beams}")
     _require(s.trainable_blocks >= 0, f"strategy.trainable_blocks must be >= 0, got {s.trainable_blocks}")
     _require(s.keep_blocks is None or s.keep_blocks >= 1, f"strategy.keep_blocks must be >= 1 or null, got {s.keep_blocks}")
+    w = cfg.model.window_seconds
+    ok = w is None or (isinstance(w, int) and w >= 1)
+    _require(ok, f"model.window_seconds must be a whole number of seconds >= 1, got {w!r}")
     _require(s.head_warmup_epochs >= 0, "strategy.head_warmup_epochs must be >= 0")
     _require(
         s.head_warmup_epochs < t.epochs,

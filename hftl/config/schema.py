@@ -79,6 +79,13 @@ class ModelConfig:
         default=None,
         metadata=_help("Dotted path of the backbone's block list (e.g. 'encoder.layer'); found automatically."),
     )
+    window_seconds: int | None = field(
+        default=None,
+        metadata=_help(
+            "Shorten a fixed-window audio encoder (Whisper: 30 s) to this many whole seconds: about 10x cheaper at 3 s. "
+            "Clips must fit; null keeps the checkpoint's window."
+        ),
+    )
 
 
 @dataclass

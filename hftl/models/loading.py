@@ -60,6 +60,10 @@ def load_model(cfg: Config, modality: Any, label_names: LabelSpace | list[str]) 
     finally:
         hf_logging.set_verbosity(verbosity)
     modality.adapt_model(model, processor)
+    if m.window_seconds:
+        from hftl.models.audio_window import shorten_audio_window
+
+        shorten_audio_window(model, processor, m.window_seconds)
     if isinstance(getattr(model.config, "label_names", None), list):
         # timm checkpoints keep their own label list, which would otherwise outlive the new id2label on save.
         model.config.label_names = [model.config.id2label[i] for i in range(len(model.config.id2label))]

@@ -135,8 +135,9 @@ class _AudioBase(FileModality):
         return load_feature_extractor(name_or_path, revision, trust_remote_code)
 
     def max_samples(self, processor: Any) -> int | None:
-        seconds = self.cfg.data.max_duration_seconds
-        return int(seconds * feature_extractor_of(processor).sampling_rate) if seconds else None
+        """Classification's crop: data.max_duration_seconds, within model.window_seconds (a shortened encoder window)."""
+        limits = [x for x in (self.cfg.data.max_duration_seconds, self.cfg.model.window_seconds) if x]
+        return int(min(limits) * feature_extractor_of(processor).sampling_rate) if limits else None
 
     # -- folders -----------------------------------------------------------------------------------
     def load_folder(self, root: Path, report: DataReport) -> datasets.Dataset | dict[str, datasets.Dataset]:

@@ -200,11 +200,11 @@ class SpeechSeq2Seq(SpeechRecognition):
     # -- data --------------------------------------------------------------------------------------
     @cached_property
     def window_seconds(self) -> float:
-        """The longest clip the encoder takes (Whisper: 30 s), within data.max_duration_seconds."""
+        """The longest clip the encoder takes (Whisper: 30 s), within data.max_duration_seconds and model.window_seconds."""
         path, revision = self._source()
         fe = load_feature_extractor(path, revision, self.cfg.model.trust_remote_code)
         window = getattr(fe, "chunk_length", None) or math.inf
-        return min(window, self.cfg.data.max_duration_seconds or math.inf)
+        return min(window, self.cfg.data.max_duration_seconds or math.inf, self.cfg.model.window_seconds or math.inf)
 
     def example_checker(self, ds: datasets.Dataset) -> Callable[[int, Any], str | None]:
         """Empty transcripts, and clips longer than the encoder's window (not cropped: the words would go)."""
