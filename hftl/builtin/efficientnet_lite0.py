@@ -12,12 +12,11 @@ Example:
 from __future__ import annotations
 
 import re
-import shutil
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from hftl.utils.errors import HftlError
+from hftl.utils.files import build_folder_once
 
 if TYPE_CHECKING:
     from transformers import EfficientNetConfig, EfficientNetForImageClassification
@@ -86,27 +85,12 @@ def efficientnet_lite0(cache_dir: str | Path | None = None) -> Path:
 
     weights_file = _lite0_weights_file()
     labels = _imagenet_labels()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    # Convert into a sibling temp dir and rename it into place: readers never see a half-written folder,
-    # and an interrupted conversion leaves nothing that a later call would mistake for a finished one.
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-    try:
-        model = _convert_lite0(weights_file, labels)
-        model.save_pretrained(tmp)
-        _lite0_image_processor().save_pretrained(tmp)
-        # mkdtemp (and transformers' safetensors writer) create owner-only modes; make it a normal folder.
-        tmp.chmod(0o755)
-        for file in tmp.iterdir():
-            file.chmod(0o644)
-        try:
-            # rename() replaces an empty directory (a pre-made cache_dir) but not a non-empty one.
-            tmp.rename(target)
-        except OSError:
-            if not _is_complete(target):  # not just another process that finished first
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return target
+
+    def write(folder: Path) -> None:
+        _convert_lite0(weights_file, labels).save_pretrained(folder)
+        _lite0_image_processor().save_pretrained(folder)
+
+    return build_folder_once(target, write, _is_complete)
 
 
 def lite0_config(id2label: dict[int, str]) -> EfficientNetConfig:

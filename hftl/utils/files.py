@@ -13,8 +13,9 @@ from __future__ import annotations
 import errno
 import os
 import shutil
+import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -53,6 +54,31 @@ def replace_dir(tmp: Path, final: Path) -> None:
         shutil.rmtree(trash, ignore_errors=True)
     else:
         os.rename(tmp, final)
+
+
+def build_folder_once(target: Path, write: Callable[[Path], None], is_complete: Callable[[Path], bool]) -> Path:
+    """Make `target` by `write(tmp)` into a sibling temp folder, then rename it into place.
+
+    Readers never see a half-written folder, and an interrupted write leaves nothing that a later call would
+    mistake for a finished one. The files get normal modes (mkdtemp and safetensors' writer make them
+    owner-only). Another process that finished `target` first wins (`is_complete(target)`).
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    try:
+        write(tmp)
+        tmp.chmod(0o755)
+        for file in tmp.iterdir():
+            file.chmod(0o644)
+        try:
+            # rename() replaces an empty directory (a pre-made cache_dir) but not a non-empty one.
+            tmp.rename(target)
+        except OSError:
+            if not is_complete(target):
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
 
 
 def free_bytes(folder: Path) -> int:
