@@ -13,7 +13,7 @@ from hftl.config import Config, load_config
 from hftl.utils.errors import ConfigError, DataError, HftlError
 
 __all__ = ["Config", "ConfigError", "DataError", "FinetuneResult", "HftlError", "evaluate_run", "finetune", "load_config"]
-__all__ += ["compare", "predict", "probe", "search"]
+__all__ += ["compare", "predict", "probe", "search", "shift"]
 __version__ = "0.1.0"
 
 
@@ -32,6 +32,10 @@ def __getattr__(name: str) -> Any:
         from hftl.studies.probe import probe
 
         return probe
+    if name == "shift":
+        from hftl.studies.shift import shift
+
+        return shift
     if name == "search":
         from hftl.studies.search import search
 

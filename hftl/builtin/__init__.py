@@ -3,7 +3,9 @@
 One module per asset: `efficientnet_lite0.py` (converted once from a PyPI state dict into a transformers
 folder), `minilm.py` (all-MiniLM-L6-v2 from PyPI), `whisper_base.py` (Whisper base rebuilt once from the
 CTranslate2 files of two PyPI wheels, read by `ct2_whisper.py`), `digits.py` (scikit-learn's digits as an imagefolder),
-`vader.py` (the VADER lexicon as word-polarity and word-valence csv files), `spoken.py` (speech made with espeak-ng
+`digit_domains.py` (printed digits as the source domain, those handwritten ones as the target), `vader.py` (the VADER
+lexicon as word-polarity and word-valence csv files), `sentiment_domains.py` (VADER words in dictionary spelling as
+the source, other words in social-media spelling as the target), `spoken.py` (speech made with espeak-ng
 voices, which run in their own process, `espeak_worker.py`). `resolve_builtin` turns a `builtin:` name into the
 local folder or file.
 
@@ -17,9 +19,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from hftl.builtin.digit_domains import write_digit_domains
 from hftl.builtin.digits import write_digits_imagefolder
 from hftl.builtin.efficientnet_lite0 import LITE0_INSTALL, LITE0_PACKAGE, efficientnet_lite0, lite0_config
 from hftl.builtin.minilm import MINILM_PACKAGE, all_minilm_l6_v2
+from hftl.builtin.sentiment_domains import write_sentiment_domains
 from hftl.builtin.spoken import SPEECH_DATA_INSTALL, write_spoken_accents, write_spoken_digits, write_spoken_sentences
 from hftl.builtin.vader import VADER_PACKAGE, write_vader_valence, write_vader_words
 from hftl.builtin.whisper_base import WHISPER_INSTALL, whisper_base
@@ -31,6 +35,7 @@ __all__ = [
     "write_vader_words", "WHISPER_INSTALL", "whisper_base",
 ]  # fmt: skip
 __all__ += ["SPEECH_DATA_INSTALL", "write_spoken_accents", "write_spoken_digits", "write_spoken_sentences"]
+__all__ += ["write_digit_domains", "write_sentiment_domains"]
 
 BUILTIN_PREFIX = "builtin:"
 DEFAULT_DATA_DIR = Path("~/.cache/hftl/data")
@@ -45,8 +50,11 @@ def resolve_builtin(source: str | None) -> str | None:
     lexicon word with its mean valence, for regression). Speech made with espeak-ng voices (`pip install -e
     ".[speech-data]"`), split by speaker: `builtin:spoken-digits` (the words zero..nine, class folders),
     `builtin:spoken-sentences` (speech recognition, metadata.csv per split) and `builtin:spoken-accents` (six
-    English accents as the source, Caribbean English as the target). A sub-path picks a folder inside one:
-    `builtin:spoken-accents/target/test`.
+    English accents as the source, Caribbean English as the target). Domain-adaptation pairs: `builtin:digit-domains`
+    (printed digits as the source, scikit-learn's handwritten ones as the target: `printed/{train,test}`,
+    `handwritten/{train,test}`) and `builtin:sentiment-domains` (VADER words: `dictionary-train.csv` the source,
+    `social-train.csv` / `social-test.csv` other words in social-media spelling). A sub-path picks a folder or file
+    inside one: `builtin:spoken-accents/target/test`, `builtin:sentiment-domains/social-test.csv`.
 
     Example:
         >>> resolve_builtin("google/vit-base-patch16-224")
@@ -67,6 +75,8 @@ def resolve_builtin(source: str | None) -> str | None:
         "spoken-digits": lambda: write_spoken_digits(DEFAULT_DATA_DIR.expanduser() / "spoken-digits"),
         "spoken-sentences": lambda: write_spoken_sentences(DEFAULT_DATA_DIR.expanduser() / "spoken-sentences"),
         "spoken-accents": lambda: write_spoken_accents(DEFAULT_DATA_DIR.expanduser() / "spoken-accents"),
+        "digit-domains": lambda: write_digit_domains(DEFAULT_DATA_DIR.expanduser() / "digit-domains"),
+        "sentiment-domains": lambda: write_sentiment_domains(DEFAULT_DATA_DIR.expanduser() / "sentiment-domains"),
     }
     if name not in makers:
         raise HftlError(f"unknown built-in {source!r}; available: {', '.join(BUILTIN_PREFIX + k for k in makers)}")
@@ -75,10 +85,13 @@ def resolve_builtin(source: str | None) -> str | None:
 
 
 def _inside(folder: Path, sub_path: str, source: str) -> Path:
-    """`folder / sub_path` when it exists inside the built-in, else an error naming the folders that do."""
+    """`folder / sub_path` when it exists inside the built-in, else an error naming the folders (or files) that do."""
     target = folder / sub_path
     if not Path(sub_path).is_absolute() and ".." not in Path(sub_path).parts and target.exists():
         return target
     found = [str(p.relative_to(folder)) for p in sorted(folder.rglob("*")) if p.is_dir() and not p.name.startswith(".")]
+    # A built-in of files only (sentiment-domains' csv files): name those instead.
+    if not found and folder.is_dir():
+        found = [p.name for p in sorted(folder.iterdir()) if p.is_file() and not p.name.startswith(".")]
     where = f"it holds {', '.join(found[:20])}" if found else "it has no sub-folders"
     raise HftlError(f"{source}: no {sub_path!r} inside {folder}; {where}")

@@ -10,8 +10,12 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from hftl.utils.errors import HftlError
+
+if TYPE_CHECKING:
+    import numpy as np
 
 _DIGITS_MARKER = ".hftl-digits.json"
 
@@ -42,7 +46,7 @@ def write_digits_imagefolder(root: str | Path, per_class: int | None = None, siz
         raise HftlError(f"size must be a positive number of pixels, got {size}.")
     try:
         import numpy as np
-        from PIL import Image
+        from PIL import Image  # noqa: F401 - checked here so a missing pillow is named before anything is written
         from sklearn.datasets import load_digits
     except ImportError as err:
         raise HftlError(f"write_digits_imagefolder needs {err.name}. Run: pip install scikit-learn pillow") from None
@@ -64,20 +68,33 @@ def write_digits_imagefolder(root: str | Path, per_class: int | None = None, siz
             if stale.name not in keep:
                 stale.unlink()
         for i in indices:
-            # Pixel values are 0..16 (ink bright); stretch to 0..255. Bilinear upsampling gives smooth
-            # strokes closer to the natural images pretrained models saw than nearest's 4x4 blocks,
-            # without bicubic's overshoot.
-            pixels = np.rint(digits.images[i] * (255.0 / 16.0)).astype(np.uint8)
-            image = Image.fromarray(pixels)  # 2-D uint8 -> mode "L"
-            if size != pixels.shape[0]:
-                image = image.resize((size, size), Image.Resampling.BILINEAR)
-            image.convert("RGB").save(folder / f"{i:04d}.png")
+            save_digit_png(digits.images[i], folder / f"{i:04d}.png", size)
 
     # Marker last: its presence (with matching settings) is what makes the next call a no-op.
     tmp_marker = marker.with_suffix(".tmp")
     tmp_marker.write_text(json.dumps(wanted))
     os.replace(tmp_marker, marker)
     return root
+
+
+def save_digit_png(counts: np.ndarray, path: Path, size: int) -> None:
+    """Save an 8x8 image of block counts (0..16, ink bright, as the UCI digits are) as an RGB PNG, `size` px.
+
+    `builtin:digit-domains` writes its printed digits through this too, so both domains differ only in style.
+
+    Example:
+        >>> save_digit_png(load_digits().images[0], Path("/tmp/0.png"), 64)  # doctest: +SKIP
+    """
+    import numpy as np
+    from PIL import Image
+
+    # Stretch 0..16 to 0..255. Bilinear upsampling gives smooth strokes closer to the natural images
+    # pretrained models saw than nearest's 4x4 blocks, without bicubic's overshoot.
+    pixels = np.rint(np.asarray(counts) * (255.0 / 16.0)).astype(np.uint8)
+    image = Image.fromarray(pixels)  # 2-D uint8 -> mode "L"
+    if size != pixels.shape[0]:
+        image = image.resize((size, size), Image.Resampling.BILINEAR)
+    image.convert("RGB").save(path)
 
 
 def _digits_complete(root: Path, marker: Path, wanted: dict, chosen: dict[str, list[int]]) -> bool:

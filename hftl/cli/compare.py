@@ -25,10 +25,19 @@ def add_parser(sub: Any) -> None:
     p.add_argument(
         "--models", default=None, help="a model study: comma-separated checkpoints (paths, Hub ids, builtin:NAME), x strategies"
     )
+    p.add_argument(
+        "--adapt",
+        default=None,
+        help="an adaptation study: comma-separated adapt.method values (none,adabn,coral,dann,self_training,pretrain), "
+        "x strategies; needs data.target, and data.target_test for the headline",
+    )
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> None:
     from hftl.studies.compare import compare
 
-    print_study(compare(args.config, args.strategies, seeds=args.seeds, overrides=args.overrides, models=args.models))
+    study = compare(
+        args.config, args.strategies, seeds=args.seeds, overrides=args.overrides, models=args.models, adapt=args.adapt
+    )
+    print_study(study)

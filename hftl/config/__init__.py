@@ -19,6 +19,7 @@ import yaml
 from hftl.config.checks import check_repo_id, metric_names, tracker_names, validate
 from hftl.config.keys import check_conflicts, from_dict, override_items, set_value
 from hftl.config.schema import (
+    ADAPT_METHODS,
     CLASSIFICATION_TASKS,
     KEY_ALIASES,
     LOWER_IS_BETTER,
@@ -30,6 +31,7 @@ from hftl.config.schema import (
     TASK_METRICS,
     TASKS,
     TRACKERS,
+    AdaptConfig,
     Config,
     DataConfig,
     LoraConfig,
@@ -40,7 +42,8 @@ from hftl.config.schema import (
 from hftl.utils.errors import ConfigError
 
 __all__ = [
-    "CLASSIFICATION_TASKS", "KEY_ALIASES", "LOWER_IS_BETTER", "PIPELINE_TASKS", "PROBLEMS", "PROBLEM_METRICS",
+    "ADAPT_METHODS", "AdaptConfig", "CLASSIFICATION_TASKS",
+    "KEY_ALIASES", "LOWER_IS_BETTER", "PIPELINE_TASKS", "PROBLEMS", "PROBLEM_METRICS",
     "RUN_CONTROL_KEYS", "STRATEGIES", "TASKS", "TASK_METRICS",
     "TRACKERS", "Config", "DataConfig", "LoraConfig", "ModelConfig", "StrategyConfig", "TrainConfig", "best_metric_name",
     "better", "check_repo_id", "config_diff", "load_config", "metric_names", "set_value", "tracker_names", "validate",

@@ -106,6 +106,7 @@ def validate(cfg: Config) -> None:
         f"train.metric_for_best={t.metric_for_best!r} is not a {cfg.task}{shape} metric; use one of {', '.join(metrics)}",
     )
     _check_label_options(cfg)
+    _check_adapt(cfg)
     _require(bool(cfg.model.name_or_path), "model.name_or_path is required: a Hub id or a local checkpoint directory")
     _require(bool(d.train), "data.train is required: an imagefolder directory, a csv/jsonl/parquet file or a Hub id")
     _require(t.epochs >= 1, f"train.epochs must be >= 1, got {t.epochs}")
@@ -171,6 +172,58 @@ def validate(cfg: Config) -> None:
             check_repo_id(cfg.hub_repo_id)
         except ConfigError as e:  # re-raised naming the key
             raise ConfigError(f"hub_repo_id: {e}") from None
+
+
+# Methods that align features the backbone produces: they need a strategy that trains it.
+_ALIGNING = ("coral", "dann")
+_BACKBONE_STRATEGIES = ("freeze", "full", "lora", "scratch")
+TEXT_TASKS = ("text-classification", "token-classification")
+
+
+def _check_adapt(cfg: Config) -> None:
+    """adapt.method against data.target, the task and the strategy; its settings' ranges."""
+    a, d, s = cfg.adapt, cfg.data, cfg.strategy
+    if a.method == "none":
+        return
+    _require(
+        bool(d.target),
+        f"adapt.method={a.method} adapts to target-domain data: set data.target=PATH (inputs only; labels are never read)",
+    )
+    if a.method == "pretrain":
+        _require(
+            cfg.task in TEXT_TASKS,
+            f"adapt.method=pretrain is masked language modelling, for text ({', '.join(TEXT_TASKS)}), not {cfg.task}; "
+            "for images and audio use adabn, coral, dann or self_training",
+        )
+        _require(s.name != "scratch", "adapt.method=pretrain continues a pretrained model; strategy.name=scratch has none")
+    else:
+        _require(
+            cfg.task in CLASSIFICATION_TASKS,
+            f"adapt.method={a.method} adapts classifiers ({', '.join(CLASSIFICATION_TASKS)}), not {cfg.task}",
+        )
+    backbone_trains = s.name in _BACKBONE_STRATEGIES and not (s.name == "freeze" and s.trainable_blocks == 0)
+    _require(
+        a.method not in _ALIGNING or backbone_trains,
+        f"adapt.method={a.method} aligns the features the backbone produces, so the backbone must train: use "
+        f"strategy.name={', '.join(_BACKBONE_STRATEGIES)} (freeze with trainable_blocks >= 1), not {s.name}",
+    )
+    _require(a.coral_weight > 0, f"adapt.coral_weight must be > 0, got {a.coral_weight}")
+    _require(a.dann_lambda > 0 and a.dann_gamma > 0, "adapt.dann_lambda and adapt.dann_gamma must be > 0")
+    _require(a.dann_hidden >= 1, f"adapt.dann_hidden must be >= 1, got {a.dann_hidden}")
+    _require(0 < a.threshold < 1, f"adapt.threshold must be in (0, 1), got {a.threshold}")
+    _require(a.target_weight > 0, f"adapt.target_weight must be > 0, got {a.target_weight}")
+    t = cfg.train
+    _require(
+        a.method != "self_training" or t.epochs >= 2,
+        "adapt.method=self_training trains on the source alone in the first epoch, then on pseudo-labels: "
+        f"train.epochs must be >= 2, got {t.epochs}",
+    )
+    _require(
+        a.rounds is None or 1 <= a.rounds <= t.epochs - 1,
+        f"adapt.rounds must be between 1 and train.epochs - 1 ({t.epochs - 1}), or null; got {a.rounds}",
+    )
+    _require(a.pretrain_epochs >= 1, f"adapt.pretrain_epochs must be >= 1, got {a.pretrain_epochs}")
+    _require(0 < a.mlm_probability < 1, f"adapt.mlm_probability must be in (0, 1), got {a.mlm_probability}")
 
 
 def _check_label_options(cfg: Config) -> None:

@@ -19,6 +19,8 @@ import yaml
 
 TASKS = ("image-classification", "text-classification", "token-classification", "audio-classification", "speech-recognition")
 STRATEGIES = ("head_only", "freeze", "full", "lora", "scratch")
+# Domain adaptation (adapt.method): how unlabelled target-domain data (data.target) is used.
+ADAPT_METHODS = ("none", "adabn", "coral", "dann", "self_training", "pretrain")
 _CLASSIFICATION_METRICS = ("f1", "accuracy", "precision", "recall", "loss")
 PROBLEMS = ("auto", "single_label", "multi_label", "regression")
 # Validation metrics of the label shapes other than single-label (image, text and audio classification);
@@ -93,6 +95,20 @@ class DataConfig:
     train: str | None = field(default=None, metadata=_help("imagefolder dir, csv/json/jsonl/parquet file or Hub id."))
     validation: str | None = field(default=None, metadata=_help("Validation data; split off train when null."))
     test: str | None = field(default=None, metadata=_help("Optional held-out test data, evaluated once at the end."))
+    target: str | None = field(
+        default=None,
+        metadata=_help(
+            "Domain adaptation: target-domain inputs (folder, csv or Hub id, same modality as data.train); labels in it "
+            "are never read. adapt.method says how it is used."
+        ),
+    )
+    target_test: str | None = field(
+        default=None,
+        metadata=_help(
+            "Labelled target-domain data, evaluated once at the end: metrics.json's target_test, the headline beside "
+            "source validation."
+        ),
+    )
     validation_split: float = field(default=0.1, metadata=_help("Fraction of train held out (stratified)."))
     dataset_config: str | None = field(
         default=None, metadata=_help("Hub dataset (or dataset-repo folder): the config (subset) to load, e.g. sst2 of glue.")
@@ -324,12 +340,48 @@ class TrainConfig:
 
 
 @dataclass
+class AdaptConfig:
+    method: str = field(
+        default="none",
+        metadata=_help(
+            "Domain adaptation to data.target: none (source only), adabn (BatchNorm statistics of each domain), coral "
+            "(align feature covariances), dann (domain-adversarial, gradient reversal), self_training (confident "
+            "pseudo-labels under strong augmentation) or pretrain (masked-language-model pretraining on target text first).",
+            ADAPT_METHODS,
+        ),
+    )
+    coral_weight: float = field(default=1.0, metadata=_help("coral: weight of the CORAL loss (Sun & Saenko 2016: 1 on Office)."))
+    dann_lambda: float = field(
+        default=1.0, metadata=_help("dann: the reversed gradient's final weight, reached as 2/(1+exp(-gamma*p))-1 rises.")
+    )
+    dann_gamma: float = field(default=10.0, metadata=_help("dann: steepness of the lambda schedule (Ganin et al. 2016: 10)."))
+    dann_hidden: int = field(default=1024, metadata=_help("dann: width of the domain classifier's two hidden layers (1024)."))
+    threshold: float = field(
+        default=0.95, metadata=_help("self_training: confidence a pseudo-label needs to be used (FixMatch: 0.95).")
+    )
+    rounds: int | None = field(
+        default=None,
+        metadata=_help(
+            "self_training: times the model relabels data.target, spread over the epochs after the first (source only); "
+            "null: every epoch after the first."
+        ),
+    )
+    target_weight: float = field(
+        default=1.0, metadata=_help("self_training: weight of the pseudo-labelled target loss (FixMatch's lambda_u: 1).")
+    )
+    pretrain_epochs: int = field(default=3, metadata=_help("pretrain: epochs of masked language modelling on data.target."))
+    pretrain_learning_rate: float = field(default=1e-4, metadata=_help("pretrain: its peak learning rate (TAPT: 1e-4)."))
+    mlm_probability: float = field(default=0.15, metadata=_help("pretrain: fraction of tokens masked (BERT: 0.15)."))
+
+
+@dataclass
 class Config:
     task: str = field(default="image-classification", metadata=_help("What the model does.", TASKS))
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     strategy: StrategyConfig = field(default_factory=StrategyConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    adapt: AdaptConfig = field(default_factory=AdaptConfig)
     output_dir: str = field(default="runs/run", metadata=_help("Run folder."))
     resume: bool = field(default=False, metadata=_help("Continue the unfinished run in output_dir."))
     overwrite: bool = field(default=False, metadata=_help("Replace a finished run in output_dir."))

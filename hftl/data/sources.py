@@ -73,6 +73,8 @@ class Splits:
     sources: dict[str, str]
     label_column: str | list[str] = "label"
     labels: Any = None  # the task's labels.LabelSpace (shape, names, class counts, target scaling)
+    target: datasets.Dataset | None = None  # data.target: target-domain inputs, placeholder labels
+    target_test: datasets.Dataset | None = None  # data.target_test: labelled target-domain data
 
 
 def load_splits(cfg: DataConfig, modality: Any, seed: int) -> Splits:
@@ -432,3 +434,5 @@ class TrainData:
     processor: Any = None  # part of the feature cache's key
     loss: Callable[[Any, Any], Any] | None = None  # (logits, labels) -> loss; None: the model's own
     sample_weights: list[float] | None = None  # data.sampler=balanced: per training example
+    target: ExampleDataset | None = None  # data.target (augmented as train is), for domain adaptation
+    target_test: ExampleDataset | None = None  # data.target_test, evaluated once at the end

@@ -74,7 +74,11 @@ def write_model_card(run_dir: Path, cfg: Config, summary: dict[str, Any]) -> Non
             metric_type=name,
             metric_value=round(value, 6),
         )
-        for split, metrics in (("validation", summary["validation"]), ("test", summary.get("test")))
+        for split, metrics in (
+            ("target_test", summary.get("target_test")),
+            ("validation", summary["validation"]),
+            ("test", summary.get("test")),
+        )
         if metrics
         for name, value in metrics.items()
         if name in metric_names(cfg.task, cfg.data.problem) and name != "loss"
@@ -138,6 +142,19 @@ def _card_data(cfg: Config, s: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _adaptation_lines(cfg: Config, adapt: dict[str, Any] | None) -> list[str]:
+    """The card's lines on domain adaptation: the method, the target data, the shift before and after."""
+    if not adapt:
+        return []
+    lines = ["", f"Domain adaptation: `adapt.method={cfg.adapt.method}` to `{cfg.data.target}` (unlabelled)."]
+    if adapt.get("shift_before") is not None:
+        lines.append(
+            f"Proxy A-distance between source validation and target at the head's input (0: alike, 2: apart): "
+            f"{adapt['shift_before']:.3f} before training, {adapt.get('shift_after', float('nan')):.3f} after."
+        )
+    return lines
+
+
 def _card_body(cfg: Config, s: dict[str, Any]) -> str:
     st, t = cfg.strategy, cfg.train
     name = Path(cfg.output_dir).name
@@ -178,10 +195,11 @@ def _card_body(cfg: Config, s: dict[str, Any]) -> str:
     lines += ["", "## Results", "", f"Best epoch: {s['best_epoch']} (by validation {best_metric_name(cfg)}).", ""]
     metric_keys = [k for k in metric_names(cfg.task, cfg.data.problem) if k in (s.get("validation") or {})]
     lines += ["| split | " + " | ".join(metric_keys) + " |", "|---|" + "---|" * len(metric_keys)]
-    for split in ("validation", "test"):
+    for split in ("target_test", "validation", "test"):  # the target domain first: what adaptation is for
         m = s.get(split)
         if m:
             lines.append(f"| {split} | " + " | ".join(_fmt(m[k]) for k in metric_keys) + " |")
+    lines += _adaptation_lines(cfg, s.get("adapt"))
     lines += per_class_table(s.get("per_class"), cfg.data.problem)
     lines += (
         ["", "| epoch | phase | " + " | ".join(k for k in s["history"][0] if k.startswith("eval_")) + " |"]

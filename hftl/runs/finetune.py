@@ -15,12 +15,14 @@ from typing import Any
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 
+from hftl.adapt.methods import Adaptation, check_adaptation
 from hftl.backends import backend_for, check_launch
 from hftl.config import PIPELINE_TASKS, Config, best_metric_name, load_config
 from hftl.data.labels import REGRESSION
 from hftl.data.losses import class_weight_vector, sample_weights, training_loss
 from hftl.data.modalities import Modality, get_modality
 from hftl.data.sources import LABELS, ExampleDataset, Splits, TrainData, column_values, load_splits
+from hftl.data.target import load_target, load_target_test
 from hftl.models.layer_map import LayerMap, describe, numel
 from hftl.models.loading import setup_model
 from hftl.models.strategies import Phase, Plan, get_strategy, trainable_as
@@ -79,8 +81,10 @@ def run(cfg: Config, on_epoch: EpochHook | None = None) -> FinetuneResult:
     splits = load_splits(cfg.data, modality, cfg.train.seed)
     if modality.label_shapes:  # weights for labels the data lacks fail here, before the run folder is claimed
         class_weight_vector(splits.labels, cfg.train.class_weights)
+    load_target_splits(cfg, modality, splits)
     set_seed(cfg.train.seed)  # the new head's init does not depend on how much data loading drew
     model, processor, layer_map, plan = setup_model(cfg, modality, splits.labels)
+    check_adaptation(cfg, model, layer_map)
     # The run folder is claimed only once data and model load: a typo there leaves nothing behind.
     with run_lock(run_dir):  # one writer: a second process on this folder is refused while this one lives
         return _train_and_export(cfg, modality, splits, model, processor, layer_map, plan, on_epoch)
@@ -108,7 +112,10 @@ def _train_and_export(
     if (counts := splits.labels.describe_counts()) is not None:
         accelerator.print(counts)
     data = setup_data(cfg, modality, processor, splits)
-    result = fit(cfg, model, layer_map, plan, data, run_dir, accelerator, on_epoch)
+    adaptation = Adaptation(cfg, data, layer_map, run_dir) if cfg.adapt.method != "none" or data.target else None
+    if adaptation is not None:
+        plan = adaptation.attach(model, plan)
+    result = fit(cfg, model, layer_map, plan, data, run_dir, accelerator, on_epoch, adaptation)
     summary = finish_run(cfg, accelerator, splits, model, processor, layer_map, plan, result)
     if cfg.push_to_hub and accelerator.is_main_process:
         _push(cfg, run_dir, accelerator)
@@ -141,12 +148,24 @@ def resolve_builtins(cfg: Config) -> None:
     """`builtin:` model and data sources become the local folders they stand for."""
     from hftl.builtin import resolve_builtin
 
-    for section, key in (("model", "name_or_path"), ("data", "train"), ("data", "validation"), ("data", "test")):
+    keys = ("train", "validation", "test", "target", "target_test")
+    for section, key in (("model", "name_or_path"), *(("data", k) for k in keys)):
         obj = getattr(cfg, section)
         value = getattr(obj, key)
         resolved = resolve_builtin(value)
         if resolved != value:
             setattr(obj, key, resolved)
+
+
+def load_target_splits(cfg: Config, modality: Modality, splits: Splits) -> None:
+    """data.target (inputs only) and data.target_test (labelled in the source's label space) into `splits`."""
+    if cfg.data.target:
+        splits.target = load_target(cfg.data, modality, splits.input_column, splits.report, splits.train)
+        splits.sources["target"] = cfg.data.target
+    if cfg.data.target_test:
+        columns = (splits.input_column, splits.label_column)
+        splits.target_test = load_target_test(cfg.data, modality, columns, splits.labels, splits.report)
+        splits.sources["target_test"] = cfg.data.target_test
 
 
 def setup_data(cfg: Config, modality: Modality, processor: Any, splits: Splits) -> TrainData:
@@ -157,10 +176,15 @@ def setup_data(cfg: Config, modality: Modality, processor: Any, splits: Splits) 
     train, col = modality.encode(splits.train, splits.input_column, processor)
     validation, _ = modality.encode(splits.validation, splits.input_column, processor)
     test = modality.encode(splits.test, splits.input_column, processor)[0] if splits.test is not None else None
+    target = modality.encode(splits.target, splits.input_column, processor)[0] if splits.target is not None else None
+    target_test = splits.target_test
+    target_test = modality.encode(target_test, splits.input_column, processor)[0] if target_test is not None else None
     return TrainData(
         train=ExampleDataset(train, col, load, augment, seed),
         validation=ExampleDataset(validation, col, load),
         test=ExampleDataset(test, col, load) if test is not None else None,
+        target=ExampleDataset(target, col, load, augment, seed + 1) if target is not None else None,
+        target_test=ExampleDataset(target_test, col, load) if target_test is not None else None,
         collate=modality.collator(processor),
         evaluator=modality.evaluator(processor, splits.labels),
         processor=processor,
@@ -246,6 +270,8 @@ def run_summary(cfg: Config, splits: Splits, model: Any, layer_map: LayerMap, pl
         "base_model": cfg.model.name_or_path,
         "validation": result.best_metrics,
         "test": result.test_metrics,
+        **({"target_test": result.target_test_metrics} if result.target_test_metrics is not None else {}),
+        **({"adapt": result.adapt} if result.adapt is not None else {}),
         "best_epoch": result.best_epoch,
         "stopped_early": result.stopped_early,
         "history": result.history,
@@ -268,6 +294,8 @@ def run_summary(cfg: Config, splits: Splits, model: Any, layer_map: LayerMap, pl
             "train_examples": len(splits.train),
             "validation_examples": len(splits.validation),
             "test_examples": len(splits.test) if splits.test is not None else 0,
+            "target_examples": len(splits.target) if splits.target is not None else 0,
+            "target_test_examples": len(splits.target_test) if splits.target_test is not None else 0,
             "labels": splits.label_names,
             "label_space": splits.labels.to_dict() if splits.labels is not None else None,
             "skipped_total": splits.report.total(),

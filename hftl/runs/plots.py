@@ -36,10 +36,11 @@ def write_plots(study: Any, rows: list[dict[str, Any]], folder: Path) -> dict[st
 
     # Learning curves: one figure per model in a model study (a line per strategy), else one for the study.
     for model in list(study.models) or [None]:
-        first = {
-            name: next((r for r in study.runs if r.strategy == name and r.model == model and r.metrics), None)
-            for name in study.strategies
-        }
+        first: dict[str, Any] = {}  # a line per strategy (adaptation study: per method and strategy), its first seed
+        for r in study.runs:
+            label = f"{r.method} / {r.strategy}" if getattr(r, "method", None) else r.strategy
+            if r.model == model and r.metrics and label not in first:
+                first[label] = r
         suffix, of = (f"_{_file_name(model)}", f" ({model})") if model else ("", "")
         fig, ax = plt.subplots(figsize=(7, 4.2))
         for name, record in first.items():

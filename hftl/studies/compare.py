@@ -43,11 +43,23 @@ class RunRecord:
     error: str | None = None
     reused: bool = False
     model: str | None = None  # a model study's name for the model; None: the config's model
+    method: str | None = None  # an adaptation study's adapt.method; None: the config's
 
     @property
     def arm(self) -> str:
-        """What the report calls this run's row: the strategy, or `model / strategy` in a model study."""
-        return f"{self.model} / {self.strategy}" if self.model else self.strategy
+        """What the report calls this run's row: the strategy, with `model / ` and `method / ` before it in model
+        and adaptation studies."""
+        return arm_name(self.model, self.method, self.strategy)
+
+
+def arm_name(model: str | None, method: str | None, strategy: str) -> str:
+    """`model / method / strategy`, leaving out what the study does not vary.
+
+    Example:
+        >>> arm_name(None, "dann", "full")
+        'dann / full'
+    """
+    return " / ".join(part for part in (model, method, strategy) if part)
 
 
 @dataclass
@@ -61,6 +73,7 @@ class Study:
     report_md: Path | None = None
     report_html: Path | None = None
     models: dict[str, str] = field(default_factory=dict)  # a model study: name -> checkpoint (path or Hub id)
+    methods: list[str] = field(default_factory=list)  # an adaptation study (--adapt): the adapt.method values
 
     @property
     def arms(self) -> list[tuple[str | None, str]]:
@@ -131,12 +144,16 @@ def parse_models(text: str | list[str] | None) -> dict[str, str]:
     return models
 
 
-def run_config(base: Config, strategy: str, seed: int, run_dir: Path, extra: list[str], model: str | None = None) -> Config:
-    """The config of one study run: the base config with its strategy, seed, folder (and model)."""
+def run_config(
+    base: Config, strategy: str, seed: int, run_dir: Path, extra: list[str], model: str | None = None, method: str | None = None
+) -> Config:
+    """The config of one study run: the base config with its strategy, seed, folder (and model, adapt.method)."""
     raw = base.to_dict()
     raw["output_dir"] = str(run_dir)
     if model is not None:
         raw["model"]["name_or_path"] = model
+    if method is not None:
+        raw["adapt"]["method"] = method
     raw["train"]["seed"] = seed
     raw["resume"], raw["overwrite"] = False, False
     raw["strategy"] = preset_settings(strategy, raw["strategy"])
@@ -150,11 +167,14 @@ def compare(
     overrides: list[str] | None = None,
     output_dir: str | Path | None = None,
     models: list[str] | str | None = None,
+    adapt: list[str] | str | None = None,
 ) -> Study:
     """Run every strategy (x seeds, x models) of the study, reusing finished runs, then write the report.
 
     `overwrite=true` among the overrides redoes finished runs instead of reusing them. `models` (checkpoints:
     paths, Hub ids or `builtin:` names) makes it a model study: every strategy of every model, one report.
+    `adapt` (adapt.method values) makes it an adaptation study: every method with every strategy, the report
+    led by the target test; a method refused for a strategy is listed with the reason.
 
     Example:
         >>> compare("configs/vision/vit-full.yaml", "head_only,full", models="google/vit-base-patch16-224,microsoft/resnet-50")
@@ -172,21 +192,33 @@ def compare(
     resolve_builtins(base)
     seed_list = [base.train.seed + i for i in range(seeds)]
     # Check every run's config before the first one starts: a typo in `lora:...` fails now, not in an hour.
+    methods = parse_methods(adapt)
     plans = []
     for seed in seed_list:
         for model in list(model_names) or [None]:
-            for name in names:
-                run_dir = study_dir / model if model else study_dir
-                run_dir = run_dir / name if seeds == 1 else run_dir / name / f"seed-{seed}"
-                cfg = run_config(base, name, seed, run_dir, per[name], model_names.get(model))
-                plans.append((RunRecord(name, seed, run_dir, model=model), cfg))
-    _claim_study_dir(study_dir, base, names, seed_list, model_names)
+            for method in methods or [None]:
+                for name in names:
+                    run_dir = study_dir / model if model else study_dir
+                    run_dir = run_dir / method / name if method else run_dir / name
+                    run_dir = run_dir if seeds == 1 else run_dir / f"seed-{seed}"
+                    record = RunRecord(name, seed, run_dir, model=model, method=method)
+                    try:
+                        cfg = run_config(base, name, seed, run_dir, per[name], model_names.get(model), method)
+                    except ConfigError as e:
+                        if method is None:
+                            raise
+                        record.error, cfg = f"refused: {e}", None  # this pair cannot run; the rest of the study can
+                    plans.append((record, cfg))
+    _claim_study_dir(study_dir, base, names, seed_list, model_names, methods)
 
-    study = Study(study_dir, base.task, best_metric_name(base), names, seed_list, models=model_names)
+    study = Study(study_dir, base.task, best_metric_name(base), names, seed_list, models=model_names, methods=methods)
     for i, (record, cfg) in enumerate(plans, 1):
         name, run_dir = record.strategy, record.run_dir
         study.runs.append(record)
         print(f"\n=== [{i}/{len(plans)}] {record.arm} (seed {record.seed}) -> {run_dir}", flush=True)
+        if cfg is None:
+            print(record.error)
+            continue
         if is_finished(run_dir) and base.overwrite:  # overwrite=true redoes the study's finished runs
             shutil.rmtree(run_dir)
         if is_finished(run_dir):
@@ -208,7 +240,28 @@ def compare(
     return study
 
 
-def _claim_study_dir(study_dir: Path, base: Config, names: list[str], seeds: list[int], models: dict[str, str]) -> None:
+def parse_methods(text: str | list[str] | None) -> list[str]:
+    """`--adapt none,adabn,dann` as a checked list (empty when not given).
+
+    Example:
+        >>> parse_methods("none, dann")
+        ['none', 'dann']
+    """
+    from hftl.config import ADAPT_METHODS
+
+    names = [m.strip() for m in text.split(",")] if isinstance(text, str) else list(text or [])
+    names = [n for n in names if n]
+    unknown = [n for n in names if n not in ADAPT_METHODS]
+    if unknown:
+        raise ConfigError(f"--adapt: unknown {', '.join(unknown)}; choose from {', '.join(ADAPT_METHODS)}")
+    if len(set(names)) != len(names):
+        raise ConfigError(f"--adapt lists a method twice: {', '.join(names)}")
+    return names
+
+
+def _claim_study_dir(
+    study_dir: Path, base: Config, names: list[str], seeds: list[int], models: dict[str, str], methods: list[str]
+) -> None:
     """A study folder holds a study.json; refuse a folder that holds something else."""
     marker = study_dir / STUDY_FILE
     if study_dir.is_dir() and any(study_dir.iterdir()) and not marker.exists():
@@ -217,6 +270,8 @@ def _claim_study_dir(study_dir: Path, base: Config, names: list[str], seeds: lis
     info = {"task": base.task, "strategies": names, "seeds": seeds, "base_config": base.to_dict()}
     if models:
         info["models"] = models
+    if methods:
+        info["adapt"] = methods
     marker.write_text(json.dumps(info, indent=2))
 
 

@@ -20,6 +20,8 @@ from hftl.config import LOWER_IS_BETTER, PROBLEM_METRICS, better, metric_names
 from hftl.run_folder.layout import PLOTS_DIR, STUDY_FILE
 from hftl.runs.export import per_class_table
 from hftl.runs.plots import best_record, write_plots
+from hftl.studies.adapt_report import TITLE as ADAPT_TITLE
+from hftl.studies.adapt_report import adaptation_advice, adaptation_table
 from hftl.studies.baselines import left_chance
 from hftl.utils.files import atomic_write_text
 
@@ -129,25 +131,27 @@ def summarize(study: Any) -> list[dict[str, Any]]:
     """One row per strategy (model study: per model and strategy): mean (and std over seeds) of the headline
     numbers, and the honest-baseline flags (`chance`: why it never beat a guess; `below_scratch`)."""
     rows = []
-    for model, name in study.arms:
-        runs = [r for r in study.runs if r.strategy == name and r.model == model]
+    for model, method, name in _arms(study):
+        runs = [r for r in study.runs if r.strategy == name and r.model == model and r.method == method]
         done = [r for r in runs if r.metrics]
         failed = [r for r in runs if r.error]
-        arm = f"{model} / {name}" if model else name
+        arm = runs[0].arm if runs else name
         if not done:
-            rows.append({"strategy": name, "model": model, "arm": arm, "error": failed[0].error if failed else "not run"})
+            error = failed[0].error if failed else "not run"
+            rows.append({"strategy": name, "model": model, "method": method, "arm": arm, "error": error})
             continue
         m0 = done[0].metrics
         row: dict[str, Any] = {
             "strategy": name,
             "model": model,
+            "method": method,
             "arm": arm,
             "runs": len(done),
             "trainable_parameters": m0["trainable_parameters"],
             "total_parameters": m0["total_parameters"],
             "trainable_percent": 100 * m0["trainable_parameters"] / max(m0["total_parameters"], 1),
         }
-        for split in ("validation", "test"):
+        for split in ("validation", "test", "target_test"):
             keys = sorted({k for r in done for k in (r.metrics.get(split) or {})})
             for key in keys:
                 values = [r.metrics[split][key] for r in done if (r.metrics.get(split) or {}).get(key) is not None]
@@ -156,6 +160,10 @@ def summarize(study: Any) -> list[dict[str, Any]]:
                     row[f"{split}_{key}_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
         for key in ("train_seconds", "samples_per_second", "peak_memory_mb", "best_epoch"):
             row[key] = statistics.fmean(r.metrics[key] for r in done)
+        for key in ("shift_before", "shift_after"):  # an adapted run's proxy A-distance at the head's input
+            values = [r.metrics["adapt"][key] for r in done if (r.metrics.get("adapt") or {}).get(key) is not None]
+            if values:
+                row[key] = statistics.fmean(values)
         reasons = [left_chance(r.metrics, study.metric) for r in done]
         if all(reasons):  # every seed only guessed
             row["chance"] = reasons[0] if len(done) == 1 else f"in every seed {reasons[0]}"
@@ -168,14 +176,22 @@ def summarize(study: Any) -> list[dict[str, Any]]:
     return rows
 
 
+def _arms(study: Any) -> list[tuple[str | None, str | None, str]]:
+    """(model, adapt.method, strategy) of every row, models outermost; None where the study does not vary it."""
+    methods = getattr(study, "methods", None) or [None]
+    return [(m, method, s) for m, s in study.arms for method in methods]
+
+
 def _table(study: Any, rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
     # The label shape's metrics (a study of auto-detected multi-label data has multi-label ones), as present.
     shapes = [metric_names(study.task, p) for p in ("single_label", *PROBLEM_METRICS)]
     candidates = dict.fromkeys(m for names in shapes for m in names if m != "loss")
     metrics = [m for m in candidates if any(f"validation_{m}" in r for r in rows)] or [study.metric]
     has_test = any(f"test_{metrics[0]}" in r for r in rows)
-    names = ["model", "strategy"] if study.models else ["strategy"]
-    header = [*names, "trainable params", *(f"val {m}" for m in metrics)]
+    names = (["model"] if study.models else []) + (["adapt"] if getattr(study, "methods", None) else []) + ["strategy"]
+    has_target = any(f"target_test_{metrics[0]}" in r for r in rows)
+    header = [*names, "trainable params", *(f"target test {m}" for m in metrics if has_target)]
+    header += [f"val {m}" for m in metrics]
     header += [f"test {m}" for m in metrics] if has_test else []
     header += ["train time (s)", "samples/s", "peak memory (MiB)", "best epoch"]
     key = f"validation_{study.metric}"
@@ -186,9 +202,10 @@ def _table(study: Any, rows: list[dict[str, Any]]) -> tuple[list[str], list[list
     header += ["baseline check"] if flagged else []
     body = []
     for r in rows:
-        first = [r["model"], r["strategy"]] if study.models else [r["strategy"]]
+        first = [r[name] for name in ("model", "method") if r[name] is not None] + [r["strategy"]]
         if "error" in r:
-            body.append([*first, f"failed: {r['error'][:120]}"] + [""] * (len(header) - len(first) - 1))
+            text = r["error"] if r["error"].startswith("refused") else f"failed: {r['error']}"
+            body.append([*first, text[:160]] + [""] * (len(header) - len(first) - 1))
             continue
 
         def value(split: str, m: str, r: dict = r) -> str:
@@ -199,6 +216,7 @@ def _table(study: Any, rows: list[dict[str, Any]]) -> tuple[list[str], list[list
             return f"{v:.4f}" + (f" ± {std:.4f}" if r["runs"] > 1 else "")
 
         cells = [*first, f"{_fmt_count(r['trainable_parameters'])} ({r['trainable_percent']:.2f}%)"]
+        cells += [value("target_test", m) for m in metrics] if has_target else []
         cells += [value("validation", m) for m in metrics]
         cells += [value("test", m) for m in metrics] if has_test else []
         cells += [f"{r['train_seconds']:.1f}", f"{r['samples_per_second']:.1f}"]
@@ -243,9 +261,10 @@ def write_report(study: Any) -> tuple[Path, Path]:
     info = json.loads(marker.read_text()) if marker.exists() else {}
     info.update({"metric": study.metric, "rows": rows, "recommendation": page.advice})
     info["runs"] = [
-        {"model": r.model, "strategy": r.strategy, "seed": r.seed, "run_dir": str(r.run_dir), "error": r.error}
+        {"model": r.model, "method": r.method, "strategy": r.strategy, "seed": r.seed, "run_dir": str(r.run_dir),
+         "error": r.error}
         for r in study.runs
-    ]
+    ]  # fmt: skip
     atomic_write_text(marker, json.dumps(info, indent=2))
     return report_md, report_html
 
@@ -255,10 +274,12 @@ class _Page:
 
     def __init__(self, study: Any, rows: list[dict[str, Any]], plots: dict[str, Path]) -> None:
         self.study, self.plots = study, plots
-        self.advice = recommend(rows, study.metric)
+        self.adaptation = adaptation_table(study, rows)
+        self.advice = adaptation_advice(study, rows) + recommend(rows, study.metric)
         self.header, self.body = _table(study, rows)
         self.grid = _grid(study, rows) if study.models else []
-        self.title = f"{'Model and strategy' if study.models else 'Strategy'} comparison: {study.task}"
+        kind = "Adaptation" if getattr(study, "methods", None) else "Model and strategy" if study.models else "Strategy"
+        self.title = f"{kind} comparison: {study.task}"
         seeds = f"seed {study.seeds[0]}"
         if len(study.seeds) > 1:
             seeds = f"{len(study.seeds)} seeds ({', '.join(map(str, study.seeds))}), mean ± std"
@@ -283,6 +304,8 @@ class _Page:
         md = [f"# {self.title}", "", self.intro, ""]
         if self.grid:
             md += [f"## Validation {self.study.metric}: model x strategy", "", *self.grid, "", "## All numbers", ""]
+        if self.adaptation:
+            md += [f"## {ADAPT_TITLE}", "", *self.adaptation, "", "## All numbers", ""]
         md += ["| " + " | ".join(self.header) + " |", "|" + "---|" * len(self.header)]
         md += ["| " + " | ".join(cells) + " |" for cells in self.body]
         if self.per_class:
@@ -303,6 +326,7 @@ class _Page:
             for t, p in self.plots.items()
         )
         grid = _html_table(self.grid, f"Validation {self.study.metric}: model x strategy") if self.grid else ""
+        grid += _html_table(self.adaptation, ADAPT_TITLE) if self.adaptation else ""
         rows = ["| " + " | ".join(cells) + " |" for cells in (self.header, *self.body)]
         table = _html_table(rows, "")
         return f"""<!doctype html><html><head><meta charset="utf-8"><title>hftl study: {html.escape(self.study.task)}</title>

@@ -31,6 +31,7 @@ class TrainState:
     num_processes: int = 0  # processes that wrote the checkpoint; 0 in checkpoints from before it was stored
     nonfinite_skipped: int = 0  # optimizer steps dropped for a non-finite loss or gradient norm (on_nonfinite=skip)
     auto_rates: dict[str, float] = field(default_factory=dict)  # what train.*: auto resolved to ("head", "learning_rate")
+    adapt: dict[str, Any] = field(default_factory=dict)  # adapt.method's record from the start (the shift before)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -78,3 +79,5 @@ class TrainResult:
     model_config: dict[str, Any] = field(default_factory=dict)  # what the exported config keeps (decision threshold)
     nonfinite_skipped: int = 0  # optimizer steps dropped under train.on_nonfinite=skip
     auto_rates: dict[str, float] = field(default_factory=dict)  # what train.*: auto resolved to (range test, or not)
+    target_test_metrics: dict[str, float] | None = None  # data.target_test, the domain adaptation headline
+    adapt: dict[str, Any] | None = None  # adapt.method, the shift before and after, what the method recorded

@@ -59,15 +59,19 @@ def fit(
     run_dir: Path,
     accelerator: Accelerator | None = None,
     on_epoch: EpochHook | None = None,
+    adaptation: Any = None,
 ) -> TrainResult:
-    """Train `model` following `plan`; resume from `run_dir/checkpoints` when `cfg.resume`."""
+    """Train `model` following `plan`; resume from `run_dir/checkpoints` when `cfg.resume`. `adaptation` (an
+    `adapt.methods.Adaptation`) adds what adapt.method does to the steps, the start and the end."""
     accelerator = accelerator or make_accelerator(cfg, run_dir, len(plan.phases) > 1)
-    run = _setup(cfg, model, layer_map, plan, data, run_dir, accelerator)
+    run = _setup(cfg, model, layer_map, plan, data, run_dir, accelerator, adaptation)
     run.on_epoch = on_epoch
     state, rng = TrainState(), None  # rng: the checkpoint's RNG state, set as the first epoch starts
     if cfg.resume:
         state, rng = run.checkpoints.restore(run.steps_per_epoch, cfg.train.gradient_accumulation_steps)
     state.num_processes = accelerator.num_processes
+    if adaptation is not None and state.global_step == 0 and not state.adapt:  # a fresh run: before range tests, cache
+        state.adapt = adaptation.begin(run)
     start_trackers(accelerator, cfg, run_dir, resumed=rng is not None)
     if layer_map.note:
         accelerator.print(f"note: {layer_map.note}")
@@ -81,12 +85,20 @@ def fit(
 
 
 def _setup(
-    cfg: Config, model: nn.Module, layer_map: LayerMap, plan: Plan, data: TrainData, run_dir: Path, accelerator: Accelerator
+    cfg: Config,
+    model: nn.Module,
+    layer_map: LayerMap,
+    plan: Plan,
+    data: TrainData,
+    run_dir: Path,
+    accelerator: Accelerator,
+    adaptation: Any = None,
 ) -> TrainingRun:
     """Loaders, optimizer and schedule, prepared by Accelerate; the feature cache and the checkpointer."""
     t, backend = nominal(cfg.train), backend_for(accelerator)  # learning_rate: auto resolves after
+    refusal = backend.feature_cache_refusal or (adaptation.cache_refusal if adaptation is not None else None)
     # The same module object DDP wraps and `unwrap` returns, so the stand-ins it installs are seen.
-    cache = FeatureCache(cfg, model, layer_map, data, accelerator, engine_refusal=backend.feature_cache_refusal)
+    cache = FeatureCache(cfg, model, layer_map, data, accelerator, engine_refusal=refusal)
     collate = backend.collate(cache.collate(data.collate))
     workers, pin = loader_workers(cfg, accelerator), accelerator.device.type == "cuda"
     train_loader = DataLoader(
@@ -103,7 +115,7 @@ def _setup(
     )
     eval_loaders = [
         DataLoader(ds, batch_size=t.eval_batch_size or t.batch_size, collate_fn=collate, num_workers=workers, pin_memory=pin)
-        for ds in (data.validation, data.test)
+        for ds in (data.validation, data.test, data.target_test)
         if ds is not None
     ]
     if pin and _is_cnn(model):  # cuDNN's fastest convolutions want NHWC; inputs follow the weights' format
@@ -119,6 +131,7 @@ def _setup(
     set_trainable(model, plan.trainable_any)
     backend.prepare_model(model, layer_map.blocks)
     model, optimizer, train_loader, *eval_loaders = accelerator.prepare(model, optimizer, train_loader, *eval_loaders)
+    target_test_loader = eval_loaders.pop() if data.target_test is not None else None
     raw = backend.unwrap(model)
     if (about := backend.describe(model)) is not None:
         accelerator.print(about)
@@ -128,10 +141,14 @@ def _setup(
     scheduler = torch.optim.lr_scheduler.LambdaLR(backend.torch_optimizer(optimizer), schedule)
     names = plan.trainable_any | {name for name, _ in raw.named_buffers()}
     checkpoints = Checkpointer(backend, run_dir / "checkpoints", model, optimizer, scheduler, names, t.save_total_limit)
-    return TrainingRun(
+    run = TrainingRun(
         cfg, accelerator, backend, model, raw, layer_map, plan, data, cache, train_loader, eval_loaders, workers,
         optimizer, scheduler, checkpoints, steps_per_epoch, total_steps,
     )  # fmt: skip
+    run.adaptation, run.target_test_loader = adaptation, target_test_loader
+    if adaptation is not None:
+        adaptation.setup(accelerator)
+    return run
 
 
 def _train(run: TrainingRun, state: TrainState, rng: dict[str, Any] | None) -> bool:
@@ -151,6 +168,8 @@ def _train(run: TrainingRun, state: TrainState, rng: dict[str, Any] | None) -> b
         if phase.name != run.cached_phase:  # fill or reuse the cache of what this phase keeps frozen
             run.activate_cache(phase)
             state.train_seconds += time.perf_counter() - epoch_started
+        if run.adaptation is not None:  # self-training's round of pseudo-labels
+            run.adaptation.start_epoch(run, state.epoch)
         loader, clipped = _start_epoch(run, state, phase)
         if rng is not None:  # restore RNG last, after everything that may have drawn from it
             set_rng_state(rng)
@@ -202,7 +221,7 @@ def _train_epoch(run: TrainingRun, state: TrainState, loader: Any, clipped: list
     for batch in loader:
         run.cache.feed_batch(batch)
         with accelerator.accumulate(model):
-            loss = poison(run.loss(model, batch), state.global_step + 1)
+            loss = poison(run.step_loss(model, batch, state), state.global_step + 1)
             accelerator.backward(loss)  # under DeepSpeed also the clipping and the optimizer step
             _update(run, state, loss, clipped)
         state.batch_in_epoch += 1
@@ -255,8 +274,10 @@ def _log_step(run: TrainingRun, state: TrainState, loss: float, progress: Any) -
         "loss": loss,
         "lr": run.scheduler.get_last_lr()[-1],
     }
+    if run.adaptation is not None and run.adaptation.method == "dann":
+        entry["dann_lambda"] = run.adaptation.lambd  # the reversal's weight, rising on its schedule
     state.log_history.append(entry)
-    run.accelerator.log({"train/loss": entry["loss"], "train/lr": entry["lr"]}, step=state.global_step)
+    run.accelerator.log({f"train/{k}": v for k, v in entry.items() if k not in ("step", "epoch")}, step=state.global_step)
     progress.set_postfix(loss=f"{entry['loss']:.4f}", lr=f"{entry['lr']:.2e}")
 
 
@@ -311,6 +332,7 @@ def _finish(run: TrainingRun, state: TrainState, memory: PeakMemory, stopped_ear
         raise DivergedError(never_finite(state.history, metric))
     if run.cfg.train.load_best_at_end:
         run.checkpoints.load_best()
+    adapted = _adapt_weights(run, state)
     result = TrainResult(
         best_metrics=state.best_metrics,
         best_epoch=state.best_epoch,
@@ -327,11 +349,13 @@ def _finish(run: TrainingRun, state: TrainState, memory: PeakMemory, stopped_ear
     )
     evaluator = run.data.evaluator
     ends_on = state.best_epoch if run.cfg.train.load_best_at_end else state.epoch
-    if ends_on in run.kept:  # this process validated these very weights: refit the calibration to them
+    if ends_on in run.kept and adapted is None:  # this process validated these very weights: refit the calibration
         preds, refs = run.kept[ends_on]
         evaluator.calibrate(preds, refs)
-    else:  # resumed after that epoch
-        _, preds, refs = _evaluate(run, 0, "validation (best)")
+    else:  # resumed after that epoch, or AdaBN changed the statistics since
+        metrics, preds, refs = _evaluate(run, 0, "validation (best)")
+        if adapted is not None:
+            result.best_metrics = metrics
     if evaluator.classification:
         result.confusion_matrix = confusion(preds, refs, len(run.raw.config.id2label))
     result.per_class = {"validation": evaluator.details(preds, refs)}
@@ -342,8 +366,25 @@ def _finish(run: TrainingRun, state: TrainState, memory: PeakMemory, stopped_ear
         run.accelerator.print("test " + " ".join(f"{k}={v:.4f}" for k, v in result.test_metrics.items()))
     result.model_config = evaluator.config_updates()
     run.cache.close()  # the real frozen part again, for export
+    if run.adaptation is not None:
+        result.adapt = {**state.adapt, **(adapted or run.adaptation.finish(run))}
+    if run.target_test_loader is not None:
+        result.target_test_metrics, target_preds, target_refs = evaluate_loop(
+            run.accelerator, run.model, run.target_test_loader, evaluator, desc="target test"
+        )
+        result.per_class["target_test"] = evaluator.details(target_preds, target_refs)
+        run.accelerator.print("target_test " + " ".join(f"{k}={v:.4f}" for k, v in result.target_test_metrics.items()))
     finish_trackers(run.accelerator, run.cfg, result)
     return result
+
+
+def _adapt_weights(run: TrainingRun, state: TrainState) -> dict[str, Any] | None:
+    """AdaBN: the target's BatchNorm statistics go into the best weights before their final evaluations (uncached:
+    the cached features were computed with the source's). Returns the method's record, or None when nothing changed."""
+    if run.adaptation is None or run.adaptation.method != "adabn":
+        return None
+    run.cache.close()
+    return {"validation_with_source_statistics": dict(state.best_metrics), **run.adaptation.finish(run)}
 
 
 def _is_cnn(model: nn.Module) -> bool:

@@ -56,6 +56,14 @@ class TrainingRun:
     kept: dict[int, tuple[list, list]] = field(default_factory=dict)
     cached_phase: str | None = None  # the phase the feature cache was last activated for
     on_epoch: EpochHook | None = None
+    adaptation: Any = None  # an adapt.methods.Adaptation when adapt.method is set or data.target given
+    target_test_loader: DataLoader | None = None  # data.target_test, evaluated once at the end
+
+    def step_loss(self, model: nn.Module, batch: dict[str, Any], state: Any) -> torch.Tensor:
+        """A training step's loss: the task's, plus what adapt.method adds on a target batch."""
+        if self.adaptation is None:
+            return self.loss(model, batch)
+        return self.adaptation.loss(self, model, batch, state)
 
     def loss(self, model: nn.Module, batch: dict[str, Any]) -> torch.Tensor:
         """The model's own loss, or the task's (class weights, label smoothing, multi-label, regression) on its logits."""
