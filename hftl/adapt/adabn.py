@@ -9,7 +9,8 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -49,3 +50,23 @@ def reestimate(model: nn.Module, batches: Iterable[dict[str, Any]], device: torc
         for m, training in was_training.items():
             m.train(training)
     return seen
+
+
+@contextmanager
+def running_statistics_kept(model: nn.Module) -> Iterator[None]:
+    """Within it, training-mode forwards still normalise with their batch's statistics but leave the running
+    statistics (and their batch count) as they are: self-training's strongly augmented target views must not become the
+    statistics the model predicts with.
+
+    Example:
+        >>> with running_statistics_kept(model):   # doctest: +SKIP
+        ...     loss = model(**strong_batch).loss
+    """
+    layers = [m for m in model.modules() if isinstance(m, BATCH_NORM) and m.track_running_stats]
+    for m in layers:  # in training mode a layer that tracks nothing normalises by the batch and updates no buffer
+        m.track_running_stats = False
+    try:
+        yield
+    finally:
+        for m in layers:
+            m.track_running_stats = True

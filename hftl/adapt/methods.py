@@ -20,9 +20,10 @@ from typing import Any
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
 
 from hftl.adapt.a_distance import proxy_a_distance
-from hftl.adapt.adabn import batch_norms, reestimate
+from hftl.adapt.adabn import batch_norms, reestimate, running_statistics_kept
 from hftl.adapt.coral import coral_loss
 from hftl.adapt.dann import DISCRIMINATOR, dann_lambda, domain_classifier, domain_loss
 from hftl.adapt.features import HeadInputs, feature_width, head_module
@@ -66,8 +67,11 @@ def check_adaptation(cfg: Config, model: nn.Module, layer_map: LayerMap) -> None
 class Adaptation:
     """One run's adaptation: `adapt.method` and the target data it uses (`data.target`)."""
 
-    def __init__(self, cfg: Config, data: Any, layer_map: LayerMap, run_dir: Path) -> None:
+    def __init__(
+        self, cfg: Config, data: Any, layer_map: LayerMap, run_dir: Path, pretrained: dict[str, Any] | None = None
+    ) -> None:
         self.cfg, self.data, self.layer_map, self.run_dir = cfg, data, layer_map, run_dir
+        self.pretrained = pretrained  # adapt.method=pretrain: the masked-LM pretraining's record
         self.method = cfg.adapt.method
         self.stream: TargetStream | None = None
         self.pseudo: list[int] = []
@@ -108,7 +112,7 @@ class Adaptation:
     # -- the hooks --------------------------------------------------------------------------------
     def begin(self, run: Any) -> dict[str, Any]:
         """On a fresh run: AdaBN's source statistics, then the shift the pretrained features see."""
-        info: dict[str, Any] = {"method": self.method}
+        info: dict[str, Any] = {"method": self.method, **({"pretrain": self.pretrained} if self.pretrained else {})}
         if self.method == "adabn":
             seen = reestimate(run.raw, self._batches(_plain(self.data.train)), run.accelerator.device, "AdaBN (source)")
             layers = len(batch_norms(run.raw))
@@ -170,7 +174,8 @@ class Adaptation:
         mask_id = mask_id if mask_id is not None else getattr(tokenizer, "unk_token_id", None)
         special = set(getattr(tokenizer, "all_special_ids", []) or [])
         strong = strong_view(target, torch.Generator().manual_seed(seed), mask_id, special)
-        logits = model(**_inputs(strong)).logits
+        with running_statistics_kept(run.raw):  # distorted views: normalised by their batch, never remembered
+            logits = model(**_inputs(strong)).logits
         return task + self.cfg.adapt.target_weight * nn.functional.cross_entropy(logits.float(), labels)
 
     def finish(self, run: Any) -> dict[str, Any]:
@@ -195,11 +200,11 @@ class Adaptation:
         if self.data.target is None:
             return None
         found = []
-        for ds in (self.data.train, self.data.target):
+        for name, ds in (("source", self.data.train), ("target", self.data.target)):
             plain = _plain(ds)
             step = max(1, len(plain) // SHIFT_EXAMPLES)
             subset = torch.utils.data.Subset(plain, range(0, len(plain), step)[:SHIFT_EXAMPLES])
-            found.append(_features(run, self._batches(subset)))
+            found.append(_features(run, self._batches(subset), f"shift: {name} features"))
         try:
             return round(proxy_a_distance(found[0], found[1], seed=self.cfg.train.seed), 4)
         except HftlError as e:  # too few examples: the run goes on, the shift is not measured
@@ -220,14 +225,14 @@ def _inputs(batch: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in batch.items() if k != "labels"}
 
 
-def _features(run: Any, batches: DataLoader) -> Any:
+def _features(run: Any, batches: DataLoader, desc: str) -> Any:
     model, device = run.raw, run.accelerator.device
     was_training = model.training
     model.eval()
     out = []
     try:
         with HeadInputs(model, run.layer_map) as caught, torch.no_grad():
-            for batch in batches:
+            for batch in tqdm(batches, desc=desc, leave=False, disable=not run.accelerator.is_local_main_process):
                 model(**{k: v.to(device) for k, v in _inputs(batch).items() if isinstance(v, torch.Tensor)})
                 out.append(caught.take().float().cpu())
     finally:

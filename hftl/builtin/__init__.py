@@ -6,7 +6,8 @@ CTranslate2 files of two PyPI wheels, read by `ct2_whisper.py`), `digits.py` (sc
 `digit_domains.py` (printed digits as the source domain, those handwritten ones as the target), `vader.py` (the VADER
 lexicon as word-polarity and word-valence csv files), `sentiment_domains.py` (VADER words in dictionary spelling as
 the source, other words in social-media spelling as the target), `spoken.py` (speech made with espeak-ng
-voices, which run in their own process, `espeak_worker.py`). `resolve_builtin` turns a `builtin:` name into the
+voices, which run in their own process, `espeak_worker.py`), `spoken_digit_accents.py` (its digit words in six
+accents as the source, Caribbean English as the target). `resolve_builtin` turns a `builtin:` name into the
 local folder or file.
 
 Example:
@@ -25,6 +26,7 @@ from hftl.builtin.efficientnet_lite0 import LITE0_INSTALL, LITE0_PACKAGE, effici
 from hftl.builtin.minilm import MINILM_PACKAGE, all_minilm_l6_v2
 from hftl.builtin.sentiment_domains import write_sentiment_domains
 from hftl.builtin.spoken import SPEECH_DATA_INSTALL, write_spoken_accents, write_spoken_digits, write_spoken_sentences
+from hftl.builtin.spoken_digit_accents import write_spoken_digit_accents
 from hftl.builtin.vader import VADER_PACKAGE, write_vader_valence, write_vader_words
 from hftl.builtin.whisper_base import WHISPER_INSTALL, whisper_base
 from hftl.utils.errors import HftlError
@@ -35,7 +37,7 @@ __all__ = [
     "write_vader_words", "WHISPER_INSTALL", "whisper_base",
 ]  # fmt: skip
 __all__ += ["SPEECH_DATA_INSTALL", "write_spoken_accents", "write_spoken_digits", "write_spoken_sentences"]
-__all__ += ["write_digit_domains", "write_sentiment_domains"]
+__all__ += ["write_digit_domains", "write_sentiment_domains", "write_spoken_digit_accents"]
 
 BUILTIN_PREFIX = "builtin:"
 DEFAULT_DATA_DIR = Path("~/.cache/hftl/data")
@@ -52,9 +54,11 @@ def resolve_builtin(source: str | None) -> str | None:
     `builtin:spoken-sentences` (speech recognition, metadata.csv per split) and `builtin:spoken-accents` (six
     English accents as the source, Caribbean English as the target). Domain-adaptation pairs: `builtin:digit-domains`
     (printed digits as the source, scikit-learn's handwritten ones as the target: `printed/{train,test}`,
-    `handwritten/{train,test}`) and `builtin:sentiment-domains` (VADER words: `dictionary-train.csv` the source,
-    `social-train.csv` / `social-test.csv` other words in social-media spelling). A sub-path picks a folder or file
-    inside one: `builtin:spoken-accents/target/test`, `builtin:sentiment-domains/social-test.csv`.
+    `handwritten/{train,test}`), `builtin:sentiment-domains` (VADER words: `dictionary-train.csv` the source,
+    `social-train.csv` / `social-test.csv` other words in social-media spelling) and `builtin:spoken-digit-accents`
+    (the words zero..nine, class folders: `source/{train,validation}` in six accents, `target/{train,test}` in
+    Caribbean English). A sub-path picks a folder or file inside one: `builtin:spoken-accents/target/test`,
+    `builtin:sentiment-domains/social-test.csv`.
 
     Example:
         >>> resolve_builtin("google/vit-base-patch16-224")
@@ -77,6 +81,7 @@ def resolve_builtin(source: str | None) -> str | None:
         "spoken-accents": lambda: write_spoken_accents(DEFAULT_DATA_DIR.expanduser() / "spoken-accents"),
         "digit-domains": lambda: write_digit_domains(DEFAULT_DATA_DIR.expanduser() / "digit-domains"),
         "sentiment-domains": lambda: write_sentiment_domains(DEFAULT_DATA_DIR.expanduser() / "sentiment-domains"),
+        "spoken-digit-accents": lambda: write_spoken_digit_accents(DEFAULT_DATA_DIR.expanduser() / "spoken-digit-accents"),
     }
     if name not in makers:
         raise HftlError(f"unknown built-in {source!r}; available: {', '.join(BUILTIN_PREFIX + k for k in makers)}")

@@ -8,6 +8,7 @@ Example:
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -82,12 +83,13 @@ def run(cfg: Config, on_epoch: EpochHook | None = None) -> FinetuneResult:
     if modality.label_shapes:  # weights for labels the data lacks fail here, before the run folder is claimed
         class_weight_vector(splits.labels, cfg.train.class_weights)
     load_target_splits(cfg, modality, splits)
+    start, pretrained = pretrain_if_asked(cfg, splits)
     set_seed(cfg.train.seed)  # the new head's init does not depend on how much data loading drew
-    model, processor, layer_map, plan = setup_model(cfg, modality, splits.labels)
+    model, processor, layer_map, plan = setup_model(start, modality, splits.labels)
     check_adaptation(cfg, model, layer_map)
     # The run folder is claimed only once data and model load: a typo there leaves nothing behind.
     with run_lock(run_dir):  # one writer: a second process on this folder is refused while this one lives
-        return _train_and_export(cfg, modality, splits, model, processor, layer_map, plan, on_epoch)
+        return _train_and_export(cfg, modality, splits, model, processor, layer_map, plan, on_epoch, pretrained)
 
 
 def _train_and_export(
@@ -99,6 +101,7 @@ def _train_and_export(
     layer_map: LayerMap,
     plan: Plan,
     on_epoch: EpochHook | None = None,
+    pretrained: dict[str, Any] | None = None,
 ) -> FinetuneResult:
     run_dir = Path(cfg.output_dir)
     if not prepare_run_dir(cfg, run_dir):
@@ -112,7 +115,7 @@ def _train_and_export(
     if (counts := splits.labels.describe_counts()) is not None:
         accelerator.print(counts)
     data = setup_data(cfg, modality, processor, splits)
-    adaptation = Adaptation(cfg, data, layer_map, run_dir) if cfg.adapt.method != "none" or data.target else None
+    adaptation = Adaptation(cfg, data, layer_map, run_dir, pretrained) if cfg.adapt.method != "none" or data.target else None
     if adaptation is not None:
         plan = adaptation.attach(model, plan)
     result = fit(cfg, model, layer_map, plan, data, run_dir, accelerator, on_epoch, adaptation)
@@ -155,6 +158,24 @@ def resolve_builtins(cfg: Config) -> None:
         resolved = resolve_builtin(value)
         if resolved != value:
             setattr(obj, key, resolved)
+
+
+def pretrain_if_asked(cfg: Config, splits: Splits) -> tuple[Config, dict[str, Any] | None]:
+    """adapt.method=pretrain: the config to load the model from (the checkpoint after masked language modelling on
+    the target's texts) and the pretraining's record; otherwise `cfg` itself and None."""
+    if cfg.adapt.method != "pretrain":
+        return cfg, None
+    from transformers import AutoConfig
+
+    from hftl.adapt.pretrain import check_masked_lm, pretrain_on_target
+
+    m = cfg.model
+    check_masked_lm(cfg, AutoConfig.from_pretrained(m.name_or_path, revision=m.revision, trust_remote_code=m.trust_remote_code))
+    texts = [" ".join(x) if isinstance(x, list) else str(x) for x in column_values(splits.target, splits.input_column)]
+    folder, record = pretrain_on_target(cfg, texts)
+    start = copy.deepcopy(cfg)
+    start.model.name_or_path, start.model.revision = str(folder), None
+    return start, {"pretrained_checkpoint": str(folder), **record}
 
 
 def load_target_splits(cfg: Config, modality: Modality, splits: Splits) -> None:

@@ -81,7 +81,7 @@ def adaptation_advice(study: Any, rows: list[dict[str, Any]]) -> list[str]:
         lines.append("Negative transfer (below source only on the target test): " + ", ".join(f"`{a}`" for a in negative) + ".")
     refused = [r["arm"] for r in rows if str(r.get("error", "")).startswith("refused")]
     if refused:
-        lines.append("Refused for their strategy (see the table): " + ", ".join(f"`{a}`" for a in refused) + ".")
+        lines.append("Refused before training (the table says why): " + ", ".join(f"`{a}`" for a in refused) + ".")
     return lines
 
 

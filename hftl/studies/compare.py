@@ -213,31 +213,39 @@ def compare(
 
     study = Study(study_dir, base.task, best_metric_name(base), names, seed_list, models=model_names, methods=methods)
     for i, (record, cfg) in enumerate(plans, 1):
-        name, run_dir = record.strategy, record.run_dir
         study.runs.append(record)
-        print(f"\n=== [{i}/{len(plans)}] {record.arm} (seed {record.seed}) -> {run_dir}", flush=True)
-        if cfg is None:
-            print(record.error)
-            continue
-        if is_finished(run_dir) and base.overwrite:  # overwrite=true redoes the study's finished runs
-            shutil.rmtree(run_dir)
-        if is_finished(run_dir):
-            _check_reusable(cfg, run_dir)
-            record.metrics, record.reused = read_metrics(run_dir), True
-            print(f"finished earlier: reusing {run_dir / METRICS_FILE}")
-            continue
-        cfg.resume = (run_dir / CONFIG_FILE).exists()  # an interrupted run continues from its checkpoint
-        try:
-            run(cfg)
-            record.metrics = read_metrics(run_dir)
-        except HftlError as e:  # a strategy that cannot run here (e.g. no LoRA target) must not sink the study
-            record.error = str(e)
-            print(f"{name} failed: {e}")
-        except Exception as e:  # noqa: BLE001 - report, keep the other strategies' results
-            record.error = f"{type(e).__name__}: {e}"
-            print(f"{name} failed:\n{traceback.format_exc()}")
+        print(f"\n=== [{i}/{len(plans)}] {record.arm} (seed {record.seed}) -> {record.run_dir}", flush=True)
+        _execute(record, cfg, base.overwrite)
     study.report_md, study.report_html = write_report(study)
     return study
+
+
+def _execute(record: RunRecord, cfg: Config | None, overwrite: bool) -> None:
+    """Run (or reuse, or resume) one run of the study, recording its metrics or why it failed or was refused."""
+    name, run_dir = record.strategy, record.run_dir
+    if cfg is None:  # refused when the plan was made
+        print(record.error)
+        return
+    if is_finished(run_dir) and overwrite:  # overwrite=true redoes the study's finished runs
+        shutil.rmtree(run_dir)
+    if is_finished(run_dir):
+        _check_reusable(cfg, run_dir)
+        record.metrics, record.reused = read_metrics(run_dir), True
+        print(f"finished earlier: reusing {run_dir / METRICS_FILE}")
+        return
+    cfg.resume = (run_dir / CONFIG_FILE).exists()  # an interrupted run continues from its checkpoint
+    try:
+        run(cfg)
+        record.metrics = read_metrics(run_dir)
+    except ConfigError as e:  # known once the model is loaded (AdaBN on a model without BatchNorm): nothing written
+        record.error = f"refused: {e}" if record.method else str(e)
+        print(f"{record.arm}: {record.error}" if record.method else f"{name} failed: {e}")
+    except HftlError as e:  # a strategy that cannot run here (e.g. no LoRA target) must not sink the study
+        record.error = str(e)
+        print(f"{name} failed: {e}")
+    except Exception as e:  # noqa: BLE001 - report, keep the other strategies' results
+        record.error = f"{type(e).__name__}: {e}"
+        print(f"{name} failed:\n{traceback.format_exc()}")
 
 
 def parse_methods(text: str | list[str] | None) -> list[str]:

@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from hftl.adapt.adabn import batch_norms, reestimate
+from hftl.adapt.adabn import batch_norms, reestimate, running_statistics_kept
 from hftl.adapt.coral import coral_loss
 from hftl.adapt.dann import dann_lambda, domain_classifier, domain_loss, reverse_gradient
 from hftl.adapt.self_training import read_pseudo_labels, round_at, round_starts, write_pseudo_labels
@@ -45,6 +45,17 @@ def test_adabn_changes_only_batch_norm_running_statistics_to_the_data_s_exact_mo
     conv = model.net[0](images)  # the exact mean over every example and position, not a momentum average
     assert torch.allclose(after["net.1.running_mean"], conv.mean(dim=(0, 2, 3)), atol=1e-4)
     assert model.net[1].momentum == 0.1 and model.training  # momentum and modes put back (it was training)
+
+
+def test_strong_views_leave_batch_norm_running_statistics_as_they_were():
+    model = Wrapped().train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with running_statistics_kept(model):
+        model(pixel_values=torch.randn(8, 3, 8, 8) * 5)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert model.net[1].track_running_stats
+    model(pixel_values=torch.randn(8, 3, 8, 8) * 5)  # outside: a training forward updates them again
+    assert not torch.equal(before["net.1.running_mean"], model.state_dict()["net.1.running_mean"])
 
 
 def test_the_reversal_flips_the_sign_of_the_domain_gradient_into_the_backbone():

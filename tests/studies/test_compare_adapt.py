@@ -40,5 +40,5 @@ def test_compare_adapt_runs_a_method_by_strategy_grid_and_reports_the_target_tes
     assert f"| coral | full | {coral['target_test_f1']:.4f} | {gain:+.1f} |" in table
     if gain < 0:
         assert "negative transfer" in table
-    assert "Best on the target test" in report and "Refused for their strategy" in report
+    assert "Best on the target test" in report and "Refused before training" in report
     assert 0 <= coral["shift_before"] <= 2 and 0 <= coral["shift_after"] <= 2
