@@ -15,6 +15,7 @@ from tests.adapt.domain_data import adapted_config, write_domain_pair
 from tests.conftest import run_cli, save_tiny_resnet, seeded
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["dann", "self_training"])
 def test_a_killed_and_resumed_adapted_run_ends_bitwise_on_the_uninterrupted_one(method, tmp_path):
     pair = write_domain_pair(tmp_path / "data")
