@@ -33,15 +33,18 @@ def load_target(
     loaded = load_source(spec, modality, "data.target", report, RepoOptions(cfg.dataset_config, cfg.revision))
     ds = _pick(loaded, "train", spec)
     column = input_column if input_column in ds.column_names else _detect(modality, ds, spec)
-    ds = ds.select_columns([column])
+    pair = [cfg.text_pair_column] if cfg.text_pair_column and cfg.text_pair_column in ds.column_names else []
+    ds = ds.select_columns([column, *pair])
     if len(ds) == 0:
         raise DataError(f"data.target={spec} holds no examples; give it unlabelled inputs of the target domain")
-    ds = ds.add_column(ROW, list(range(1, len(ds) + 1)))
+    # A check that wants a label (speech: an empty transcript) sees a placeholder: the target's own are never read.
+    placeholder = cfg.label_column if isinstance(cfg.label_column, str) else modality.label_candidates[0]
+    ds = ds.add_column(ROW, list(range(1, len(ds) + 1))).add_column(placeholder, ["x"] * len(ds))
     ds = modality.prepare_inputs(ds, column, spec)
     checked = modality.check_inputs(ds, column, "target", cfg.on_bad_file, report)
     if len(checked) == 0:
         raise DataError(f"data.target={spec} has no usable examples (all were unreadable); add readable inputs to it")
-    checked = checked.remove_columns(ROW)
+    checked = checked.remove_columns([ROW, placeholder])
     if column != input_column:
         checked = checked.rename_column(column, input_column)
     if train is not None:

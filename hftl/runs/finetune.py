@@ -18,7 +18,7 @@ from accelerate.utils import set_seed
 
 from hftl.adapt.methods import Adaptation, check_adaptation
 from hftl.backends import backend_for, check_launch
-from hftl.config import PIPELINE_TASKS, Config, best_metric_name, load_config
+from hftl.config import CLASSIFICATION_TASKS, PIPELINE_TASKS, Config, best_metric_name, load_config
 from hftl.data.labels import REGRESSION
 from hftl.data.losses import class_weight_vector, sample_weights, training_loss
 from hftl.data.modalities import Modality, get_modality
@@ -115,7 +115,9 @@ def _train_and_export(
     if (counts := splits.labels.describe_counts()) is not None:
         accelerator.print(counts)
     data = setup_data(cfg, modality, processor, splits)
-    adaptation = Adaptation(cfg, data, layer_map, run_dir, pretrained) if cfg.adapt.method != "none" or data.target else None
+    # Without a method, a target still gets its shift measured, where the head reads one vector per example.
+    measured = data.target is not None and cfg.task in CLASSIFICATION_TASKS
+    adaptation = Adaptation(cfg, data, layer_map, run_dir, pretrained) if cfg.adapt.method != "none" or measured else None
     if adaptation is not None:
         plan = adaptation.attach(model, plan)
     result = fit(cfg, model, layer_map, plan, data, run_dir, accelerator, on_epoch, adaptation)
