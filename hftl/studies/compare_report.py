@@ -277,7 +277,8 @@ class _Page:
         self.adaptation = adaptation_table(study, rows)
         self.advice = adaptation_advice(study, rows) + recommend(rows, study.metric)
         self.header, self.body = _table(study, rows)
-        self.grid = _grid(study, rows) if study.models else []
+        # An adaptation study's first table already has the model column; the grid would hide the method.
+        self.grid = _grid(study, rows) if study.models and not self.adaptation else []
         kind = "Adaptation" if getattr(study, "methods", None) else "Model and strategy" if study.models else "Strategy"
         self.title = f"{kind} comparison: {study.task}"
         seeds = f"seed {study.seeds[0]}"
