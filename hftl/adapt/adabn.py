@@ -17,6 +17,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from hftl.adapt.features import model_inputs
+
 BATCH_NORM = nn.modules.batchnorm._BatchNorm  # BatchNorm1d/2d/3d, SyncBatchNorm and timm's subclasses
 
 
@@ -41,8 +43,7 @@ def reestimate(model: nn.Module, batches: Iterable[dict[str, Any]], device: torc
     try:
         with torch.no_grad():
             for batch in tqdm(batches, desc=desc, leave=False):
-                inputs = {k: v.to(device) for k, v in batch.items() if k != "labels" and isinstance(v, torch.Tensor)}
-                model(**inputs)
+                model(**model_inputs(batch, device))
                 seen += len(batch["labels"])
     finally:
         for m, momentum in zip(layers, momenta):

@@ -42,6 +42,11 @@ def feature_width(module: nn.Module) -> int:
     raise HftlError(f"the classifier layer {type(module).__name__} holds no linear layer to read the feature width from")
 
 
+def model_inputs(batch: dict[str, Any], device: torch.device) -> dict[str, torch.Tensor]:
+    """A collated batch's tensors on `device`, labels left out (the passes that only read the model's outputs)."""
+    return {k: v.to(device) for k, v in batch.items() if k != "labels" and isinstance(v, torch.Tensor)}
+
+
 def pooled(x: torch.Tensor) -> torch.Tensor:
     """One vector per example: a (batch, ..., width) input is averaged over its middle positions."""
     return x if x.dim() == 2 else x.flatten(1, -2).mean(dim=1)

@@ -26,7 +26,7 @@ from hftl.adapt.a_distance import proxy_a_distance
 from hftl.adapt.adabn import batch_norms, reestimate, running_statistics_kept
 from hftl.adapt.coral import coral_loss
 from hftl.adapt.dann import DISCRIMINATOR, dann_lambda, domain_classifier, domain_loss
-from hftl.adapt.features import HeadInputs, feature_width, head_module
+from hftl.adapt.features import HeadInputs, feature_width, head_module, model_inputs
 from hftl.adapt.self_training import (
     PSEUDO_LABELS_DIR,
     pseudo_label,
@@ -233,7 +233,7 @@ def _features(run: Any, batches: DataLoader, desc: str) -> Any:
     try:
         with HeadInputs(model, run.layer_map) as caught, torch.no_grad():
             for batch in tqdm(batches, desc=desc, leave=False, disable=not run.accelerator.is_local_main_process):
-                model(**{k: v.to(device) for k, v in _inputs(batch).items() if isinstance(v, torch.Tensor)})
+                model(**model_inputs(batch, device))
                 out.append(caught.take().float().cpu())
     finally:
         model.train(was_training)

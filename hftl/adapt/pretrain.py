@@ -120,6 +120,12 @@ def _save_base(cfg: Config, mlm: Any, out: Path) -> None:
     base.save_pretrained(out)
 
 
+def _masked(texts: list[str], encode: Any, collate: Any) -> dict[str, torch.Tensor]:
+    """Tokenize `texts` and let the collator pad them and draw their masks (it takes one example per dict)."""
+    encoded = encode(texts)
+    return collate([{k: encoded[k][i] for k in encoded} for i in range(len(texts))])
+
+
 def _batches(texts: list[str], size: int) -> list[list[str]]:
     return [texts[i : i + size] for i in range(0, len(texts), size)]
 
@@ -135,7 +141,7 @@ def _train(model: Any, encode: Any, collate: Any, texts: list[str], cfg: Config)
         order = torch.randperm(len(texts)).tolist()
         total, count = 0.0, 0
         for batch in tqdm(_batches([texts[i] for i in order], size), desc=f"masked-LM epoch {epoch + 1}", leave=False):
-            inputs = collate([dict(zip(e.keys(), v)) for e in [encode(batch)] for v in zip(*e.values())])
+            inputs = _masked(batch, encode, collate)
             loss = model(**inputs).loss
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -155,7 +161,7 @@ def _held_out_loss(model: Any, encode: Any, collate: Any, texts: list[str], seed
     with torch.random.fork_rng(devices=[]), torch.no_grad():
         torch.manual_seed(seed + 7)
         for batch in _batches(texts, 32):
-            inputs = collate([dict(zip(e.keys(), v)) for e in [encode(batch)] for v in zip(*e.values())])
+            inputs = _masked(batch, encode, collate)
             total += model(**inputs).loss.item() * len(batch)
             count += len(batch)
     model.train(was_training)

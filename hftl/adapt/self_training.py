@@ -21,6 +21,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from hftl.adapt.features import model_inputs
 from hftl.utils.files import atomic_write_text
 
 PSEUDO_LABELS_DIR = "pseudo_labels"
@@ -47,8 +48,7 @@ def pseudo_label(model: nn.Module, batches: Any, device: torch.device) -> tuple[
     try:
         with torch.no_grad():
             for batch in tqdm(batches, desc="pseudo-labels", leave=False):
-                inputs = {k: v.to(device) for k, v in batch.items() if k != "labels" and isinstance(v, torch.Tensor)}
-                probs = model(**inputs).logits.float().softmax(dim=-1)
+                probs = model(**model_inputs(batch, device)).logits.float().softmax(dim=-1)
                 top = probs.max(dim=-1)
                 labels += top.indices.tolist()
                 confidence += top.values.tolist()
