@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -67,6 +68,21 @@ def chromium() -> str:
             pytest.fail("CI: chromium must be installed (apt-get install chromium; .ci/run does it)", pytrace=False)
         pytest.skip("no chromium on PATH: apt-get install chromium")
     return found
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A throwaway PostgreSQL server (tests/postgres.py) with an empty database, as a SQLAlchemy URL; `.ci/run`
+    installs Debian's `postgresql`."""
+    from tests.postgres import bin_dir, postgres_server
+
+    require("psycopg2", TEST_EXTRA)
+    if bin_dir() is None:
+        if os.environ.get("CI", "").strip().lower() in ("true", "1"):
+            pytest.fail("CI: PostgreSQL must be installed (apt-get install postgresql; .ci/run does it)", pytrace=False)
+        pytest.skip("no PostgreSQL (initdb, pg_ctl): apt-get install postgresql")
+    with postgres_server() as url:
+        yield url
 
 
 def save_tiny_vit(folder: Path, image_size: int = 32) -> Path:
@@ -159,6 +175,20 @@ def digits(tmp_path_factory) -> Path:
     for label in ("0", "1", "2"):
         (small / label).symlink_to(full / label, target_is_directory=True)
     return small
+
+
+def run_together(*commands: list[str], timeout: int = 900) -> list[str]:
+    """Start several `hftl ...` commands at once, as processes on several machines would, and wait for all; each
+    must succeed. Returns their stdouts."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    procs = [
+        subprocess.Popen([sys.executable, "-m", "hftl.cli", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True, env=env, cwd=REPO)
+        for args in commands
+    ]  # fmt: skip
+    results = [p.communicate(timeout=timeout) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [err[-3000:] for _, err in results]
+    return [out for out, _ in results]
 
 
 def run_cli(*args: str, env: dict | None = None, check: bool = True, in_process: bool = False) -> subprocess.CompletedProcess:

@@ -23,7 +23,9 @@ def print_study(study: Any) -> None:
         from hftl.studies.accent_demo import format_rows
 
         print("\nspeech recognition on an accent held out of training:\n" + format_rows(study.speech_recognition))
-    print(f"\nreport: {study.report_md}  (self-contained: {study.report_html})")
-    failed = [r for r in study.runs if r.error and not r.error.startswith("refused")]  # a refused pair is listed, not failed
+    if study.report_md is not None:
+        print(f"\nreport: {study.report_md}  (self-contained: {study.report_html})")
+    # A refused pair is listed, not failed; a cell another process has not finished yet is not a failure either.
+    failed = [r for r in study.runs if r.error and not r.error.startswith(("refused", "not run yet"))]
     if failed:
         raise HftlError(f"{len(failed)} run(s) failed: " + "; ".join(f"{r.arm}: {r.error[:200]}" for r in failed))

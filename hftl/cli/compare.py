@@ -1,4 +1,4 @@
-"""`hftl compare CONFIG --strategies ... [--models M1,M2]`: strategies (x models) on one split and budget, one report.
+"""`hftl compare CONFIG --strategies ... [--models M1,M2] [--folds K] [--train-sizes 50,100]`: a study's grid, one report.
 
 Example:
     $ hftl compare configs/text/bert-full.yaml --strategies scratch,head_only,lora,full data.train=reviews.csv
@@ -31,6 +31,20 @@ def add_parser(sub: Any) -> None:
         help="an adaptation study: comma-separated adapt.method values (none,adabn,coral,dann,self_training,pretrain), "
         "x strategies; needs data.target, and data.target_test for the headline",
     )
+    p.add_argument("--folds", type=int, default=None, help="K-fold cross-validation: every arm runs once per fold")
+    p.add_argument(
+        "--train-sizes",
+        default=None,
+        help="the label-budget curve: comma-separated numbers of training examples (nested stratified subsets), e.g. 50,100,300",
+    )
+    p.add_argument(
+        "--storage",
+        default=None,
+        help="an Optuna storage URL (sqlite:///grid.db, postgresql+psycopg2://user@host/db) that several processes or "
+        "machines share: each runs cells no one has taken",
+    )
+    p.add_argument("--study-name", default=None, help="the shared grid's name in --storage (default: output_dir's name)")
+    p.add_argument("--report-only", action="store_true", help="write the report from the runs that have finished; train nothing")
     p.set_defaults(func=run)
 
 
@@ -38,6 +52,8 @@ def run(args: argparse.Namespace) -> None:
     from hftl.studies.compare import compare
 
     study = compare(
-        args.config, args.strategies, seeds=args.seeds, overrides=args.overrides, models=args.models, adapt=args.adapt
-    )
+        args.config, args.strategies, seeds=args.seeds, overrides=args.overrides, models=args.models, adapt=args.adapt,
+        folds=args.folds, train_sizes=args.train_sizes, storage=args.storage, study_name=args.study_name,
+        report_only=args.report_only,
+    )  # fmt: skip
     print_study(study)

@@ -128,7 +128,7 @@ def validate(cfg: Config) -> None:
         t.early_stopping_patience is None or t.early_stopping_patience >= 1, "train.early_stopping_patience must be >= 1 or null"
     )
     _require(0 < d.validation_split < 1, f"data.validation_split must be between 0 and 1, got {d.validation_split}")
-    _require(d.max_train_samples is None or d.max_train_samples >= 1, "data.max_train_samples must be >= 1 or null")
+    _check_subsets(d)
     _require(d.num_workers is None or d.num_workers >= 0, "data.num_workers must be >= 0, or null for automatic")
     _require(d.max_length is None or d.max_length >= 2, f"data.max_length must be >= 2 or null, got {d.max_length}")
     _require(
@@ -172,6 +172,30 @@ def validate(cfg: Config) -> None:
             check_repo_id(cfg.hub_repo_id)
         except ConfigError as e:  # re-raised naming the key
             raise ConfigError(f"hub_repo_id: {e}") from None
+
+
+def _check_subsets(d: Any) -> None:
+    """The keys that pick which labelled examples a run trains and validates on: data.max_train_samples,
+    data.folds with data.fold, data.train_size and data.group_column."""
+    _require(d.max_train_samples is None or d.max_train_samples >= 1, "data.max_train_samples must be >= 1 or null")
+    _require(d.folds is None or d.folds >= 2, f"data.folds must be >= 2 (K-fold cross-validation) or null, got {d.folds}")
+    _require(
+        d.fold is None or d.folds is not None,
+        f"data.fold={d.fold} picks one of data.folds' folds, but data.folds is null; set data.folds=K or remove data.fold",
+    )
+    _require(
+        d.folds is None or d.fold is not None,
+        f"data.folds={d.folds} needs data.fold: the fold this run validates on, 0 to {d.folds - 1 if d.folds else 'K-1'}",
+    )
+    _require(
+        d.fold is None or d.folds is None or 0 <= d.fold < d.folds,
+        f"data.fold must be between 0 and data.folds - 1 ({(d.folds or 1) - 1}), got {d.fold}",
+    )
+    _require(d.train_size is None or d.train_size >= 1, f"data.train_size must be >= 1 or null, got {d.train_size}")
+    _require(
+        d.group_column is None or (isinstance(d.group_column, str) and bool(d.group_column.strip())),
+        f"data.group_column must name a column, or be null; got {d.group_column!r}",
+    )
 
 
 # Methods that align features the backbone produces: they need a strategy that trains it.

@@ -197,6 +197,31 @@ class DataConfig:
         default="skip", metadata=_help("What to do with unreadable files: skip (counted, reported) or error.", ("skip", "error"))
     )
     max_train_samples: int | None = field(default=None, metadata=_help("Use at most this many training examples."))
+    group_column: str | None = field(
+        default=None,
+        metadata=_help(
+            "Column of groups (speaker, patient, source) kept whole: no group is split across data.folds' folds, nor "
+            "across the hold-out of data.validation_split. A data.validation you give is not checked."
+        ),
+    )
+    folds: int | None = field(
+        default=None,
+        metadata=_help(
+            "K-fold cross-validation (K >= 2): the labelled pool (train plus validation, given or not; never test) is "
+            "split into K folds, stratified by label and drawn with train.seed; the run validates on data.fold and "
+            "trains on the rest. Null: no folds."
+        ),
+    )
+    fold: int | None = field(
+        default=None, metadata=_help("With data.folds: the fold this run validates on, 0 to data.folds - 1.")
+    )
+    train_size: int | None = field(
+        default=None,
+        metadata=_help(
+            "Label budget: train on exactly this many examples, a stratified subset nested across sizes (for one "
+            "train.seed and data.fold, the 50 are inside the 100); taken after data.folds and data.max_train_samples."
+        ),
+    )
     num_workers: int | None = field(
         default=None,
         metadata=_help("DataLoader worker processes; null: none without a GPU (they would compete with it), else up to 8."),

@@ -74,6 +74,20 @@ class MultiLabelEvaluator(Evaluator):
             "exact_match": float((decided == truth).all(axis=1).mean()) if len(truth) else 0.0,
         }
 
+    def example_table(self, predictions: list, references: list) -> dict[str, Any]:
+        """Per example and label: the decision (as `compute` decided it), the score (mean average precision
+        ranks by it) and the truth, with the threshold(s) used."""
+        scores = np.asarray(predictions).reshape(len(predictions), -1)
+        truth = np.asarray(references).reshape(len(references), -1) > 0.5
+        threshold = self.threshold if isinstance(self.threshold, list) else float(self.threshold)
+        return {
+            "kind": "multi_label",
+            "threshold": threshold,
+            "decided": self._decide(scores).astype(int).tolist(),
+            "truth": truth.astype(int).tolist(),
+            "scores": _short_scores(scores),
+        }
+
     def details(self, predictions: list, references: list) -> dict[str, Any]:
         scores, truth = np.asarray(predictions), np.asarray(references) > 0.5
         p, r, f, n = precision_recall_fscore_support(truth, self._decide(scores), average=None, zero_division=0)
@@ -99,6 +113,17 @@ def _best(candidates: np.ndarray, scores: list[float]) -> float:
     top = max(scores)
     tied = [c for c, s in zip(candidates, scores) if s >= top - 1e-12]
     return min(tied, key=lambda c: abs(c - 0.5))
+
+
+def _short_scores(scores: np.ndarray) -> list[list[float]]:
+    """Scores as JSON numbers, as short as their order allows: the decisions are kept beside them, so only
+    the order and ties matter, and the shortest decimal of a float32 (sigmoids gathered from the model)
+    keeps both at half the length of its exact float64 digits."""
+    values = np.asarray(scores, dtype=np.float64)
+    narrow = values.astype(np.float32)
+    if not np.array_equal(narrow.astype(np.float64), values):
+        return values.tolist()
+    return [[float(str(x)) for x in row] for row in narrow]
 
 
 def _mean_ap(truth: np.ndarray, scores: np.ndarray) -> float:
@@ -160,6 +185,11 @@ class RegressionEvaluator(Evaluator):
     def details(self, predictions: list, references: list) -> dict[str, Any]:
         pred, true = self._units(predictions, references)
         return {name: row for name, row in zip(self.names, self.per_target(pred, true))}
+
+    def example_table(self, predictions: list, references: list) -> dict[str, Any]:
+        """Per example: the prediction and the truth in the data's units, one value per target."""
+        pred, true = self._units(predictions, references)
+        return {"kind": "regression", "prediction": pred.tolist(), "truth": true.tolist()}
 
     def in_units(self, predictions: list, references: list) -> tuple[list[list[float]], list[list[float]]]:
         """Predictions and targets in the data's units (for the predicted-vs-true plot)."""

@@ -15,6 +15,7 @@ from typing import Any
 
 import datasets
 import evaluate
+import numpy as np
 from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
 
 
@@ -113,6 +114,15 @@ class Evaluator:
     def compute(self, predictions: list, references: list) -> dict[str, float]:
         return classification_metrics(predictions, references)
 
+    def example_table(self, predictions: list, references: list) -> dict[str, Any]:
+        """Per example, what `compute`'s metrics are made of, as JSON: `resampled_metrics.metrics_under_weights`
+        recomputes every metric from it for many resamples at once (paired bootstrap intervals)."""
+        return {
+            "kind": "single_label",
+            "prediction": [int(p) for p in predictions],
+            "reference": [int(r) for r in references],
+        }
+
     def calibrate(self, predictions: list, references: list) -> None:
         """Fit what the validation split decides (nothing for single-label)."""
 
@@ -155,10 +165,48 @@ class TokenClassificationEvaluator(Evaluator):
         super().__init__()
         self.tags = iob_tags(label_names)
 
-    def compute(self, predictions: list, references: list) -> dict[str, float]:
+    def tag_sequences(self, predictions: list, references: list) -> tuple[list[list[str]], list[list[str]]]:
+        """The scored positions' tags per sentence, predicted and true (an id outside the tags reads as O)."""
         preds, refs = [], []
         for p_row, r_row in zip(predictions, references):
             kept = [(p, r) for p, r in zip(p_row, r_row) if r != IGNORE]
             preds.append([self.tags[p] if 0 <= p < len(self.tags) else "O" for p, _ in kept])
             refs.append([self.tags[r] for _, r in kept])
+        return preds, refs
+
+    def compute(self, predictions: list, references: list) -> dict[str, float]:
+        preds, refs = self.tag_sequences(predictions, references)
         return SeqevalMetrics(keep_in_memory=True).compute(predictions=preds, references=refs)
+
+    def example_table(self, predictions: list, references: list) -> dict[str, Any]:
+        return {"kind": "token_classification", **entity_counts(*self.tag_sequences(predictions, references))}
+
+
+def entity_counts(predictions: list[list[str]], references: list[list[str]]) -> dict[str, list[int]]:
+    """Per sentence: entities found (true positives), predicted and true, and correct and scored tags.
+
+    Entities are read as seqeval's micro scores read them (its default, conlleval-compatible mode): from all
+    sentences joined with an O between them, each a (type, start, end) that counts once; summed over
+    sentences, these columns give seqeval's precision, recall and F1.
+
+    Example:
+        >>> entity_counts([["B-PER", "I-PER", "O"], ["B-LOC"]], [["B-PER", "I-PER", "O"], ["O"]])
+        {'true_positives': [1, 0], 'predicted': [1, 1], 'actual': [1, 0], 'correct': [3, 0], 'tokens': [3, 1]}
+    """
+    from seqeval.metrics.sequence_labeling import get_entities
+
+    starts = np.cumsum([0] + [len(r) + 1 for r in references])[:-1]  # each sentence's offset in the joined list
+
+    def per_sentence(entities: set[tuple[str, int, int]]) -> list[int]:
+        rows = np.searchsorted(starts, [start for _, start, _ in entities], side="right") - 1
+        return np.bincount(rows.astype(np.int64), minlength=len(references)).tolist()
+
+    true = set(get_entities([list(r) for r in references]))
+    pred = set(get_entities([list(p) for p in predictions]))
+    return {
+        "true_positives": per_sentence(true & pred),
+        "predicted": per_sentence(pred),
+        "actual": per_sentence(true),
+        "correct": [sum(p == r for p, r in zip(ps, rs)) for ps, rs in zip(predictions, references)],
+        "tokens": [len(r) for r in references],
+    }

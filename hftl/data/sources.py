@@ -25,8 +25,8 @@ import torch
 
 from hftl.config import DataConfig
 from hftl.data.dataset_repos import RepoOptions, is_dataset_repo, load_repo, select_split
+from hftl.data.folds import label_budget, label_kind, split_labelled
 from hftl.data.metrics import Evaluator
-from hftl.data.sampling import stratified_split
 from hftl.utils.errors import DataError
 
 FILE_BUILDERS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
@@ -115,22 +115,14 @@ def load_splits(cfg: DataConfig, modality: Any, seed: int) -> Splits:
     for split, ds in prepared.items():
         encoded = modality.encode_labels(ds, label_column, space, split, sources.get(split, cfg.train))
         prepared[split] = encoded.remove_columns(ROW)
-    train = prepared["train"]
-    if "validation" not in prepared:
-        # Stratify on class ids; sequence labels (tags, transcripts) split at random.
-        strata = [v if isinstance(v, int) else 0 for v in column_values(train, LABELS)]
-        train_idx, val_idx = stratified_split(strata, cfg.validation_split, seed)
-        if not val_idx:
-            raise DataError(
-                f"{cfg.train} has too few examples ({len(train)}) to hold out a validation split; "
-                "provide data.validation=PATH or add examples"
-            )
-        prepared["validation"] = train.select(val_idx)
-        train = train.select(train_idx)
-        sources["validation"] = f"{cfg.validation_split:.0%} of train (stratified, seed {seed})"
+    kind = label_kind(space.problem, modality.label_shapes)
+    pool = (prepared["train"], prepared.get("validation"))
+    train, prepared["validation"] = split_labelled(cfg, pool, kind, seed, sources, LABELS)  # data.folds, or a hold-out
     if cfg.max_train_samples and cfg.max_train_samples < len(train):
         order = np.random.default_rng(seed).permutation(len(train))[: cfg.max_train_samples]
         train = train.select(sorted(order.tolist()))
+    if cfg.train_size is not None:
+        train = label_budget(train, cfg.train_size, kind, seed, sources, LABELS)
     for split, ds in (("train", train), ("validation", prepared["validation"]), ("test", prepared.get("test"))):
         if ds is not None and len(ds) == 0:
             raise DataError(f"the {split} split ({sources.get(split, cfg.train)}) is empty after loading; add examples to it")

@@ -31,6 +31,7 @@ ADAPTER_DIR = "adapter"
 CHECKPOINTS_DIR = "checkpoints"
 PLOTS_DIR = "plots"
 STUDY_FILE = "study.json"  # marks a study folder (`hftl compare`)
+EXAMPLES_FILE = "eval_examples.json"  # per split, one row per evaluated example: what a study's bootstrap resamples
 
 
 def is_finished(run_dir: Path) -> bool:
@@ -97,3 +98,9 @@ def load_run(run_dir: str | Path) -> tuple[Config, Path]:
 def read_metrics(run_dir: str | Path) -> dict[str, Any]:
     """A finished run's metrics.json: final metrics, history, data and strategy summary."""
     return json.loads((Path(run_dir) / METRICS_FILE).read_text())
+
+
+def read_tables(run_dir: str | Path) -> dict[str, Any] | None:
+    """A finished run's eval_examples.json (per split, one row per example), or None for a run from before it."""
+    path = Path(run_dir) / EXAMPLES_FILE
+    return json.loads(path.read_text()) if path.exists() else None

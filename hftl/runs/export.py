@@ -21,7 +21,7 @@ from torch import nn
 
 from hftl.config import PIPELINE_TASKS, Config, best_metric_name, metric_names
 from hftl.models.strategies import Strategy, get_strategy
-from hftl.run_folder.layout import CARD_FILE, METRICS_FILE, MODEL_DIR
+from hftl.run_folder.layout import CARD_FILE, EXAMPLES_FILE, METRICS_FILE, MODEL_DIR
 from hftl.utils.faults import IN_EXPORT, disk_full, fault
 from hftl.utils.files import atomic_write_text, disk_full_guard, replace_dir
 
@@ -45,6 +45,13 @@ def export_model(
     fault(IN_EXPORT, 1)
     replace_dir(tmp, run_dir / MODEL_DIR)
     return model
+
+
+def write_example_tables(run_dir: Path, tables: dict[str, dict[str, Any]]) -> None:
+    """eval_examples.json: per split, the evaluator's per-example table, written before metrics.json marks the run
+    finished. `hftl compare` resamples it for paired confidence intervals (same examples, two runs)."""
+    if tables:
+        atomic_write_text(run_dir / EXAMPLES_FILE, json.dumps(tables, separators=(",", ":")))
 
 
 def write_metrics(run_dir: Path, metrics: dict[str, Any]) -> None:

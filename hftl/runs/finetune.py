@@ -30,7 +30,7 @@ from hftl.models.strategies import Phase, Plan, get_strategy, trainable_as
 from hftl.models.target_scaling import fold
 from hftl.run_folder.layout import CONFIG_FILE, PLOTS_DIR, prepare_run_dir
 from hftl.run_folder.lock import run_lock
-from hftl.runs.export import export_model, write_metrics, write_model_card
+from hftl.runs.export import export_model, write_example_tables, write_metrics, write_model_card
 from hftl.runs.plots import write_prediction_plots, write_run_plots
 from hftl.training.accelerator import describe_launch
 from hftl.training.tracking import log_with
@@ -262,6 +262,7 @@ def finish_run(
         write_run_plots(summary, best_metric_name(cfg), run_dir / PLOTS_DIR)
         if result.predictions is not None:
             write_prediction_plots(splits.labels, *result.predictions, run_dir / PLOTS_DIR)
+        write_example_tables(run_dir, result.example_tables)
         write_metrics(run_dir, summary)
         pipeline_task = PIPELINE_TASKS.get(cfg.task, cfg.task)
         accelerator.print(f"finished: {run_dir} (model/ loads with transformers.pipeline({pipeline_task!r}))")

@@ -50,7 +50,7 @@ def write_plots(study: Any, rows: list[dict[str, Any]], folder: Path) -> dict[st
         ax.set(xlabel="epoch", ylabel=f"validation {metric}", title=f"Validation {metric} per epoch{of}")
         ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))  # epochs are whole
         ax.grid(alpha=0.3)
-        ax.legend()
+        _legend(ax)
         save(fig, f"validation_per_epoch{suffix}", f"Validation {metric} per epoch{of}")
 
         fig, ax = plt.subplots(figsize=(7, 4.2))
@@ -60,7 +60,7 @@ def write_plots(study: Any, rows: list[dict[str, Any]], folder: Path) -> dict[st
                 ax.plot([e["step"] for e in log], [e["loss"] for e in log], label=name)
         ax.set(xlabel="optimizer step", ylabel="training loss", title=f"Training loss per step{of}")
         ax.grid(alpha=0.3)
-        ax.legend()
+        _legend(ax)
         save(fig, f"train_loss{suffix}", f"Training loss per step{of}")
 
     done = [r for r in rows if f"validation_{metric}" in r]
@@ -203,3 +203,9 @@ def best_record(study: Any) -> Any:
         if best is None or better(key, r.metrics["validation"][key], best.metrics["validation"][key]):
             best = r
     return best
+
+
+def _legend(ax: Any) -> None:
+    """A legend when the plot has lines (a study whose runs have not finished has none yet)."""
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend()

@@ -23,6 +23,15 @@ from hftl.runs.plots import best_record, write_plots
 from hftl.studies.adapt_report import TITLE as ADAPT_TITLE
 from hftl.studies.adapt_report import adaptation_advice, adaptation_table
 from hftl.studies.baselines import left_chance
+from hftl.studies.significance import (
+    StudyStatistics,
+    comparison_table,
+    curve_verdicts,
+    fold_table,
+    indistinguishable_from,
+    study_statistics,
+    write_curve_plot,
+)
 from hftl.utils.files import atomic_write_text
 
 UNBOUNDED = frozenset({"rmse", "mae", "loss"})  # in the data's units: compared as a relative change, not in points
@@ -51,9 +60,11 @@ def _fmt_count(n: float) -> str:
     return str(int(n))
 
 
-def recommend(rows: list[dict[str, Any]], metric: str) -> list[str]:
-    """Plain-language advice from the measured rows: best, cheapest and smallest within 1 point, and what
-    the baselines honestly say (a run that never left chance, a strategy below scratch)."""
+def recommend(rows: list[dict[str, Any]], metric: str, comparisons: list[dict[str, Any]] | None = None) -> list[str]:
+    """Plain-language advice from the measured rows: the winner only when the paired intervals say it wins (else
+    the arms it cannot be told apart from, and the cheapest of them), the smallest trainable set among those, and
+    what the baselines honestly say (a run that never left chance, a strategy below scratch). Without comparisons
+    (runs without per-example tables), "close" means within 1 point."""
     key = f"validation_{metric}"
     done = [r for r in rows if key in r]
     if not done:
@@ -62,17 +73,27 @@ def recommend(rows: list[dict[str, Any]], metric: str) -> list[str]:
     for r in done[1:]:
         if better(metric, r[key], best[key]):
             best = r
-    lines = [
-        f"**Best {metric}: `{best['arm']}`** ({best[key]:.4f} on validation, "
-        f"{_seconds(best['train_seconds'])} of training, {_fmt_count(best['trainable_parameters'])} trainable parameters)."
-    ]
-    close = [r for r in done if _points(metric, best[key], r[key]) <= 1.0]
-    within = "1%" if metric in UNBOUNDED else "1 point"
+    tied = indistinguishable_from(best, done, comparisons or [])
+    about = f"({best[key]:.4f} on validation, {_seconds(best['train_seconds'])} of training, "
+    about += f"{_fmt_count(best['trainable_parameters'])} trainable parameters)"
+    if tied is None:
+        lines = [f"**Best {metric}: `{best['arm']}`** {about}."]
+        close = [r for r in done if _points(metric, best[key], r[key]) <= 1.0]
+        within = "within 1% of the best" if metric in UNBOUNDED else "within 1 point of the best"
+    elif len(tied) == 1:
+        lines = [f"**Best {metric}: `{best['arm']}`** {about}; better than every other arm beyond the noise "
+                 "(95% paired bootstrap intervals of each difference exclude 0)."]  # fmt: skip
+        close, within = tied, "indistinguishable from the best"
+    else:
+        names = ", ".join(f"`{r['arm']}` ({r[key]:.4f})" for r in tied)
+        lines = [f"**No single winner on {metric}:** {names} are indistinguishable (the 95% paired bootstrap "
+                 f"interval of each one's difference to `{best['arm']}` includes 0)."]  # fmt: skip
+        close, within = tied, "indistinguishable from the best"
     fastest = min(close, key=lambda r: r["train_seconds"])
     if fastest is not best:
         ratio = best["train_seconds"] / max(fastest["train_seconds"], 1e-9)
         lines.append(
-            f"**Cheapest within {within} of the best: `{fastest['arm']}`** ({fastest[key]:.4f}, "
+            f"**Cheapest {within}: `{fastest['arm']}`** ({fastest[key]:.4f}, "
             f"{_seconds(fastest['train_seconds'])}, "
             + (f"{ratio:.1f}x less training time)." if ratio >= 1.1 else "about the same training time).")
         )
@@ -81,7 +102,7 @@ def recommend(rows: list[dict[str, Any]], metric: str) -> list[str]:
         lines.append(f"Best {metric} per second of training: `{per_second['arm']}`.")
     smallest = min(close, key=lambda r: r["trainable_parameters"])
     lines.append(
-        f"**Smallest trainable set within {within} of the best: `{smallest['arm']}`** "
+        f"**Smallest trainable set {within}: `{smallest['arm']}`** "
         f"({_fmt_count(smallest['trainable_parameters'])} parameters, {smallest['trainable_percent']:.2f}% of the model): "
         + ("what to ship when many fine-tuned variants must be stored." if smallest is not best else "also the best.")
     )
@@ -124,28 +145,26 @@ def _baseline_lines(done: list[dict[str, Any]], best: dict[str, Any], metric: st
 
 def _scratch_of(rows: list[dict[str, Any]], row: dict[str, Any]) -> dict[str, Any] | None:
     """The finished scratch row of `row`'s model (the same architecture from random init), if the study ran one."""
-    return next((r for r in rows if r["strategy"] == "scratch" and r.get("model") == row.get("model")), None)
+    same = ("model", "method", "train_size")
+    return next((r for r in rows if r["strategy"] == "scratch" and all(r.get(k) == row.get(k) for k in same)), None)
 
 
 def summarize(study: Any) -> list[dict[str, Any]]:
     """One row per strategy (model study: per model and strategy): mean (and std over seeds) of the headline
     numbers, and the honest-baseline flags (`chance`: why it never beat a guess; `below_scratch`)."""
     rows = []
-    for model, method, name in _arms(study):
-        runs = [r for r in study.runs if r.strategy == name and r.model == model and r.method == method]
+    for model, method, name, size in _arms(study):
+        runs = [r for r in study.runs if (r.strategy, r.model, r.method, r.size) == (name, model, method, size)]
         done = [r for r in runs if r.metrics]
         failed = [r for r in runs if r.error]
         arm = runs[0].arm if runs else name
+        which = {"strategy": name, "model": model, "method": method, "arm": arm, **({"train_size": size} if size else {})}
         if not done:
-            error = failed[0].error if failed else "not run"
-            rows.append({"strategy": name, "model": model, "method": method, "arm": arm, "error": error})
+            rows.append({**which, "error": failed[0].error if failed else "not run"})
             continue
         m0 = done[0].metrics
         row: dict[str, Any] = {
-            "strategy": name,
-            "model": model,
-            "method": method,
-            "arm": arm,
+            **which,
             "runs": len(done),
             "trainable_parameters": m0["trainable_parameters"],
             "total_parameters": m0["total_parameters"],
@@ -176,10 +195,12 @@ def summarize(study: Any) -> list[dict[str, Any]]:
     return rows
 
 
-def _arms(study: Any) -> list[tuple[str | None, str | None, str]]:
-    """(model, adapt.method, strategy) of every row, models outermost; None where the study does not vary it."""
+def _arms(study: Any) -> list[tuple[str | None, str | None, str, int | None]]:
+    """(model, adapt.method, strategy, label budget) of every row, models outermost, then budgets; None where the
+    study does not vary it."""
     methods = getattr(study, "methods", None) or [None]
-    return [(m, method, s) for m, s in study.arms for method in methods]
+    sizes = getattr(study, "sizes", None) or [None]
+    return [(m, method, s, n) for m, s in study.arms for method in methods for n in sizes]
 
 
 def _table(study: Any, rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
@@ -189,6 +210,7 @@ def _table(study: Any, rows: list[dict[str, Any]]) -> tuple[list[str], list[list
     metrics = [m for m in candidates if any(f"validation_{m}" in r for r in rows)] or [study.metric]
     has_test = any(f"test_{metrics[0]}" in r for r in rows)
     names = (["model"] if study.models else []) + (["adapt"] if getattr(study, "methods", None) else []) + ["strategy"]
+    names += ["labels"] if getattr(study, "sizes", None) else []
     has_target = any(f"target_test_{metrics[0]}" in r for r in rows)
     header = [*names, "trainable params", *(f"target test {m}" for m in metrics if has_target)]
     header += [f"val {m}" for m in metrics]
@@ -203,6 +225,7 @@ def _table(study: Any, rows: list[dict[str, Any]]) -> tuple[list[str], list[list
     body = []
     for r in rows:
         first = [r[name] for name in ("model", "method") if r[name] is not None] + [r["strategy"]]
+        first += [str(r["train_size"])] if "train_size" in r else []
         if "error" in r:
             text = r["error"] if r["error"].startswith("refused") else f"failed: {r['error']}"
             body.append([*first, text[:160]] + [""] * (len(header) - len(first) - 1))
@@ -212,8 +235,9 @@ def _table(study: Any, rows: list[dict[str, Any]]) -> tuple[list[str], list[list
             v = r.get(f"{split}_{m}")
             if v is None:
                 return "-"
-            std = r.get(f"{split}_{m}_std")
-            return f"{v:.4f}" + (f" ± {std:.4f}" if r["runs"] > 1 else "")
+            std, ci = r.get(f"{split}_{m}_std"), r.get(f"{split}_{m}_ci")
+            text = f"{v:.4f}" + (f" ± {std:.4f}" if r["runs"] > 1 else "")
+            return text + (f" [{ci[0]:.4f}, {ci[1]:.4f}]" if ci else "")
 
         cells = [*first, f"{_fmt_count(r['trainable_parameters'])} ({r['trainable_percent']:.2f}%)"]
         cells += [value("target_test", m) for m in metrics] if has_target else []
@@ -252,17 +276,22 @@ def _grid(study: Any, rows: list[dict[str, Any]]) -> list[str]:
 def write_report(study: Any) -> tuple[Path, Path]:
     """study.json, plots/*.png, report.md and a self-contained report.html in the study folder."""
     rows = summarize(study)
+    stats = study_statistics(study, rows)
     out = Path(study.output_dir)
-    page = _Page(study, rows, write_plots(study, rows, out / PLOTS_DIR))
+    plots = write_plots(study, rows, out / PLOTS_DIR)
+    if getattr(study, "sizes", None):
+        plots.update(write_curve_plot(study, rows, out / PLOTS_DIR))
+    page = _Page(study, rows, plots, stats)
     report_md, report_html = out / "report.md", out / "report.html"
     atomic_write_text(report_md, page.markdown())
     atomic_write_text(report_html, page.html())
     marker = out / STUDY_FILE
     info = json.loads(marker.read_text()) if marker.exists() else {}
     info.update({"metric": study.metric, "rows": rows, "recommendation": page.advice})
+    info.update({"comparisons": stats.comparisons, "comparison_method": stats.method})
     info["runs"] = [
-        {"model": r.model, "method": r.method, "strategy": r.strategy, "seed": r.seed, "run_dir": str(r.run_dir),
-         "error": r.error}
+        {"model": r.model, "method": r.method, "strategy": r.strategy, "seed": r.seed, "fold": r.fold, "train_size": r.size,
+         "run_dir": str(r.run_dir), "error": r.error}
         for r in study.runs
     ]  # fmt: skip
     atomic_write_text(marker, json.dumps(info, indent=2))
@@ -272,10 +301,15 @@ def write_report(study: Any) -> tuple[Path, Path]:
 class _Page:
     """The parts of a study report, written out as markdown or as one self-contained HTML page."""
 
-    def __init__(self, study: Any, rows: list[dict[str, Any]], plots: dict[str, Path]) -> None:
-        self.study, self.plots = study, plots
+    def __init__(self, study: Any, rows: list[dict[str, Any]], plots: dict[str, Path], stats: StudyStatistics) -> None:
+        self.study, self.plots, self.stats = study, plots, stats
         self.adaptation = adaptation_table(study, rows)
-        self.advice = adaptation_advice(study, rows) + recommend(rows, study.metric)
+        sizes = getattr(study, "sizes", None)
+        largest = [r for r in rows if r.get("train_size") == sizes[-1]] if sizes else rows  # one budget's arms compete
+        self.advice = adaptation_advice(study, rows) + recommend(largest, study.metric, stats.comparisons)
+        self.advice += curve_verdicts(study, rows, stats.comparisons)
+        self.folds = fold_table(study, rows)
+        self.comparisons = comparison_table(stats.comparisons)
         self.header, self.body = _table(study, rows)
         # An adaptation study's first table already has the model column; the grid would hide the method.
         self.grid = _grid(study, rows) if study.models and not self.adaptation else []
@@ -288,11 +322,21 @@ class _Page:
         models = ", ".join(f"`{m}`" for m in study.models.values()) if study.models else None
         self.intro = ""
         if first is not None:
-            self.intro = (
-                f"{first['data']['train_examples']} train / {first['data']['validation_examples']} validation examples "
-                f"from `{first['data']['sources']['train']}`; "
-            ) + (f"models {models}" if models else f"base model `{first['base_model']}`")
-        self.intro += f". Same split, budget and {seeds}."
+            data = first["data"]
+            train = f"{data['train_examples']} train" if not sizes else "label budgets of the training split"
+            source = data["sources"]["train"].split("; label budget")[0]
+            self.intro = f"{train} / {data['validation_examples']} validation examples from `{source}`; "
+            self.intro += f"models {models}" if models else f"base model `{first['base_model']}`"
+        self.intro += f". Same split, budget and {seeds}." if not getattr(study, "folds", None) else f". {seeds}."
+        if getattr(study, "folds", None) and first is not None:
+            self.intro += f" {study.folds}-fold cross-validation: {first['data']['sources']['validation']}."
+        if sizes:
+            self.intro += (
+                f" Label budgets {', '.join(map(str, sizes))}: nested stratified subsets, the smaller inside the larger."
+            )
+        self.intro += f" Intervals: {stats.method}." if stats.comparisons else ""
+        if stats.missing:
+            self.intro += f" No per-example results (runs from an older hftl): {', '.join(stats.missing)}."
         self.best = best_record(study)
         per_class = []
         if self.best is not None:  # runs from before label shapes have no label_space
@@ -300,6 +344,13 @@ class _Page:
             per_class = per_class_table(self.best.metrics.get("per_class"), problem)
         self.per_class = per_class[2:]
         self.per_class_title = f"{per_class[1].split(' (')[0]}: the best run ({self.best.arm})" if per_class else ""
+
+    def sections(self) -> list[tuple[str, list[str]]]:
+        """(title, markdown table) of the parts after the main table: per-fold results, paired comparisons."""
+        found = [("Per fold", self.folds)] if self.folds else []
+        if self.comparisons:
+            found.append((f"Paired comparisons ({self.study.metric}, 95% intervals of a - b)", self.comparisons))
+        return found
 
     def markdown(self) -> str:
         md = [f"# {self.title}", "", self.intro, ""]
@@ -309,13 +360,15 @@ class _Page:
             md += [f"## {ADAPT_TITLE}", "", *self.adaptation, "", "## All numbers", ""]
         md += ["| " + " | ".join(self.header) + " |", "|" + "---|" * len(self.header)]
         md += ["| " + " | ".join(cells) + " |" for cells in self.body]
+        for title, table in self.sections():
+            md += ["", f"## {title}", "", *table]
         if self.per_class:
             md += ["", f"## {self.per_class_title}", "", *self.per_class]
         md += ["", "## Recommendation", ""] + [f"- {line}" for line in self.advice] + ["", "## Plots", ""]
         md += [f"![{caption}]({PLOTS_DIR}/{path.name})" for caption, path in self.plots.items()]
         md += ["", "## Runs", ""]
         for r in self.study.runs:
-            md.append(f"- `{r.arm}` seed {r.seed}: `{r.run_dir}`" + (" (reused)" if r.reused else ""))
+            md.append(f"- `{r.arm}` {r.block}: `{r.run_dir}`" + (" (reused)" if r.reused else ""))
             if r.error:
                 md[-1] += f" FAILED: {r.error}"
         return "\n".join(md) + "\n"
@@ -329,7 +382,7 @@ class _Page:
         grid = _html_table(self.grid, f"Validation {self.study.metric}: model x strategy") if self.grid else ""
         grid += _html_table(self.adaptation, ADAPT_TITLE) if self.adaptation else ""
         rows = ["| " + " | ".join(cells) + " |" for cells in (self.header, *self.body)]
-        table = _html_table(rows, "")
+        table = _html_table(rows, "") + "".join(_html_table(t, title) for title, t in self.sections())
         return f"""<!doctype html><html><head><meta charset="utf-8"><title>hftl study: {html.escape(self.study.task)}</title>
 <style>body{{font-family:system-ui,sans-serif;margin:2em;max-width:1200px}}table{{border-collapse:collapse}}
 td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}td:first-child,th:first-child{{text-align:left}}

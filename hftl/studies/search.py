@@ -21,8 +21,6 @@ Example:
 from __future__ import annotations
 
 import json
-import os
-import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,13 +28,13 @@ from typing import Any
 
 from hftl.config import LOWER_IS_BETTER, Config, best_metric_name, load_config
 from hftl.run_folder.layout import METRICS_FILE, STUDY_FILE
+from hftl.studies.optuna_storage import optuna_storage, shown_url
 from hftl.studies.search_space import default_space, load_space, suggest
 from hftl.utils.errors import ConfigError, DivergedError, HftlError
 from hftl.utils.files import atomic_write_text
 
 SEARCH_FILE = "search.json"
 BEST_FILE = "best.yaml"
-HEARTBEAT_SECONDS = int(os.environ.get("HFTL_SEARCH_HEARTBEAT", "10"))  # a dead process's trial fails after 3 of these
 
 
 @dataclass
@@ -79,7 +77,7 @@ def search(
     url = storage or f"sqlite:///{(out / 'search.db').resolve()}"
     study = optuna.create_study(
         study_name=study_name or out.name,
-        storage=_storage(url),
+        storage=optuna_storage(url),
         sampler=optuna.samplers.TPESampler(seed=None if storage else base.train.seed, constant_liar=True),
         pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0),
         direction=direction,
@@ -87,7 +85,7 @@ def search(
     )
     finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL)
     done = optuna.study.MaxTrialsCallback(trials, states=finished)
-    print(f"search: {trials} trials of {', '.join(chosen)} ({direction} validation {metric}); storage {url}")
+    print(f"search: {trials} trials of {', '.join(chosen)} ({direction} validation {metric}); storage {shown_url(url)}")
     # A diverged trial fails and the search goes on; any other error (missing data, a bad key) is the same for
     # every trial and stops the search at once.
     study.optimize(_objective(base, chosen, out, metric), callbacks=[done], catch=(DivergedError,))
@@ -115,32 +113,6 @@ def _space(base: Config, space: str | Path | dict | None) -> dict[str, dict[str,
         sample = spec["choices"][0] if spec["type"] == "categorical" else spec["low"]
         load_config(base.to_dict(), {key: sample})
     return chosen
-
-
-def _storage(url: str) -> Any:
-    """Optuna's RDB storage with a heartbeat: a trial whose process died is failed, then retried (same parameters).
-
-    Processes started together race to create the tables (measured: "UNIQUE constraint failed: alembic_version"
-    in the second of two); the loser tries again once they exist. SQLite waits up to a minute for a write lock.
-    """
-    import optuna
-    import sqlalchemy.exc
-
-    engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None
-    for attempt in range(5):
-        try:
-            return optuna.storages.RDBStorage(
-                url,
-                engine_kwargs=engine,
-                heartbeat_interval=HEARTBEAT_SECONDS,
-                grace_period=3 * HEARTBEAT_SECONDS,
-                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1),
-            )
-        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError):
-            if attempt == 4:
-                raise
-            time.sleep(0.5 + attempt)
-    raise AssertionError("unreachable")
 
 
 def _objective(base: Config, space: dict[str, dict[str, Any]], out: Path, metric: str) -> Any:

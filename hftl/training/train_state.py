@@ -81,3 +81,5 @@ class TrainResult:
     auto_rates: dict[str, float] = field(default_factory=dict)  # what train.*: auto resolved to (range test, or not)
     target_test_metrics: dict[str, float] | None = None  # data.target_test, the domain adaptation headline
     adapt: dict[str, Any] | None = None  # adapt.method, the shift before and after, what the method recorded
+    # Per split, the evaluator's per-example table (eval_examples.json): what a study's paired bootstrap resamples.
+    example_tables: dict[str, dict[str, Any]] = field(default_factory=dict)

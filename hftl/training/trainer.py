@@ -360,9 +360,11 @@ def _finish(run: TrainingRun, state: TrainState, memory: PeakMemory, stopped_ear
         result.confusion_matrix = confusion(preds, refs, len(run.raw.config.id2label))
     result.per_class = {"validation": evaluator.details(preds, refs)}
     result.predictions = (preds, refs)
+    result.example_tables["validation"] = evaluator.example_table(preds, refs)
     if len(run.eval_loaders) > 1:
         result.test_metrics, test_preds, test_refs = _evaluate(run, 1, "test")
         result.per_class["test"] = evaluator.details(test_preds, test_refs)
+        result.example_tables["test"] = evaluator.example_table(test_preds, test_refs)
         run.accelerator.print("test " + " ".join(f"{k}={v:.4f}" for k, v in result.test_metrics.items()))
     result.model_config = evaluator.config_updates()
     run.cache.close()  # the real frozen part again, for export
@@ -373,6 +375,7 @@ def _finish(run: TrainingRun, state: TrainState, memory: PeakMemory, stopped_ear
             run.accelerator, run.model, run.target_test_loader, evaluator, desc="target test"
         )
         result.per_class["target_test"] = evaluator.details(target_preds, target_refs)
+        result.example_tables["target_test"] = evaluator.example_table(target_preds, target_refs)
         run.accelerator.print("target_test " + " ".join(f"{k}={v:.4f}" for k, v in result.target_test_metrics.items()))
     finish_trackers(run.accelerator, run.cfg, result)
     return result

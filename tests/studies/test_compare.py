@@ -57,8 +57,8 @@ def test_study_report_matches_the_runs_and_plots_are_pngs(study_config, tmp_path
     for name, row in rows.items():
         metrics = json.loads((out / name / "metrics.json").read_text())
         assert metrics["strategy"]["name"] == name
-        assert row["val f1"] == f"{metrics['validation']['f1']:.4f}"
-        assert row["val accuracy"] == f"{metrics['validation']['accuracy']:.4f}"
+        assert row["val f1"].startswith(f"{metrics['validation']['f1']:.4f} [")  # with its 95% interval
+        assert row["val accuracy"].startswith(f"{metrics['validation']['accuracy']:.4f} [")
         assert row["train time (s)"] == f"{metrics['train_seconds']:.1f}"
         assert row["trainable params"].endswith(f"({100 * metrics['trainable_parameters'] / metrics['total_parameters']:.2f}%)")
         scratch_f1 = json.loads((out / "scratch" / "metrics.json").read_text())["validation"]["f1"]
@@ -92,8 +92,11 @@ def test_study_report_matches_the_runs_and_plots_are_pngs(study_config, tmp_path
         assert png.name in report
     page = (out / "report.html").read_text()
     assert page.count("data:image/png;base64,") == 5 and "<table>" in page and "Recommendation" in page
-    assert "Best f1" in report and "Smallest trainable set within 1 point" in report
     study = json.loads((out / "study.json").read_text())
+    # A winner is named only when the paired intervals say so; 16 validation examples rarely do.
+    tied = any(c["verdict"] == "indistinguishable" for c in study["comparisons"] if study["rows"][0]["arm"] in (c["a"], c["b"]))
+    assert len(study["comparisons"]) == 6 and ("**Best f1:" in report or "**No single winner on f1:**" in report)
+    assert "Smallest trainable set indistinguishable from the best" in report or not tied
     assert [r["strategy"] for r in study["rows"]] == list(rows)
 
 
@@ -171,3 +174,30 @@ def test_recommendation_reads_error_rates_as_lower_is_better():
     assert "Cheapest within 1 point of the best: `lora`" in advice and "2.5x less" in advice
     assert "Smallest trainable set within 1 point of the best: `lora`" in advice
     assert "+70.0 points of wer over" in advice  # 0.90 -> 0.20 is 70 points better
+
+
+def test_recommendation_names_a_winner_only_beyond_the_noise():
+    from hftl.studies.compare_report import recommend
+
+    def row(name, f1, seconds, params):
+        return {"strategy": name, "arm": name, "validation_f1": f1, "train_seconds": seconds, "trainable_parameters": params,
+                "trainable_percent": 100 * params / 1e6}  # fmt: skip
+
+    def verdict(a, b, v):
+        return {"a": a, "b": b, "verdict": v, "split": "validation"}
+
+    rows = [
+        row("scratch", 0.60, 90, 1e6),
+        row("head_only", 0.83, 10, 1e3),
+        row("lora", 0.84, 40, 1e4),
+        row("full", 0.85, 100, 1e6),
+    ]
+    tied = [verdict("full", "scratch", "a better"), verdict("head_only", "full", "indistinguishable"),
+            verdict("lora", "full", "indistinguishable")]  # fmt: skip
+    advice = "\n".join(recommend(rows, "f1", tied))
+    assert "**No single winner on f1:** `full` (0.8500), `head_only` (0.8300), `lora` (0.8400)" in advice
+    assert "**Cheapest indistinguishable from the best: `head_only`**" in advice and "10.0x less" in advice
+    assert "**Smallest trainable set indistinguishable from the best: `head_only`**" in advice
+    clear = [verdict("full", other, "a better") for other in ("scratch", "head_only", "lora")]
+    advice = "\n".join(recommend(rows, "f1", clear))
+    assert "**Best f1: `full`**" in advice and "beyond the noise" in advice and "Cheapest" not in advice

@@ -1,6 +1,6 @@
 """`hftl search`: Optuna trials as ordinary run folders, pruning on each epoch, best.yaml that `hftl train` runs to
 the same score, a search that resumes (a dead trial retried into its own folder), two processes sharing one
-SQLite storage, and spaces checked before the first trial."""
+SQLite or PostgreSQL storage, and spaces checked before the first trial."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from PIL import Image
 import hftl
 from hftl.config import load_config
 from hftl.studies.search_space import check_space, default_space
-from tests.conftest import REPO, run_cli
+from tests.conftest import REPO, run_cli, run_together
 
 COMMON = ["train.epochs=3", "data.augment=false", "train.report_to=none", "train.batch_size=16"]
 
@@ -96,32 +96,30 @@ def test_a_search_started_again_continues_and_retries_a_dead_trial_in_its_folder
     assert {t["number"]: t["value"] for t in after if t["number"] in first_done} == first_done
 
 
-@pytest.mark.slow
-def test_two_processes_share_one_sqlite_storage(tiny_vit, digits, tmp_path):
-    storage = f"sqlite:///{tmp_path / 'shared.db'}"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+def share_one_storage(model: Path, data: Path, tmp_path: Path, storage: str) -> None:
+    """Two `hftl search` processes on one storage and study: 6 trials in all, numbered once by the shared study,
+    each process's trials in its own output_dir."""
     outs = [tmp_path / "a", tmp_path / "b"]
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-m", "hftl.cli", *search_args(tiny_vit, digits, out, 6, "--storage", storage, "--study-name", "s")],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=env,
-            cwd=REPO,
-        )  # fmt: skip
-        for out in outs
-    ]
-    results = [p.communicate(timeout=900) for p in procs]
-    assert all(p.returncode == 0 for p in procs), [r[1][-2000:] for r in results]
-    assert all("=== trial" in stdout for stdout, _ in results)  # both processes ran trials
+    name = tmp_path.name  # the session's one PostgreSQL database holds other tests' studies too
+    stdouts = run_together(*(search_args(model, data, out, 6, "--storage", storage, "--study-name", name) for out in outs))
+    assert all("=== trial" in stdout for stdout in stdouts)  # both processes ran trials
     import optuna
 
-    study = optuna.load_study(study_name="s", storage=storage)
+    study = optuna.load_study(study_name=name, storage=storage)
     numbers = [t.number for t in study.trials]
     assert len(numbers) == len(set(numbers)) and 6 <= len(numbers) <= 7  # one more may start as the sixth ends
     folders = {Path(t.user_attrs["run_dir"]).parent for t in study.trials}
     assert folders == set(outs)  # each process's trials in its own output_dir, numbered by the shared study
+
+
+@pytest.mark.slow
+def test_two_processes_share_one_sqlite_storage(tiny_vit, digits, tmp_path):
+    share_one_storage(tiny_vit, digits, tmp_path, f"sqlite:///{tmp_path / 'shared.db'}")
+
+
+@pytest.mark.slow  # as several machines share a search: through a server (tests/postgres.py starts a real one)
+def test_two_processes_share_one_postgresql_storage(tiny_vit, digits, tmp_path, postgres_url):
+    share_one_storage(tiny_vit, digits, tmp_path, postgres_url)
 
 
 def test_spaces_are_checked_before_any_trial(tiny_vit, digits, tmp_path):

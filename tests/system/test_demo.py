@@ -37,7 +37,10 @@ def run_demo(task: str, strategies: list[str], out: Path) -> dict[str, dict]:
         assert metrics["data"]["train_examples"] == 300
         assert (out / name / "model" / "config.json").is_file()
         assert f"{metrics['validation']['f1']:.4f}" in report  # the report shows the run's own numbers
+        low, high = next(r for r in study["rows"] if r["strategy"] == name)["validation_f1_ci"]
+        assert f"{metrics['validation']['f1']:.4f} [{low:.4f}, {high:.4f}]" in report  # with its 95% interval
         runs[name] = metrics
+    assert study["comparisons"] and "## Paired comparisons" in report
     assert len({json.dumps(m["data"]["validation_examples"]) for m in runs.values()}) == 1
     return runs
 

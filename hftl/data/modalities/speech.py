@@ -100,6 +100,38 @@ def error_rates(predictions: list[str], references: list[str]) -> dict[str, floa
     return ErrorRates(keep_in_memory=True).compute(predictions=predictions, references=references)
 
 
+def error_counts(predictions: list[str], references: list[str]) -> dict[str, list[int]]:
+    """Per transcript: word errors and reference words, character errors and reference characters, as jiwer
+    counts them for `error_rates` (its default normalisation; spaces are characters). WER and CER are corpus
+    rates, sum(errors) / sum(reference length); where no reference has a word, jiwer's WER is the errors' count.
+
+    Example:
+        >>> error_counts(["a cat", "hat"], ["a hat", "the hat"])
+        {'word_errors': [1, 1], 'words': [2, 2], 'char_errors': [1, 4], 'chars': [5, 7]}
+    """
+    import jiwer
+
+    if not references:
+        return {"word_errors": [], "words": [], "char_errors": [], "chars": []}
+    words = jiwer.process_words(references, predictions)
+    chars = jiwer.process_characters(references, predictions)
+    return {
+        "word_errors": [_edits(a) for a in words.alignments],
+        "words": [len(r) for r in words.references],
+        "char_errors": [_edits(a) for a in chars.alignments],
+        "chars": [len(r) for r in chars.references],
+    }
+
+
+def _edits(alignment: list[Any]) -> int:
+    """Substitutions, deletions and insertions of one transcript's alignment, counted as jiwer counts them."""
+    return sum(
+        (c.hyp_end_idx - c.hyp_start_idx) if c.type == "insert" else (c.ref_end_idx - c.ref_start_idx)
+        for c in alignment
+        if c.type != "equal"
+    )
+
+
 class CTCEvaluator(Evaluator):
     """Greedy CTC decoding (best class per frame, repeats merged, blanks dropped), then WER and CER."""
 
@@ -129,6 +161,9 @@ class CTCEvaluator(Evaluator):
 
     def compute(self, predictions: list, references: list) -> dict[str, float]:
         return error_rates(self.decode(predictions, True), self.decode(references, False))
+
+    def example_table(self, predictions: list, references: list) -> dict[str, Any]:
+        return {"kind": "speech", **error_counts(self.decode(predictions, True), self.decode(references, False))}
 
 
 def padded_ids(rows: list[list[int]]) -> torch.Tensor:

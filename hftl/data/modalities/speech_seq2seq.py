@@ -33,7 +33,14 @@ from hftl.data.audio_io import duration_seconds
 from hftl.data.labels import SINGLE, LabelSpace
 from hftl.data.metrics import IGNORE, Evaluator
 from hftl.data.modalities.audio import load_feature_extractor
-from hftl.data.modalities.speech import SpeechRecognition, error_rates, normalize_transcript, padded_ids, with_labels
+from hftl.data.modalities.speech import (
+    SpeechRecognition,
+    error_counts,
+    error_rates,
+    normalize_transcript,
+    padded_ids,
+    with_labels,
+)
 from hftl.data.sources import column_values, source_rows
 from hftl.utils.errors import ConfigError, DataError, HftlError
 
@@ -101,6 +108,9 @@ class Seq2SeqEvaluator(Evaluator):
 
     def compute(self, predictions: list, references: list) -> dict[str, float]:
         return error_rates(self.decode(predictions), self.decode(references))
+
+    def example_table(self, predictions: list, references: list) -> dict[str, Any]:
+        return {"kind": "speech", **error_counts(self.decode(predictions), self.decode(references))}
 
 
 def _strip(rows: list[list[int]]) -> list[list[int]]:
