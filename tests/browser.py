@@ -12,6 +12,7 @@ Example:
 
 from __future__ import annotations
 
+import base64
 import json
 import shutil
 import subprocess
@@ -29,9 +30,10 @@ def browser() -> str | None:
     return next((path for name in BROWSERS if (path := shutil.which(name))), None)
 
 
-def render(page: Path | str, timeout: float = 120.0) -> dict[str, Any]:
+def render(page: Path | str, timeout: float = 120.0, ready: str | None = None, screenshot: bool = False) -> dict[str, Any]:
     """{"images": [{"alt", "loaded"}], "errors": [text], "requests": [url], "title": str} of `page` (a file or a URL)
-    once its document is complete."""
+    once its document is complete and, for a page its scripts build (Gradio), the JavaScript `ready` is true;
+    with `screenshot`, also "screenshot": the PNG bytes of a 1280x900 view."""
     import websocket
 
     with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as profile:  # Chromium may still be writing it
@@ -46,7 +48,7 @@ def render(page: Path | str, timeout: float = 120.0) -> dict[str, Any]:
             target = next(t for t in targets if t.get("type") == "page")
             ws = websocket.create_connection(target["webSocketDebuggerUrl"], timeout=timeout, suppress_origin=True)
             try:
-                return _load(ws, page, timeout)
+                return _load(ws, page, timeout, ready, screenshot)
             finally:
                 ws.close()
         finally:
@@ -67,7 +69,7 @@ def _port(profile: Path, proc: subprocess.Popen, timeout: float) -> int:
     raise TimeoutError("chromium did not open its DevTools port")
 
 
-def _load(ws: Any, page: Path | str, timeout: float) -> dict[str, Any]:
+def _load(ws: Any, page: Path | str, timeout: float, ready: str | None = None, screenshot: bool = False) -> dict[str, Any]:
     """Navigate, then ask until the document is complete (asking, not waiting for one load event that a busy
     machine's browser may send before the listener is attached), then read the images and the title."""
     ids = iter(range(1, 10_000))
@@ -81,10 +83,13 @@ def _load(ws: Any, page: Path | str, timeout: float) -> dict[str, Any]:
             event = json.loads(ws.recv())
             _collect(event, errors, requests)
             if event.get("id") == n:
-                return event.get("result", {}).get("result", {}).get("value")
+                result = event.get("result", {})
+                return result.get("result", {}).get("value") if "result" in result else result
 
     for method in ("Runtime.enable", "Log.enable", "Page.enable", "Network.enable"):
         ask(method)
+    if screenshot:
+        ask("Emulation.setDeviceMetricsOverride", width=1280, height=900, deviceScaleFactor=1, mobile=False)
     url = page if isinstance(page, str) else page.resolve().as_uri()
     ask("Page.navigate", url=url)
     deadline = time.monotonic() + timeout
@@ -93,11 +98,19 @@ def _load(ws: Any, page: Path | str, timeout: float) -> dict[str, Any]:
         if time.monotonic() > deadline:
             raise TimeoutError(f"{page} did not finish loading in {timeout:.0f} s")
         time.sleep(0.2)
+    while ready and ask("Runtime.evaluate", expression=f"Boolean({ready})", returnByValue=True) is not True:
+        if time.monotonic() > deadline:  # a page its scripts build is blank until they have run
+            raise TimeoutError(f"{page}: {ready} was not true after {timeout:.0f} s")
+        time.sleep(0.2)
     images = json.loads(ask("Runtime.evaluate", expression=IMAGES, returnByValue=True))
     title = ask("Runtime.evaluate", expression="document.title", returnByValue=True)
     time.sleep(0.5)  # console messages logged while loading may trail the answers
     ask("Runtime.evaluate", expression="1")
-    return {"images": images, "errors": errors, "requests": requests, "title": title}
+    seen = {"images": images, "errors": errors, "requests": requests, "title": title}
+    if screenshot:
+        time.sleep(1.0)  # let the last layout and fonts settle before the picture
+        seen["screenshot"] = base64.b64decode(ask("Page.captureScreenshot", format="png")["data"])
+    return seen
 
 
 def _collect(event: dict[str, Any], errors: list[str], requests: list[str]) -> None:

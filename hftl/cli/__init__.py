@@ -13,11 +13,11 @@ import argparse
 import os
 import sys
 
-from hftl.cli import cache, compare, demo, evaluate, predict, probe, push, search, shift, train
+from hftl.cli import app, cache, compare, demo, evaluate, export, predict, probe, push, search, shift, train
 from hftl.utils.errors import HftlError
 
 # In the order `hftl --help` lists them.
-COMMANDS = (train, evaluate, predict, push, compare, probe, shift, search, cache, demo)
+COMMANDS = (train, evaluate, predict, export, app, push, compare, probe, shift, search, cache, demo)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -23,12 +23,15 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--data-config", default=None, help="Hub dataset: the config (subset), e.g. sst2 of glue")
     p.add_argument("--revision", default=None, help="Hub dataset: branch, tag or commit")
     p.add_argument("--split", default=None, help="split or slice (default: test, else validation), e.g. validation[:50%%]")
+    p.add_argument("--onnx", action="store_true", help="run the exported ONNX graph (RUN/onnx, see hftl export) on onnxruntime")
+    p.add_argument("--onnx-path", default=None, help="another exported graph: its folder or .onnx file (implies --onnx)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> None:
     from hftl.runs.inference import evaluate_run
 
-    metrics = evaluate_run(args.run_dir, args.data, args.batch_size, args.data_config, args.revision, args.split)
+    onnx = args.onnx_path or (args.run_dir if args.onnx else None)
+    metrics = evaluate_run(args.run_dir, args.data, args.batch_size, args.data_config, args.revision, args.split, onnx)
     if is_main_process():
         print(json.dumps(metrics, indent=2))

@@ -32,6 +32,8 @@ def add_parser(sub: Any) -> None:
         "--top-k", type=int, default=None, help="best k labels (default: 1; multi-label: every label); not for regression"
     )
     p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--onnx", action="store_true", help="run the exported ONNX graph (RUN/onnx, see hftl export) on onnxruntime")
+    p.add_argument("--onnx-path", default=None, help="another exported graph: its folder or .onnx file (implies --onnx)")
     p.set_defaults(func=run)
 
 
@@ -43,7 +45,8 @@ def run(args: argparse.Namespace) -> None:
         return
     if not args.inputs:
         raise HftlError("hftl predict needs inputs (files or texts) or --data SOURCE --output FILE")
-    outputs = predict(args.run_dir, args.inputs, top_k=args.top_k)
+    onnx = args.onnx_path or (args.run_dir if args.onnx else None)
+    outputs = predict(args.run_dir, args.inputs, top_k=args.top_k, onnx=onnx)
     if args.json:
         print(json.dumps([{"input": i, "predictions": o} for i, o in zip(args.inputs, outputs)], indent=2))
         return
@@ -57,6 +60,8 @@ def _predict_file(args: argparse.Namespace) -> None:
 
     if args.inputs:
         raise HftlError("pass inputs or --data, not both")
+    if args.onnx or args.onnx_path:
+        raise HftlError("--onnx predicts given inputs; with --data, leave it out (the file is written with PyTorch)")
     out = predict_file(
         args.run_dir, args.data, Path(args.output), args.batch_size or 32, args.top_k,
         RepoOptions(args.data_config, args.revision), args.split,

@@ -37,12 +37,19 @@ def evaluate_run(
     dataset_config: str | None = None,
     revision: str | None = None,
     split: str | None = None,
+    onnx: str | Path | None = None,
 ) -> dict[str, float]:
     """Metrics of a finished run's `model/` on other labelled data (labels must be the model's); for a Hub
-    dataset (or dataset-repo folder), its config, revision and split (name or slice)."""
+    dataset (or dataset-repo folder), its config, revision and split (name or slice). `onnx`: the exported
+    graph (an export folder, or the run folder for `RUN/onnx/`) on onnxruntime instead of the PyTorch model."""
     cfg, model_dir = load_run(run_dir)
     modality = get_modality(cfg.task, cfg, str(model_dir))
-    model = modality.model_class().from_pretrained(str(model_dir))
+    if onnx is not None:
+        from hftl.runs.onnx_runtime import OnnxModel
+
+        model = OnnxModel.from_folder(onnx)
+    else:
+        model = modality.model_class().from_pretrained(str(model_dir))
     # The run's own decision threshold (multi-label), as its model/config.json keeps it: never re-tuned on new data.
     threshold = getattr(model.config, "decision_threshold", None)
     processor = modality.load_processor(str(model_dir), None, False)
@@ -104,15 +111,17 @@ def run_labels(run_dir: str | Path) -> LabelSpace:
     return LabelSpace.from_dict(data.get("label_space"), data["labels"]).in_data_units()
 
 
-def predict(run_dir: str | Path, inputs: list[str], top_k: int | None = None) -> list[list[dict[str, Any]]]:
+def predict(
+    run_dir: str | Path, inputs: list[str], top_k: int | None = None, onnx: str | Path | None = None
+) -> list[list[dict[str, Any]]]:
     """Label names and scores for each input (file path or text), through `transformers.pipeline`.
 
     Multi-label: every label with its sigmoid score, best first, and `predicted` (the score reaches the
     run's decision threshold); `top_k` keeps the best k. Regression: one `{"label": target, "value": value}`
     per target, in the data's units. `top_k` (default: 1 for single-label, every label for multi-label) is
-    refused for regression, where it means nothing.
+    refused for regression, where it means nothing. `onnx`: the exported graph's folder (see `Predictor`).
     """
-    predictor = Predictor(run_dir)
+    predictor = Predictor(run_dir, onnx=onnx)
     return predictor([predictor.modality.load_predict_input(item) for item in inputs], top_k)
 
 
@@ -124,12 +133,20 @@ class Predictor:
         [[{'label': 'pos', 'score': 0.97}]]
     """
 
-    def __init__(self, run_dir: str | Path, batch_size: int | None = None, device: Any = None) -> None:
+    def __init__(
+        self, run_dir: str | Path, batch_size: int | None = None, device: Any = None, onnx: str | Path | None = None
+    ) -> None:
         from transformers import pipeline
 
         cfg, model_dir = load_run(run_dir)
         self.modality = get_modality(cfg.task, cfg, str(model_dir))
-        self.pipe = pipeline(self.modality.pipeline_task, model=str(model_dir), batch_size=batch_size, device=device)
+        if onnx is not None:  # the same pipeline, its forward pass on onnxruntime (`hftl predict --onnx`)
+            from hftl.runs.onnx_runtime import OnnxModel, graph_path, onnx_pipeline
+
+            graph = OnnxModel.from_folder(onnx)
+            self.pipe = onnx_pipeline(self.modality.pipeline_task, graph_path(onnx).parent, graph, batch_size)
+        else:
+            self.pipe = pipeline(self.modality.pipeline_task, model=str(model_dir), batch_size=batch_size, device=device)
         config = self.pipe.model.config
         self.problem = getattr(config, "problem_type", None) if self.modality.label_shapes else None
         self.order = {name: i for i, name in config.id2label.items()}
