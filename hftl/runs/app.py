@@ -195,6 +195,13 @@ def build_app(run_dir: str | Path, onnx: str | Path | None = None, predictor: An
             raise gr.Error(str(e)) from e
         return fill(values[0], preds)
 
+    # Named parameters for the API (gradio_client's `predict(text=..., text_pair=...)`, the page's "Use via API"):
+    # gradio reads them from the signature, and from `*values` it could only make `param_0`, `param_1`.
+    names = ["text", "text_pair"] if pair else [getattr(predictor.modality, "kind", None) or "text"]
+    predict.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+        [inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD) for name in names]
+    )
+
     with gr.Blocks(title=f"hftl: {Path(run_dir).resolve().name}", analytics_enabled=False) as demo:
         gr.Markdown(card_markdown(run_dir, onnx is not None))
         with gr.Row():

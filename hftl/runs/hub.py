@@ -20,6 +20,7 @@ from hftl.config import check_repo_id
 from hftl.run_folder.layout import ADAPTER_DIR, CARD_FILE, CONFIG_FILE, METRICS_FILE, MODEL_DIR, is_finished
 from hftl.utils.errors import HftlError
 
+OFFLINE = "HF_HUB_OFFLINE=1 is set, which blocks pushing; unset it to push"
 # Run-folder files that describe the model; everything else (checkpoints, logs) is not pushed.
 RUN_FILES = {CARD_FILE: "README.md", METRICS_FILE: METRICS_FILE, CONFIG_FILE: "hftl_config.yaml"}
 
@@ -46,7 +47,8 @@ def _pushed_content(path: Path, target: str, repo_id: str) -> str | bytes:
     return re.sub(r'(pipeline\("[^"]+", model=)"[^"]*"', lambda m: f'{m.group(1)}"{repo_id}"', text).encode()
 
 
-def _token(token: str | None) -> str:
+def resolve_token(token: str | None) -> str:
+    """`token`, else HF_TOKEN or the saved login; refused clearly when there is none."""
     from huggingface_hub import get_token
 
     token = token or get_token()
@@ -55,7 +57,8 @@ def _token(token: str | None) -> str:
     return token
 
 
-def _refuse_secrets(files: list[tuple[Path, str]], token: str) -> None:
+def refuse_secrets(files: list[tuple[Path, str]], token: str) -> None:
+    """Refuse before uploading anything when a file holds the token."""
     needle = token.encode()
     for path, _ in files:
         if needle in path.read_bytes():
@@ -78,9 +81,9 @@ def push_run(
     check_repo_id(repo_id)
     files = files_to_push(run_dir, adapter_only)
     if constants.HF_HUB_OFFLINE:
-        raise HftlError("HF_HUB_OFFLINE=1 is set, which blocks pushing; unset it to push")
-    secret = _token(token)
-    _refuse_secrets(files, secret)
+        raise HftlError(OFFLINE)
+    secret = resolve_token(token)
+    refuse_secrets(files, secret)
     contents = {target: _pushed_content(path, target, repo_id) for path, target in files}
     api = HfApi(endpoint=endpoint, token=secret)
     what = "adapter" if adapter_only else "model"
@@ -91,11 +94,18 @@ def push_run(
             operations=[CommitOperationAdd(path_in_repo=target, path_or_fileobj=contents[target]) for _, target in files],
             commit_message=commit_message or f"Upload {what} fine-tuned with hftl ({Path(run_dir).name})",
         )
-    except OfflineModeIsEnabled:
-        raise HftlError("HF_HUB_OFFLINE=1 is set, which blocks pushing; unset it to push") from None
-    except HfHubHTTPError as e:
-        status = getattr(e.response, "status_code", None)
-        hint = {401: "the token is invalid or expired", 403: f"the token cannot write to {repo_id}"}.get(status, "")
-        why = f"{status}: {hint}" if hint else str(status)
-        raise HftlError(f"pushing to {repo_id} failed ({why}): {str(e).splitlines()[0][:200]}") from None
+    except (OfflineModeIsEnabled, HfHubHTTPError) as e:
+        raise hub_error(e, repo_id) from None
     return str(info.commit_url)
+
+
+def hub_error(e: Exception, repo_id: str) -> HftlError:
+    """A failed Hub call as an error users can act on (offline mode, a bad or read-only token)."""
+    from huggingface_hub.errors import OfflineModeIsEnabled
+
+    if isinstance(e, OfflineModeIsEnabled):
+        return HftlError(OFFLINE)
+    status = getattr(getattr(e, "response", None), "status_code", None)
+    hint = {401: "the token is invalid or expired", 403: f"the token cannot write to {repo_id}"}.get(status, "")
+    why = f"{status}: {hint}" if hint else str(status)
+    return HftlError(f"pushing to {repo_id} failed ({why}): {str(e).splitlines()[0][:200]}")

@@ -15,6 +15,7 @@ Example:
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import uuid
 import warnings
@@ -167,6 +168,19 @@ def decisions(predictions: torch.Tensor, evaluator: Any) -> torch.Tensor:
     return torch.tensor([[float(f"{v:.3g}") for v in row] for row in predictions.reshape(len(predictions), -1).tolist()])
 
 
+class _NoPreprocessHint(logging.Filter):
+    """Drops onnxruntime's "Please consider (to run) pre-processing before quantization" line.
+
+    `quantize_dynamic` logs it on every call (with `logging.warning`, so on the root logger) unless the graph went
+    through its optional `quant_pre_process` (shape inference, graph fusions). hftl does not run that step; it
+    measures what int8 costs instead (export.json's `int8`, a warning past INT8_WARN), so the hint, with its link to
+    an image-classification example, would read as a problem the user has to act on on every export.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "pre-processing before quantization" not in record.getMessage()
+
+
 def quantize_int8(folder: Path, model: Any, task: str, twin: Any, loader: DataLoader, evaluator: Any, metric: str) -> dict:
     """Replace `folder/model.onnx` by its int8 dynamic quantization (weights int8, activations quantized at run
     time: no calibration data) and report how the metric moves; warn past INT8_WARN."""
@@ -174,7 +188,12 @@ def quantize_int8(folder: Path, model: Any, task: str, twin: Any, loader: DataLo
 
     fp32 = folder / "model.fp32.onnx"
     (folder / GRAPH_FILE).rename(fp32)
-    quantize_dynamic(str(fp32), str(folder / GRAPH_FILE), weight_type=QuantType.QInt8)
+    root, hint = logging.getLogger(), _NoPreprocessHint()
+    root.addFilter(hint)  # only around this call: other root-logger warnings pass as before
+    try:
+        quantize_dynamic(str(fp32), str(folder / GRAPH_FILE), weight_type=QuantType.QInt8)
+    finally:
+        root.removeFilter(hint)
     fp32.unlink()
     result = compare(model, OnnxModel(folder / GRAPH_FILE, model.config, task, twin), loader, evaluator)
     result.pop("examples"), result.pop("allowed_diff")

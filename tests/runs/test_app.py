@@ -11,7 +11,6 @@ import io
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -26,6 +25,7 @@ from hftl.runs.app import highlighted, import_gradio, label_value, passing_label
 from hftl.utils.errors import HftlError
 from tests.audio_fixtures import one_thread, save_tiny_wav2vec2, write_tone_classes  # noqa: F401
 from tests.conftest import REPO, require, run_cli
+from tests.runs.run_fixtures import free_port
 from tests.text_data import sentiment_rows, write_csv
 
 # Loaded by the app's interpreter (PYTHONPATH): every non-loopback connect or lookup is written to
@@ -172,12 +172,6 @@ def runs(tiny_vit, tiny_bert, digits, tmp_path_factory) -> dict:
         return made[kind]
 
     return get
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @contextmanager

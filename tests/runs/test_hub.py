@@ -22,7 +22,8 @@ TOKEN = "hf_hftlTestToken0123456789abcdefXYZ"
 
 
 class FakeHub(BaseHTTPRequestHandler):
-    """The three endpoints `create_repo` + `create_commit` use; committed files land in `self.server.repos`."""
+    """The three endpoints `create_repo` + `create_commit` use, for models and Spaces; committed files land in
+    `self.server.repos` (a Space's under `spaces/OWNER/NAME`)."""
 
     def log_message(self, *args) -> None:  # keep test output clean
         pass
@@ -44,16 +45,20 @@ class FakeHub(BaseHTTPRequestHandler):
             request = json.loads(body)
             repo = f"{request.get('organization') or 'me'}/{request['name']}"
             private = request.get("visibility") == "private" or request.get("private") is True  # newer / older clients
-            self.server.created.append({"repo": repo, "private": private})
+            created = {"repo": repo, "private": private}
+            if request.get("type", "model") != "model":  # a Space: its type and SDK are what the Hub needs
+                created.update(type=request["type"], sdk=request.get("sdk"))
+            self.server.created.append(created)
             return self._json(200, {"url": f"http://{self.headers['Host']}/{repo}", "name": repo})
         if self.path == "/api/validate-yaml":  # the client checks the model card's metadata before committing
             self.server.cards.append(json.loads(body))
             return self._json(200, {"errors": [], "warnings": []})
-        if len(parts) == 6 and parts[:2] == ["api", "models"] and parts[4] == "preupload":
+        kind = parts[1] if len(parts) == 6 and parts[0] == "api" and parts[1] in ("models", "spaces") else None
+        if kind and parts[4] == "preupload":
             modes = [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False} for f in json.loads(body)["files"]]
             return self._json(200, {"files": modes})
-        if len(parts) == 6 and parts[:2] == ["api", "models"] and parts[4] == "commit":
-            repo = f"{parts[2]}/{parts[3]}"
+        if kind and parts[4] == "commit":
+            repo = f"{parts[2]}/{parts[3]}" if kind == "models" else f"spaces/{parts[2]}/{parts[3]}"
             stored = self.server.repos.setdefault(repo, {})
             for line in body.decode().splitlines():
                 item = json.loads(line)
