@@ -1,7 +1,8 @@
 """`hftl push --space` against the push tests' local stand-in for the Hub: the Space repo is created with the
 gradio SDK and holds app.py, space.json, requirements.txt and README.md; the Space's app.py, run in its own
 process without hftl, loads the model repo by its id (from a Hub cache filled with what was pushed, offline)
-and answers as `hftl predict` does; the metadata and pins are right; the refusals and the token."""
+and answers as `hftl predict` does (a text, image, audio and token-tagging run); the metadata and pins are
+right; the refusals and the token."""
 
 from __future__ import annotations
 
@@ -15,11 +16,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from hftl.runs.app import label_value
+from hftl.runs.app import TOP_K, highlighted, label_value
 from hftl.runs.inference import Predictor
 from hftl.runs.space import SPACE_FILES, TEMPLATE, push_space, write_space
 from hftl.utils.errors import HftlError
 from tests.conftest import run_cli
+from tests.runs.run_fixtures import text_case, train
 from tests.runs.test_hub import TOKEN
 from tests.runs.test_hub import hub as hub  # noqa: F401 - the local Hub stand-in, a fixture (used by name)
 from tests.text_data import sentiment_rows, write_csv
@@ -75,6 +77,37 @@ print(json.dumps({"answer": answer, "api": names, "params": params,
 """
 
 
+def space_answer(hub, repo_id: str, item: str, tmp_path: Path) -> dict:
+    """What the pushed Space `repo_id` answers for `item`, its app.py run in its own process without hftl,
+    offline, on a Hub cache holding the pushed model repo `repo_id`."""
+    folder = unpack(hub.repos[f"spaces/{repo_id}"], tmp_path / "space")
+    cache = hub_cache(repo_id, hub.repos[repo_id], tmp_path / "cache")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(cache), "PYTHONPATH": str(folder)}
+    env.pop("MODEL_ID", None)
+    done = subprocess.run(
+        [sys.executable, "-c", APP_CHECK, item], cwd=folder, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def expected_answer(run: Path, item: str) -> object:
+    """What `hftl app` shows for `item` (a text or file path), from hftl's own `Predictor`, as JSON gives it back."""
+    predictor = Predictor(run)
+    if predictor.modality.task == "token-classification":
+        return [list(piece) for piece in highlighted(item, predictor([item])[0])]
+    return label_value(predictor([predictor.modality.load_predict_input(item)], top_k=min(TOP_K, len(predictor.order)))[0])
+
+
+def assert_same_answer(got: object, expected: object) -> None:
+    """Equal, but for the scores: within 1e-5."""
+    if isinstance(expected, dict):
+        assert isinstance(got, dict) and got.keys() == expected.keys(), (got, expected)
+        assert all(abs(got[k] - v) < 1e-5 for k, v in expected.items()), (got, expected)
+    else:
+        assert got == expected
+
+
 def test_cli_pushes_the_model_and_a_space_that_loads_it(hub, text_run, tmp_path):
     proc = run_cli("push", str(text_run), "--space", "me/sentiment", "--endpoint", hub.endpoint, in_process=True)
     assert "pushed the Space me/sentiment (loads me/sentiment)" in proc.stdout
@@ -91,19 +124,63 @@ def test_cli_pushes_the_model_and_a_space_that_loads_it(hub, text_run, tmp_path)
     assert not any(TOKEN.encode() in content for repo in hub.repos.values() for content in repo.values())
 
     # The Space's app, in its own process and without hftl, loads the model repo by id and answers as hftl predict.
-    folder = unpack(space, tmp_path / "space")
-    cache = hub_cache("me/sentiment", hub.repos["me/sentiment"], tmp_path / "cache")
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(cache), "PYTHONPATH": str(folder)}
-    env.pop("MODEL_ID", None)
-    done = subprocess.run(
-        [sys.executable, "-c", APP_CHECK, "a wonderful film"], cwd=folder, env=env, capture_output=True, text=True, timeout=300
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    got = json.loads(done.stdout.strip().splitlines()[-1])
+    got = space_answer(hub, "me/sentiment", "a wonderful film", tmp_path)
     assert got["api"] == ["predict"] and got["params"] == [["text"]] and got["hftl"] is False
-    expected = label_value(Predictor(text_run)(["a wonderful film"], top_k=2)[0])
-    assert got["answer"].keys() == expected.keys()
-    assert all(abs(got["answer"][k] - v) < 1e-5 for k, v in expected.items())
+    assert_same_answer(got["answer"], expected_answer(text_run, "a wonderful film"))
+
+
+@pytest.fixture(scope="module")
+def runs(tiny_vit, tiny_bert, digits, tmp_path_factory):
+    """Builders of a tiny trained run of each kind and one input to predict (a PNG, a wav, a text)."""
+
+    def image() -> tuple[Path, str]:
+        root = tmp_path_factory.mktemp("space-image")
+        return train(root, "image-classification", tiny_vit, digits), str(sorted((digits / "1").glob("*.png"))[0])
+
+    def audio() -> tuple[Path, str]:
+        import numpy as np
+        import soundfile
+
+        from tests.audio_fixtures import CLASS_TONES, save_tiny_wav2vec2, tone, write_tone_classes
+
+        root = tmp_path_factory.mktemp("space-audio")
+        run = train(
+            root, "audio-classification", save_tiny_wav2vec2(root / "w2v"), write_tone_classes(root / "tones", per_class=4)
+        )
+        # A stereo clip at 22.05 kHz: both sides mix it down and resample it to the model's 16 kHz.
+        x = tone(CLASS_TONES["mid"], 0.3, rate=22_050)
+        soundfile.write(root / "clip.wav", np.stack([x, 0.5 * x], axis=1), 22_050)
+        return run, str(root / "clip.wav")
+
+    def tokens() -> tuple[Path, str]:
+        run, _, inputs = text_case(tmp_path_factory.mktemp("space-tokens"), tiny_bert, "tokens")
+        return run, inputs[1]
+
+    return {"image": image, "audio": audio, "tokens": tokens}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("kind", "task", "param", "extra"),
+    [
+        ("image", "image-classification", "image", {"pillow", "torchvision"}),
+        ("audio", "audio-classification", "audio", {"numpy", "soundfile", "soxr"}),
+        ("tokens", "token-classification", "text", set()),
+    ],
+)
+def test_the_space_answers_as_hftl_predict_for_images_audio_and_tags(hub, runs, kind, task, param, extra, tmp_path):
+    """Each kind of input the Space's page takes (a PNG path, a wav path, a text to tag), with what it imports pinned."""
+    run, item = runs[kind]()
+    run_cli("push", str(run), "--space", f"me/{kind}", "--endpoint", hub.endpoint, in_process=True)
+    space = hub.repos[f"spaces/me/{kind}"]
+    assert json.loads(space["space.json"])["task"] == task
+    pins = dict(line.split("==") for line in space["requirements.txt"].decode().splitlines())
+    assert set(pins) == {"transformers", "torch", *extra}
+    assert all(version(name).split("+")[0] == pinned for name, pinned in pins.items())
+
+    got = space_answer(hub, f"me/{kind}", item, tmp_path)
+    assert got["api"] == ["predict"] and got["params"] == [[param]] and got["hftl"] is False
+    assert_same_answer(got["answer"], expected_answer(run, item))
 
 
 def test_the_space_metadata_and_pins(text_run, tmp_path):
