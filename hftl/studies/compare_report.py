@@ -29,6 +29,7 @@ from hftl.studies.significance import (
     curve_verdicts,
     fold_table,
     indistinguishable_from,
+    settle_negative_transfer,
     study_statistics,
     write_curve_plot,
 )
@@ -277,6 +278,7 @@ def write_report(study: Any) -> tuple[Path, Path]:
     """study.json, plots/*.png, report.md and a self-contained report.html in the study folder."""
     rows = summarize(study)
     stats = study_statistics(study, rows)
+    settle_negative_transfer(rows, stats.comparisons)
     out = Path(study.output_dir)
     plots = write_plots(study, rows, out / PLOTS_DIR)
     if getattr(study, "sizes", None):

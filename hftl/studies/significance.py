@@ -69,6 +69,22 @@ def _comparisons(study: Any, draws: Draws, by_arm: dict[str, dict[str, Any]], sp
     return found
 
 
+def settle_negative_transfer(rows: list[dict[str, Any]], comparisons: list[dict[str, Any]]) -> None:
+    """A row below scratch is flagged as negative transfer only when the paired comparison says scratch is better
+    beyond the noise; within it (or without a comparison of the two: older runs) the point estimates decide."""
+    from hftl.studies.paired import verdict_between
+
+    validation = [c for c in comparisons if c["split"] == "validation"]
+    for row in rows:
+        if not row.get("below_scratch"):
+            continue
+        same = ("model", "method", "train_size")
+        scratch = next((r for r in rows if r["strategy"] == "scratch" and all(r.get(k) == row.get(k) for k in same)), None)
+        c = verdict_between(validation, row["arm"], scratch["arm"]) if scratch is not None else None
+        if c is not None and c["verdict"] != "b better":
+            del row["below_scratch"]
+
+
 def indistinguishable_from(
     best: dict[str, Any], rows: list[dict[str, Any]], comparisons: list[dict[str, Any]]
 ) -> list[dict[str, Any]] | None:

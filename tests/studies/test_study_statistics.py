@@ -130,3 +130,23 @@ def test_the_grid_composes_seeds_folds_budgets_and_models(tiny_vit, digits, tmp_
     assert (cfg.data.folds, cfg.data.fold, cfg.data.train_size, cfg.train.seed) == (3, 2, 24, 43)
     assert cfg.model.name_or_path == f"{tiny_vit}/" and cfg.strategy.name == "full"
     assert record.arm == "b / full @ 24 labels" and record.block == "seed 43 / fold 2"
+
+
+def test_negative_transfer_is_flagged_only_beyond_the_noise():
+    from hftl.studies.significance import settle_negative_transfer
+
+    def row(arm, strategy):
+        return {"arm": arm, "strategy": strategy, "model": None, "method": None, "below_scratch": 0.99}
+
+    rows = [
+        {"arm": "scratch", "strategy": "scratch", "model": None, "method": None},
+        row("lora", "lora"),
+        row("head", "head_only"),
+    ]
+    interval = {"difference": 0.01, "ci_low": 0.0, "ci_high": 0.02}
+    comparisons = [
+        {"a": "scratch", "b": "lora", "verdict": "indistinguishable", "split": "validation", **interval},
+        {"a": "scratch", "b": "head", "verdict": "a better", "split": "validation", **interval},
+    ]
+    settle_negative_transfer(rows, comparisons)
+    assert "below_scratch" not in rows[1] and rows[2]["below_scratch"] == 0.99
