@@ -29,6 +29,7 @@ from hftl.studies.significance import (
     curve_verdicts,
     fold_table,
     indistinguishable_from,
+    scratch_row,
     settle_negative_transfer,
     study_statistics,
     write_curve_plot,
@@ -116,7 +117,7 @@ def recommend(rows: list[dict[str, Any]], metric: str, comparisons: list[dict[st
 def _baseline_lines(done: list[dict[str, Any]], best: dict[str, Any], metric: str) -> list[str]:
     """What scratch buys (said plainly when scratch only guessed), runs that never left chance, negative transfer."""
     key, lines = f"validation_{metric}", []
-    scratch = _scratch_of(done, best)
+    scratch = scratch_row(done, best)
     if scratch is not None and best is not scratch:
         gap = _points(metric, best[key], scratch[key])
         what = f"{metric} {gap:.1f}% lower than" if metric in UNBOUNDED else f"{gap:+.1f} points of {metric} over"
@@ -142,12 +143,6 @@ def _baseline_lines(done: list[dict[str, Any]], best: dict[str, Any], metric: st
                 f"{r['below_scratch']:.4f}): its pretrained features hurt on this data."
             )
     return lines
-
-
-def _scratch_of(rows: list[dict[str, Any]], row: dict[str, Any]) -> dict[str, Any] | None:
-    """The finished scratch row of `row`'s model (the same architecture from random init), if the study ran one."""
-    same = ("model", "method", "train_size")
-    return next((r for r in rows if r["strategy"] == "scratch" and all(r.get(k) == row.get(k) for k in same)), None)
 
 
 def summarize(study: Any) -> list[dict[str, Any]]:
@@ -190,7 +185,7 @@ def summarize(study: Any) -> list[dict[str, Any]]:
         rows.append(row)
     key = f"validation_{study.metric}"
     for row in rows:
-        scratch = _scratch_of([r for r in rows if key in r], row)
+        scratch = scratch_row([r for r in rows if key in r], row)
         if key in row and scratch is not None and row is not scratch and better(study.metric, scratch[key], row[key]):
             row["below_scratch"] = scratch[key]
     return rows
@@ -247,7 +242,7 @@ def _table(study: Any, rows: list[dict[str, Any]]) -> tuple[list[str], list[list
         cells += [f"{r['train_seconds']:.1f}", f"{r['samples_per_second']:.1f}"]
         cells += [f"{r['peak_memory_mb']:.0f}", f"{r['best_epoch']:.0f}"]
         if has_scratch:
-            scratch = _scratch_of([x for x in rows if key in x], r)
+            scratch = scratch_row([x for x in rows if key in x], r)
             cells.append("-" if scratch is None or r is scratch else f"{_points(study.metric, r[key], scratch[key]):+.1f}")
         if flagged:
             flags = {"chance": "never left chance", "below_scratch": "negative transfer"}

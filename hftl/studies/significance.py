@@ -15,7 +15,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hftl.config import LOWER_IS_BETTER
-from hftl.studies.paired import CONFIDENCE, POOLING, RESAMPLES, Draws, Scored, all_comparisons, arm_interval, bootstrap
+from hftl.studies.paired import (
+    CONFIDENCE,
+    POOLING,
+    RESAMPLES,
+    Draws,
+    Scored,
+    all_comparisons,
+    arm_interval,
+    bootstrap,
+    verdict_between,
+)
 
 SPLITS = ("validation", "target_test")  # what is resampled: every run scores the same examples of these
 
@@ -69,17 +79,21 @@ def _comparisons(study: Any, draws: Draws, by_arm: dict[str, dict[str, Any]], sp
     return found
 
 
+def scratch_row(rows: list[dict[str, Any]], row: dict[str, Any]) -> dict[str, Any] | None:
+    """The scratch row of `row`'s model, adaptation method and label budget (the same architecture from random
+    init, trained on the same data), if the study ran one."""
+    same = ("model", "method", "train_size")
+    return next((r for r in rows if r["strategy"] == "scratch" and all(r.get(k) == row.get(k) for k in same)), None)
+
+
 def settle_negative_transfer(rows: list[dict[str, Any]], comparisons: list[dict[str, Any]]) -> None:
     """A row below scratch is flagged as negative transfer only when the paired comparison says scratch is better
     beyond the noise; within it (or without a comparison of the two: older runs) the point estimates decide."""
-    from hftl.studies.paired import verdict_between
-
     validation = [c for c in comparisons if c["split"] == "validation"]
     for row in rows:
         if not row.get("below_scratch"):
             continue
-        same = ("model", "method", "train_size")
-        scratch = next((r for r in rows if r["strategy"] == "scratch" and all(r.get(k) == row.get(k) for k in same)), None)
+        scratch = scratch_row(rows, row)
         c = verdict_between(validation, row["arm"], scratch["arm"]) if scratch is not None else None
         if c is not None and c["verdict"] != "b better":
             del row["below_scratch"]
@@ -168,8 +182,6 @@ def _arm(rows: list[dict[str, Any]], model: Any, method: Any, strategy: str, siz
 
 
 def _between(comparisons: list[dict[str, Any]], a: str | None, b: str | None) -> dict[str, Any] | None:
-    from hftl.studies.paired import verdict_between
-
     if a is None or b is None:
         return None
     return verdict_between([c for c in comparisons if c["split"] == "validation"], a, b)
