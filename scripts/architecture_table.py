@@ -1,11 +1,12 @@
 """Run the architecture sweep (tests/models/test_architectures.py) and write its result into the README.
 
-    python scripts/architecture_table.py            # the fast sweep (every model_type), then the README table
-    python scripts/architecture_table.py --slow     # also the end-to-end sample (about 15 minutes on 2 cores)
+    python scripts/architecture_table.py --slow     # every case end to end too (about 15 minutes on 2 cores)
+    python scripts/architecture_table.py            # the fast sweep only (layer maps and plans)
 
 The table lies in README.md between `<!-- architectures:start -->` and `<!-- architectures:end -->`: per
-task, the architectures whose layer map, head_only / freeze / lora plans and LoRA forward pass hold, those
-also trained end to end and reloaded in their pipeline, and every architecture left out with its reason.
+task, the architectures trained end to end (head_only, freeze and lora, then reloaded in their pipeline),
+those whose layer map and plans hold, those hftl refuses before training with what they need, and every
+architecture the sweep cannot build small, with its reason. The counts head it.
 """
 
 from __future__ import annotations
@@ -26,63 +27,86 @@ START, END = "<!-- architectures:start -->", "<!-- architectures:end -->"
 TASKS = ["image-classification", "text-classification", "token-classification", "audio-classification", "speech-recognition"]
 
 
+E2E_TEST = "test_trains_end_to_end_and_reloads_in_its_pipeline"
+
+
 def run_sweep(slow: bool) -> list[tuple[str, str, str, str]]:
-    """(test, task, model_type, outcome) per case; outcome is 'passed', 'failed: ...' or 'skipped: reason'."""
+    """(test, task, model_type, outcome) per case; outcome is 'passed', 'refused', 'lora refused', 'failed: ...'
+    or 'skipped: reason'."""
     junit = Path(tempfile.mkdtemp()) / "sweep.xml"
     marks = "slow or not slow" if slow else "not slow"
     cmd = [sys.executable, "-m", "pytest", "tests/models/test_architectures.py", "-q", "-m", marks, f"--junitxml={junit}"]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    subprocess.run(cmd, cwd=REPO, env=env, check=False)
+    subprocess.run([*cmd, "-o", "junit_family=xunit1"], cwd=REPO, env=env, check=False)  # xunit1 keeps record_property
+    return read_junit(junit)
+
+
+def read_junit(junit: Path) -> list[tuple[str, str, str, str]]:
     rows = []
     for case in ET.parse(junit).getroot().iter("testcase"):
-        name = case.get("name", "")
-        test, _, param = name.partition("[")
+        test, _, param = case.get("name", "").partition("[")
         task, _, model_type = param.rstrip("]").partition(":")
         skipped = case.find("skipped")
         failed = case.find("failure") if case.find("failure") is not None else case.find("error")
+        said = {p.get("name"): p.get("value") for p in case.iter("property")}
         if skipped is not None:
             outcome = "skipped: " + (skipped.get("message") or "").removeprefix("Skipped: ")
         elif failed is not None:
             outcome = "failed: " + (failed.get("message") or "")[:120]
         else:
-            outcome = "passed"
+            outcome = said.get("outcome", "passed")
         rows.append((test, task, model_type, outcome))
     return rows
 
 
 def table(rows: list[tuple[str, str, str, str]], slow: bool) -> str:
-    by_task: dict[str, dict[str, list[str]]] = {t: collections.defaultdict(list) for t in TASKS}
-    reasons: dict[str, list[str]] = collections.defaultdict(list)
+    """The README section: counts, the per-task table, then what is refused and what is left out, with reasons."""
+    from hftl.models.architecture_needs import architecture_need
+
+    groups: dict[str, dict[str, list[str]]] = {t: collections.defaultdict(list) for t in TASKS}
+    left_out: dict[str, list[str]] = collections.defaultdict(list)
+    refused: dict[str, list[str]] = collections.defaultdict(list)
     for test, task, model_type, outcome in rows:
-        kind = "e2e" if test.startswith("test_trains") else "map"
-        if outcome == "passed":
-            by_task[task][kind].append(model_type)
-        elif outcome.startswith("skipped: "):
-            reasons[outcome.removeprefix("skipped: ")].append(f"{model_type} ({task})")
-        else:
-            by_task[task]["failed"].append(f"{model_type} ({kind}: {outcome.removeprefix('failed: ')})")
-    n_ok = sum(len(v["map"]) for v in by_task.values())
-    n_left = sum(len(v) for v in reasons.values())
-    n_failed = sum(len(v["failed"]) for v in by_task.values())
+        kind = "e2e" if test == E2E_TEST else "map"
+        if outcome in ("passed", "lora refused"):
+            groups[task][kind].append(model_type + (" (LoRA refused)" if outcome == "lora refused" else ""))
+        elif outcome == "refused":
+            groups[task]["refused"].append(model_type)
+            need = architecture_need(task, model_type, transformers.AutoConfig.for_model(model_type))
+            refused[f"needs {need.needs}; use {need.instead}" if need else "refused"].append(f"{model_type} ({task})")
+        elif outcome.startswith("skipped: ") and not outcome.startswith("skipped: refused by hftl"):
+            if kind == ("e2e" if slow else "map"):
+                left_out[outcome.removeprefix("skipped: ")].append(f"{model_type} ({task})")
+        elif outcome.startswith("failed: "):
+            groups[task]["failed"].append(f"{model_type} ({kind}: {outcome.removeprefix('failed: ')})")
+    kind = "e2e" if slow else "map"
+    built = sum(len(g[kind]) + len(g["failed"]) for g in groups.values())
+    done = sum(len(g[kind]) for g in groups.values())
+    n_refused = sum(len(g["refused"]) for g in groups.values())
+    n_left = sum(len(v) for v in left_out.values())
+    what = "trained end to end (head_only, freeze and lora, then reloaded in `pipeline`)" if slow else "layer map and plans hold"
     lines = [
         f"Generated by `python scripts/architecture_table.py{' --slow' if slow else ''}` from the sweep in "
         f"`tests/models/test_architectures.py` (transformers {transformers.__version__}'s five task mappings, tiny random "
-        f"configs): **{n_ok} pass, "
-        f"{n_failed} fail, {n_left} left out**.",
+        f"configs, 32-px images): {len(rows) and built + n_refused + n_left} cases; of the {built} hftl runs, **{done} "
+        f"{what}** ({100 * done / max(built, 1):.0f}%), {built - done} failing; **{n_refused} refused by name** before "
+        f"any data is read; {n_left} cannot be built small.",
         "",
-        "| task | layer map, head_only / freeze / lora plans and a LoRA forward pass hold | trained one epoch per strategy, "
-        "reloaded in `pipeline` |",
-        "|---|---|---|",
+        "| task | trained end to end, reloaded in `pipeline` | layer map, head_only / freeze / lora plans and a LoRA forward "
+        "pass hold | refused before training |",
+        "|---|---|---|---|",
     ]
     for task in TASKS:
-        groups = by_task[task]
-        works, trained = ", ".join(sorted(groups["map"])), ", ".join(sorted(groups["e2e"]))
-        lines.append(f"| {task} ({len(groups['map'])}) | {works} | {trained} |")
-    failed = [f for groups in by_task.values() for f in groups["failed"]]
+        g = groups[task]
+        cells = [", ".join(sorted(g[k])) for k in ("e2e", "map", "refused")]
+        lines.append(f"| {task} ({len(g['map'])}) | {' | '.join(cells)} |")
+    failed = [f for g in groups.values() for f in g["failed"]]
     if failed:
         lines += ["", "**Failing:** " + "; ".join(failed)]
-    lines += ["", "**Left out, and why** (`tests/tiny_models.py: SKIPS`):", ""]
-    lines += [f"- {reason}: {', '.join(sorted(cases))}" for reason, cases in sorted(reasons.items())]
+    lines += ["", "**Refused by hftl, and why** (`hftl/models/architecture_needs.py`):", ""]
+    lines += [f"- {reason}: {', '.join(sorted(cases))}" for reason, cases in sorted(refused.items())]
+    lines += ["", "**Left out of the sweep, and why** (`tests/tiny_models.py: SKIPS`):", ""]
+    lines += [f"- {reason}: {', '.join(sorted(cases))}" for reason, cases in sorted(left_out.items())]
     return "\n".join(lines)
 
 
@@ -96,9 +120,12 @@ def write_readme(text: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--slow", action="store_true", help="also train the end-to-end sample")
+    parser.add_argument("--slow", action="store_true", help="also train every case end to end")
+    parser.add_argument(
+        "--from-junit", action="append", type=Path, help="read these pytest --junitxml reports (-o junit_family=xunit1) instead"
+    )
     args = parser.parse_args()
-    rows = run_sweep(args.slow)
+    rows = [r for junit in args.from_junit for r in read_junit(junit)] if args.from_junit else run_sweep(args.slow)
     text = table(rows, args.slow)
     write_readme(text)
     print(text)

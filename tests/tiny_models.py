@@ -3,7 +3,8 @@
 `tiny_config(task, model_type)` shrinks the architecture's default config generically (one table of
 size keys, applied to the config and its vision/text/audio/encoder sub-configs); `save_tiny` writes the
 task model and a processor hftl can load into a folder, as `save_pretrained` would for a Hub checkpoint.
-`SKIPS` is the one list of architectures the sweep leaves out, each with its reason.
+`SKIPS` lists the architectures the sweep cannot build small, each with its reason; those hftl refuses
+(hftl/models/architecture_needs.py) are checked for the refusal instead.
 
 Example:
     >>> folder = save_tiny("image-classification", "vit", tmp_path / "vit")   # doctest: +SKIP
@@ -36,35 +37,12 @@ PIPELINES = {
 
 # (task or "*", model_type) -> why the sweep leaves it out. Each reason was checked by trying.
 SKIPS: dict[tuple[str, str], str] = {
-    ("token-classification", "bros"): "needs inputs hftl never supplies: word bounding boxes (`bbox` is required)",
-    ("*", "layoutlmv2"): "needs the detectron2 package (its visual backbone), not installed",
-    **{
-        ("*", m): "cannot be built small: the generic shrink breaks its 2-D layout stream's widths"
-        for m in ("lilt", "layoutlmv3")
-    },
-    **{
-        ("*", m): "cannot be built small: the generic shrink breaks its mixture-of-experts latent attention, and the "
-        "default config is billions of weights"
-        for m in ("axk1", "axk2", "deepseek_v2", "deepseek_v3")
-    },
-    **{
-        ("*", m): "cannot be built small: its hybrid layer pattern (attention vs. linear/state-space layers) does not "
-        "survive the generic shrink, and the default config is billions of weights"
-        for m in ("zamba", "zamba2", "cohere_compass_text")
-    },
     **{
         ("*", m): "cannot be built small: its config validator ties the layer shapes to the published sizes"
         for m in ("esmc", "t5gemma2")
     },
-    ("image-classification", "siglip2"): "cannot be built small: its patch embedding sizes are tied to the default "
-    "num_patches, and the default config is 90M weights",
     ("speech-recognition", "granite_speech5_ctc"): "cannot be built small: the encoder's input width is tied to its "
     "feature stacking, and the default config is over 40M weights",
-    ("*", "xmod"): "needs a language adapter chosen (XmodModel.set_default_language) before any forward pass",
-    ("image-classification", "dinat"): "needs the natten package (neighbourhood attention kernels), not installed",
-    ("speech-recognition", "omniasr_ctc"): "not yet supported: it takes raw audio as (batch, 1, samples) with a "
-    "`padding_mask`, and its tokenizer is a multilingual subword vocabulary; hftl's CTC recipe feeds (batch, samples) "
-    "and builds a character vocabulary",
     ("token-classification", "qwen3_asr"): "a speech-language model: on text its audio tower, most of its weights, never runs",
     ("image-classification", "shieldgemma2"): "cannot be built small: its image token id lies outside a shrunk vocabulary, "
     "and the default config is billions of weights",
@@ -72,6 +50,10 @@ SKIPS: dict[tuple[str, str], str] = {
 
 # Architectures whose LoRA default is a clear refusal (the error names strategy.lora.target_modules), and why.
 LORA_REFUSED = {"ibert": "I-BERT's layers are its own QuantLinear, returning (output, scale) pairs: peft cannot wrap them"}
+
+# Architectures that cannot run on 32-px images (a plain forward fails; tests/models/test_architectures.py shows it):
+# MobileViT's stages downsample 32 px to a 1-px map before its transformer unfolds 2x2 patches.
+VALID_AT_64 = {"mobilevit", "mobilevitv2"}
 
 # Generic size keys: integers shrunk to these values where the default is larger.
 _INT_KEYS = {
@@ -89,7 +71,7 @@ _INT_KEYS = {
     "v_head_dim": 16,
     "kv_lora_rank": 16,
     "q_lora_rank": 16,
-    "image_size": 64,
+    "image_size": 32,  # stage models reach a 1-px map at 32 px; where that breaks the model itself, 64 (`build_tiny`)
     "vocab_size": 128,
     "max_position_embeddings": 128,
     "projection_dim": 32,
@@ -105,15 +87,53 @@ _OVERRIDES: dict[str, dict[str, Any]] = {
     "diffllama": {"num_key_value_heads": 2},
     "jamba": {"attn_layer_period": 2, "attn_layer_offset": 1, "expert_layer_period": 2, "expert_layer_offset": 1},
     "qwen3_next": {"layer_types": ["linear_attention", "full_attention"], "linear_key_head_dim": 8, "linear_value_head_dim": 8},
-    "cohere_compass_text": {"layer_types": ["full_attention"] * 2},
-    "deepseek_v2": {"n_group": 1, "topk_group": 1, "head_dim": 8, "qk_head_dim": 16},
-    "deepseek_v3": {"n_group": 1, "topk_group": 1, "head_dim": 8, "qk_head_dim": 16},
-    "axk1": {"n_group": 1, "topk_group": 1, "head_dim": 8, "qk_head_dim": 16, "mlp_layer_types": ["dense", "sparse"]},
-    "axk2": {"n_group": 1, "topk_group": 1, "head_dim": 8, "qk_head_dim": 16},
+    # 2-layer hybrids keep one layer of each kind: a model of linear attention only is not a valid config (its cache
+    # holds no attention layer to size the mask by). Zamba ties its shared attention across hybrid layers: 2 of them.
+    "cohere_compass_text": {
+        "layer_types": ["sliding_attention", "full_attention"],
+        "sliding_window": 4,
+        "rope_parameters": {
+            kind: {"rope_type": "default", "rope_theta": 10000.0} for kind in ("full_attention", "sliding_attention")
+        },
+    },
+    "zamba": {
+        "num_hidden_layers": 4,
+        "attn_layer_period": 2,
+        "attn_layer_offset": 1,
+        "use_mamba_kernels": False,
+        "mamba_dt_rank": 8,
+        "layers_block_type": ["linear_attention", "hybrid"] * 2,
+    },
+    "zamba2": {
+        "hybrid_layer_ids": [1],
+        "layers_block_type": ["linear_attention", "hybrid"],
+        "use_mamba_kernels": False,
+        "mamba_headdim": 16,
+        "n_mamba_heads": 4,
+        "mamba_d_state": 16,
+    },
+    "longformer": {"attention_window": 4},  # windows shorter than the texts: the windowed path runs
+    # Multi-head latent attention: every head gets its keys (as many key/value heads as heads), and the rotary
+    # part of a head is head_dim wide (qk_rope_head_dim).
+    **{
+        m: {"n_group": 1, "topk_group": 1, "head_dim": 8, "qk_head_dim": 16, "num_key_value_heads": 2, "num_experts_per_tok": 1}
+        for m in ("deepseek_v2", "deepseek_v3", "axk2")
+    },
+    "axk1": {
+        "n_group": 1,
+        "topk_group": 1,
+        "head_dim": 8,
+        "qk_head_dim": 16,
+        "num_key_value_heads": 2,
+        "mlp_layer_types": ["dense", "sparse"],
+    },
     "hunyuan_v1_dense": {"head_dim": 16},
     "hunyuan_v1_moe": {"head_dim": 16},
     "ministral": {"head_dim": 16},
     "nemotron": {"num_key_value_heads": 2},
+    # Multi-head latent attention expands its keys to every head: fewer key/value heads breaks a padded batch.
+    "minicpm3": {"num_key_value_heads": 2},
+    "mistral4": {"num_key_value_heads": 2},
     "luke": {"entity_vocab_size": 16, "entity_emb_size": 16},
     "roc_bert": {"pronunciation_vocab_size": 16, "shape_vocab_size": 16, "pronunciation_embed_dim": 16, "shape_embed_dim": 16},
     "t5": {"decoder_start_token_id": 0},
@@ -129,8 +149,14 @@ _OVERRIDES: dict[str, dict[str, Any]] = {
     },
     "audio-spectrogram-transformer": {"max_length": 128},
     "textnet": {"image_size": [64, 64]},
+    # Small where the generic table misses their own width keys (else the sweep falls back to the default config).
+    "efficientnet": {"width_coefficient": 0.25, "depth_coefficient": 0.25, "hidden_dim": 320},
+    "bit": {"num_groups": 1},
+    "pvt": {"num_attention_heads": [1, 1, 2, 2]},
     "markuplm": {"max_depth": 4, "xpath_unit_hidden_size": 8},
 }
+# The same for a sub-config: SigLIP 2's position grid is sized by num_patches, which the shrink does not know.
+_SUB_OVERRIDES: dict[str, dict[str, dict[str, Any]]] = {"siglip2": {"vision_config": {"num_patches": 16}}}
 
 
 def all_cases() -> list[tuple[str, str]]:
@@ -139,7 +165,20 @@ def all_cases() -> list[tuple[str, str]]:
 
 
 def skip_reason(task: str, model_type: str) -> str | None:
+    """Why the sweep does not build this case: hftl refuses it at config time (hftl/models/architecture_needs.py),
+    or it cannot be built small (`SKIPS`)."""
+    need = refusal(task, model_type)
+    if need is not None:
+        return f"refused by hftl at config time: needs {need}"
     return SKIPS.get((task, model_type)) or SKIPS.get(("*", model_type))
+
+
+def refusal(task: str, model_type: str) -> str | None:
+    """What hftl says this architecture needs, when it refuses it with its default config; else None."""
+    from hftl.models.architecture_needs import architecture_need
+
+    need = architecture_need(task, model_type, AutoConfig.for_model(model_type))
+    return need.needs if need is not None else None
 
 
 def model_class(task: str, model_type: str) -> type:
@@ -147,10 +186,10 @@ def model_class(task: str, model_type: str) -> type:
     return getattr(transformers, name[0] if isinstance(name, (tuple, list)) else name)
 
 
-def _shrunk(values: dict[str, Any]) -> dict[str, Any]:
+def _shrunk(values: dict[str, Any], image_size: int | None = None) -> dict[str, Any]:
     """Overrides for one config dict: size keys made small, stage lists shortened, special ids in range."""
     out: dict[str, Any] = {}
-    for key, small in _INT_KEYS.items():
+    for key, small in {**_INT_KEYS, **({"image_size": image_size} if image_size else {})}.items():
         value = values.get(key)
         if isinstance(value, int) and not isinstance(value, bool) and value > small:
             out[key] = small
@@ -162,6 +201,9 @@ def _shrunk(values: dict[str, Any]) -> dict[str, Any]:
         value = values.get(key)
         if isinstance(value, (list, tuple)) and value and all(isinstance(v, int) for v in value):
             out[key] = [min(v, 1) for v in value]
+    size = values.get("image_size")
+    if isinstance(size, (list, tuple)) and len(size) == 2 and all(isinstance(v, int) and v > 64 for v in size):
+        out["image_size"] = [64, 64]  # Hiera gives (height, width); its mask units need 64
     if isinstance(values.get("conv_dim"), (list, tuple)):
         out["conv_dim"] = [32] * len(values["conv_dim"])
     layers = out.get("num_hidden_layers")
@@ -178,20 +220,27 @@ def _shrunk(values: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def tiny_config(task: str, model_type: str) -> Any:
-    """The architecture's default config, shrunk (see the module docstring), with 2 labels."""
+def tiny_config(task: str, model_type: str, image_size: int | None = None, extra: dict[str, Any] | None = None) -> Any:
+    """The architecture's default config, shrunk (see the module docstring), with 2 labels; `image_size` instead
+    of the table's, `extra` settings last."""
     defaults = AutoConfig.for_model(model_type).to_dict()
-    overrides = {**_shrunk(defaults), **_OVERRIDES.get(model_type, {})}
+    overrides = {**_shrunk(defaults, image_size), **_OVERRIDES.get(model_type, {})}
     for sub in _SUBCONFIGS:
         if isinstance(defaults.get(sub), dict):
-            overrides[sub] = {**defaults[sub], **_shrunk(defaults[sub])}
-    if "hidden_size" in overrides and defaults.get("head_dim"):
+            overrides[sub] = {
+                **defaults[sub],
+                **_shrunk(defaults[sub], image_size),
+                **_SUB_OVERRIDES.get(model_type, {}).get(sub, {}),
+            }
+    if "hidden_size" in overrides and defaults.get("head_dim") and "head_dim" not in _OVERRIDES.get(model_type, {}):
         overrides["head_dim"] = overrides["hidden_size"] // overrides.get(
             "num_attention_heads", defaults.get("num_attention_heads", 2)
         )
-    if task == "speech-recognition" or defaults.get("vocab_size", 0) is None:
-        overrides["vocab_size"] = 32  # a character vocabulary (CTC), or a model with no default (ESM)
-    config = AutoConfig.for_model(model_type, **overrides)
+    if task == "speech-recognition":
+        overrides["vocab_size"] = 32  # a character vocabulary (CTC)
+    elif defaults.get("vocab_size", 0) is None:
+        overrides["vocab_size"] = _INT_KEYS["vocab_size"]  # a model with no default (ESM): the tests' word vocabulary
+    config = AutoConfig.for_model(model_type, **{**overrides, **(extra or {})})
     config.num_labels = 2
     return config
 
@@ -200,18 +249,17 @@ MAX_DEFAULT_PARAMS = 40_000_000
 
 
 def build_tiny(task: str, model_type: str) -> Any:
-    """The task model (random weights) of the tiny config, or of the default config where the generic shrink
-    breaks the architecture (a forward pass on an example batch fails) and the default is under 40M weights."""
+    """The task model (random weights) of the tiny config: at 32-px images, or at 64 px where the architecture
+    cannot run at 32 (`VALID_AT_64`); or of the default config where the generic shrink breaks the architecture
+    (a forward pass on an example batch fails) and the default is under 40M weights."""
     import torch
-
-    from hftl.models.layer_trace import example_inputs
 
     cls = model_class(task, model_type)
     try:
-        model = cls(tiny_config(task, model_type))
+        model = cls(tiny_config(task, model_type, 64 if model_type in VALID_AT_64 else None))
         model.eval()
         with torch.no_grad():
-            model(**example_inputs(model))
+            model(**tiny_inputs(task, model))
         return model
     except Exception as shrunk_error:
         config = AutoConfig.for_model(model_type)
@@ -234,17 +282,46 @@ def save_tiny(task: str, model_type: str, folder: Path) -> Path:
 
 def save_processor(task: str, model: Any, folder: Path) -> None:
     """A generic processor that fits the model: hftl and pipeline load it with the Auto classes."""
-    if task == "image-classification":
-        from transformers import ViTImageProcessor
+    make_processor(task, model).save_pretrained(folder)
 
-        vision = getattr(model.config, "vision_config", None) or model.config
-        size = getattr(vision, "image_size", 64)
-        size = size if isinstance(size, int) else 64
-        ViTImageProcessor(size={"height": size, "width": size}).save_pretrained(folder)
-    elif task in ("text-classification", "token-classification"):
-        _word_tokenizer(model).save_pretrained(folder)
-    else:
-        _audio_processor(task, model).save_pretrained(folder)
+
+def make_processor(task: str, model: Any) -> Any:
+    """The processor `save_processor` writes."""
+    if task == "image-classification":
+        return _image_processor(model)
+    if task in ("text-classification", "token-classification"):
+        return _word_tokenizer(model)
+    return _audio_processor(task, model)
+
+
+# Architectures whose inputs only their processor can make (SigLIP 2's patch sequences with their grid shapes).
+PROCESSOR_INPUTS = {"siglip2"}
+
+
+def tiny_inputs(task: str, model: Any) -> dict[str, Any]:
+    """An example batch for `model`: from its config, as hftl traces it without a processor, or from its processor."""
+    from hftl.models.layer_trace import example_inputs
+
+    processor = make_processor(task, model) if model.config.model_type in PROCESSOR_INPUTS else None
+    return example_inputs(model, processor)
+
+
+def _image_processor(model: Any) -> Any:
+    """ViT's resize-and-normalise at the model's image size; ImageGPT's colour clustering (its inputs are
+    cluster ids, one per pixel of a sqrt(n_positions)-px image); SigLIP 2's patch sequences."""
+    import numpy as np
+    from transformers import ImageGPTImageProcessor, Siglip2ImageProcessor, ViTImageProcessor
+
+    if model.config.model_type == "imagegpt":
+        side = int(model.config.n_positions**0.5)
+        clusters = np.random.default_rng(0).uniform(-1, 1, (model.config.vocab_size - 1, 3))
+        return ImageGPTImageProcessor(clusters=clusters, size={"height": side, "width": side})
+    vision = getattr(model.config, "vision_config", None) or model.config
+    if model.config.model_type == "siglip2":  # patch sequences at the image's own aspect ratio
+        return Siglip2ImageProcessor(patch_size=vision.patch_size, max_num_patches=vision.num_patches)
+    size = getattr(vision, "image_size", 64)
+    size = size[0] if isinstance(size, (list, tuple)) else size if isinstance(size, int) else 64
+    return ViTImageProcessor(size={"height": size, "width": size})
 
 
 def _word_tokenizer(model: Any) -> Any:

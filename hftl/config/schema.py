@@ -161,7 +161,11 @@ class DataConfig:
     )
     text_pair_column: str | None = field(default=None, metadata=_help("Text classification: second text of a pair."))
     max_length: int | None = field(
-        default=None, metadata=_help("Text: truncate to this many tokens; the tokenizer's limit (at most 512) when null.")
+        default=None,
+        metadata=_help(
+            "Text: truncate to this many tokens; when null, the tokenizer's limit, at most 512 and at most the model's "
+            "learned positions. A value past the model's positions is cut to them, with a note."
+        ),
     )
     max_duration_seconds: float | None = field(
         default=None, metadata=_help("Audio: random crop on train, centre crop on eval, to this length; no cut when null.")

@@ -24,6 +24,7 @@ from hftl.data.losses import class_weight_vector, sample_weights, training_loss
 from hftl.data.modalities import Modality, get_modality
 from hftl.data.sources import LABELS, ExampleDataset, Splits, TrainData, column_values, load_splits
 from hftl.data.target import load_target, load_target_test
+from hftl.models.architecture_needs import check_architecture
 from hftl.models.layer_map import LayerMap, describe, numel
 from hftl.models.loading import setup_model
 from hftl.models.strategies import Phase, Plan, get_strategy, trainable_as
@@ -77,6 +78,8 @@ def run(cfg: Config, on_epoch: EpochHook | None = None) -> FinetuneResult:
     resolve_builtins(cfg)
     log_with(cfg.train.report_to)  # a tracker that is not installed fails now, not after loading the data
     check_launch(cfg)
+    m = cfg.model
+    check_architecture(cfg.task, m.name_or_path, m.revision, m.trust_remote_code)  # before any data is read
     set_seed(cfg.train.seed)
     modality = get_modality(cfg.task, cfg)
     splits = load_splits(cfg.data, modality, cfg.train.seed)
@@ -108,6 +111,8 @@ def _train_and_export(
         cfg.resume = False
     accelerator = make_accelerator(cfg, run_dir, cfg.strategy.head_warmup_epochs > 0)
     accelerator.print(f"launch: {describe_launch(accelerator, cfg)['text']}")
+    if note := getattr(modality, "length_note", None):
+        accelerator.print(note)
     if accelerator.is_main_process:
         cfg.save(run_dir / CONFIG_FILE)
     if splits.report.total():

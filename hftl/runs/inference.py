@@ -50,6 +50,7 @@ def evaluate_run(
         model = OnnxModel.from_folder(onnx)
     else:
         model = modality.model_class().from_pretrained(str(model_dir))
+        modality.fit_inputs(model)
     # The run's own decision threshold (multi-label), as its model/config.json keeps it: never re-tuned on new data.
     threshold = getattr(model.config, "decision_threshold", None)
     processor = modality.load_processor(str(model_dir), None, False)

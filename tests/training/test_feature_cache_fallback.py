@@ -77,3 +77,62 @@ def test_canine_freeze_whose_cached_molecules_hold_their_batch_padding_trains_un
     assert not before["canine.encoder.layer.1.output.dense.weight"].equal(after["canine.encoder.layer.1.output.dense.weight"])
     frozen = [n for n in before if n.startswith(("canine.char_embeddings.", "canine.encoder.layer.0."))]
     assert frozen and all(before[n].equal(after[n]) for n in frozen)
+
+
+def test_canine_whose_first_validation_batch_is_one_length_still_trains_uncached(tmp_path, capsys):
+    """The issue's crash: the first batch holds no padding to check, so a later padded batch is found and its
+    shortest example verified alone; the run trains uncached instead of crashing at its first mixed batch."""
+    import csv
+
+    from tests import tiny_models
+
+    rows = sentiment_rows(40, seed=1)
+    equal = [{"text": "good film" if i % 2 else "bad film", "label": "pos" if i % 2 else "neg"} for i in range(8)]
+    paths = {}
+    for split, split_rows in (("train", equal + rows[:24]), ("validation", equal + rows[24:])):
+        paths[split] = tmp_path / f"{split}.csv"
+        with paths[split].open("w", newline="") as f:
+            writer = csv.DictWriter(f, ["text", "label"])
+            writer.writeheader()
+            writer.writerows(split_rows)
+    layers = tiny_models._INT_KEYS["num_hidden_layers"]
+    tiny_models._INT_KEYS["num_hidden_layers"] = 4  # blocks below the trained ones: a block cut to cache
+    try:
+        folder = save_tiny("text-classification", "canine", tmp_path / "canine")
+    finally:
+        tiny_models._INT_KEYS["num_hidden_layers"] = layers
+    from hftl import finetune
+
+    result = finetune(
+        {"task": "text-classification", "model": {"name_or_path": str(folder)}, "data": {k: str(v) for k, v in paths.items()}},
+        strategy="freeze",
+        epochs=2,
+        output_dir=str(tmp_path / "run"),
+        train={"batch_size": 4, "report_to": "none", "feature_cache": "auto", "seed": 3},
+    )
+    assert "feature cache: off (" in capsys.readouterr().out
+    status = json.loads((result.output_dir / "metrics.json").read_text())["feature_cache"]
+    assert not status["train"] and "a padded batch, alone" in status["note"]
+
+
+def test_pp_lcnet_whose_output_has_no_logits_is_declined_by_the_cache(tmp_path, capsys, monkeypatch):
+    """PP-LCNet's classifier returns a base-model output: the cache's probe says so in one line and steps aside.
+    hftl refuses the architecture at config time (hftl/models/architecture_needs.py), since nothing reads its
+    loss; lifted here, the run reaches the loss with the cache off."""
+    from hftl import finetune
+    from hftl.builtin import write_digits_imagefolder
+    from hftl.models import architecture_needs
+
+    monkeypatch.delitem(architecture_needs.NEEDS, ("image-classification", "pp_lcnet"))
+    folder = save_tiny("image-classification", "pp_lcnet", tmp_path / "pp_lcnet")
+    data = write_digits_imagefolder(tmp_path / "digits", per_class=3)
+    with pytest.raises(AttributeError, match="loss"):
+        finetune(
+            {"task": "image-classification", "model": {"name_or_path": str(folder)}, "data": {"train": str(data)}},
+            strategy="head_only",
+            epochs=1,
+            output_dir=str(tmp_path / "run"),
+            data={"augment": False},
+            train={"batch_size": 4, "report_to": "none", "feature_cache": "auto"},
+        )
+    assert "feature cache: off (" in capsys.readouterr().out

@@ -90,6 +90,9 @@ class Modality:
     def adapt_model(self, model: Any, processor: Any) -> None:
         """Settings the loaded model needs for the task beyond its config (Whisper: its generation config)."""
 
+    def fit_inputs(self, model: Any) -> None:
+        """Size the inputs to what the model takes (text: no longer than its position table); also at inference."""
+
     # -- data --------------------------------------------------------------------------------------
     def load_folder(self, root: Path, report: DataReport) -> datasets.Dataset | dict[str, datasets.Dataset]:
         """A folder of class sub-folders (optionally under train/validation/test)."""

@@ -103,9 +103,33 @@ def load_tokenizer(name_or_path: str, revision: str | None, trust_remote_code: b
     return tokenizer
 
 
-def _max_length(tokenizer: Any, configured: int | None) -> int:
+def _max_length(tokenizer: Any, configured: int | None, positions: int | None = None) -> int:
     limit = getattr(tokenizer, "model_max_length", None) or _MAX_AUTO_LENGTH
-    return configured or min(int(limit), _MAX_AUTO_LENGTH)
+    return configured or min(int(limit), _MAX_AUTO_LENGTH, positions or _MAX_AUTO_LENGTH)
+
+
+def position_limit(model: Any) -> int | None:
+    """The longest sequence the model's learned position table holds, or None when it has none (rotary, relative).
+
+    A tokenizer saved without `model_max_length` reports no limit, so a long text would index past the table
+    mid-run. RoBERTa-style tables start after the padding index (514 rows hold 512 positions).
+
+    Example:
+        >>> position_limit(BertForSequenceClassification(BertConfig(max_position_embeddings=128)))   # doctest: +SKIP
+        128
+    """
+    from torch import nn
+
+    try:
+        words = model.get_input_embeddings()
+    except (AttributeError, NotImplementedError):  # CANINE hashes characters: no one table of input embeddings
+        return None
+    for module in model.modules():  # the table beside the word embeddings: never a vision tower's
+        table = getattr(module, "position_embeddings", None)
+        if isinstance(table, nn.Embedding) and any(child is words for child in module.children()):
+            offset = table.padding_idx + 1 if table.padding_idx is not None else 0
+            return table.num_embeddings - offset
+    return None
 
 
 def _kind(value: Any) -> str:
@@ -155,8 +179,24 @@ class _TextBase(Modality):
             f"name it {self.input_candidates[0]!r} or set data.{flavour}=<name>"
         )
 
+    def adapt_model(self, model: Any, processor: Any) -> None:
+        self.fit_inputs(model)
+
+    def fit_inputs(self, model: Any) -> None:
+        """Texts are cut to the model's position table too (`position_limit`); a data.max_length past it is cut to
+        it, and `length_note` says so (the run prints it)."""
+        self.positions = position_limit(model)
+        configured = self.cfg.data.max_length if self.cfg is not None else None
+        if configured and self.positions and configured > self.positions:
+            self.length_note = (
+                f"data.max_length={configured}, but {type(model).__name__} has learned positions for {self.positions} "
+                f"tokens only: texts are cut to {self.positions}"
+            )
+
     def max_length(self, tokenizer: Any) -> int:
-        return _max_length(tokenizer, self.cfg.data.max_length)
+        positions = getattr(self, "positions", None)
+        length = _max_length(tokenizer, self.cfg.data.max_length, positions)
+        return min(length, positions) if positions else length
 
     def _encode_batch(self, batch: dict[str, list], column: str, processor: Any) -> list[dict[str, list[int]]]:
         """One `datasets.map` batch's examples as unpadded token-id lists (what the collator pads)."""

@@ -34,6 +34,7 @@ from hftl.training.feature_cache.checks import (
     _plain,
     _rng_devices,
     _Unsafe,
+    across_fill_batches,
     cached_logits,
     check_inputs_fit,
     check_per_example,
@@ -376,17 +377,32 @@ class FeatureCache:
     # -- using -------------------------------------------------------------------------------------
     def _verify(self, cut: Cut, cache: CachedSplit, probe: dict[str, Any], output_class: Any, block_kind: str) -> None:
         """The first validation batch, uncached vs cached: the logits must agree; so must its shortest example
-        alone (`padding_probe`), cached at the batch's padded length. Installs the stand-ins."""
+        alone (`padding_probe`), cached at the batch's padded length, and examples of different fill batches
+        together (`across_fill_batches`). Installs the stand-ins."""
         rows = list(range(probe["labels"].shape[0]))
         self.pass_main = self._agree(cut, cache, probe, rows, output_class, block_kind, None)
+        # Its shortest example alone, then one example of each fill batch together: a training batch mixes
+        # examples cached at different padded lengths, which the first batch may not show (all one length).
+        for alone in (self._padded_example(probe), across_fill_batches(len(self.data.validation), self._batch_size())):
+            if alone is None:
+                continue
+            batch = self._batch(self.data.validation, alone)
+            try:
+                self._agree(cut, cache, batch, alone, output_class, block_kind, self.pass_main)
+            except (_Unsafe, TypeError, AttributeError, RuntimeError, ValueError, IndexError) as e:
+                raise padding_unsafe(cut, e, len(alone)) from e
+
+    def _padded_example(self, probe: dict[str, Any], most_batches: int = 8) -> list[int] | None:
+        """The validation row to verify alone (`padding_probe`): from the first batch, or, where that batch is one
+        length throughout, from the first of the next fill batches that holds padding (collated only, not run)."""
         alone = padding_probe(probe)
-        if alone is None:
-            return
-        batch = self._batch(self.data.validation, alone)  # the probe's rows are the split's first examples
-        try:
-            self._agree(cut, cache, batch, alone, output_class, block_kind, self.pass_main)
-        except (_Unsafe, TypeError, AttributeError, RuntimeError, ValueError, IndexError) as e:
-            raise padding_unsafe(cut, e) from e
+        n, size = len(self.data.validation), self._batch_size()
+        for start in range(size, min(n, most_batches * size), size):
+            if alone is not None:
+                break
+            found = padding_probe(self._batch(self.data.validation, range(start, min(n, start + size))))
+            alone = [start + found[0]] if found else None
+        return alone
 
     def _agree(
         self,

@@ -316,15 +316,34 @@ def padding_probe(probe: dict[str, Any]) -> list[int] | None:
     return [shortest] if each[shortest] < padded else None
 
 
-def padding_unsafe(cut: Cut, error: Exception) -> _Unsafe:
-    """Why the cache cannot serve a model whose `padding_probe` failed with `error`.
+def across_fill_batches(examples: int, fill_batch_size: int, most: int = 4) -> list[int] | None:
+    """Rows of the validation split from different fill batches (the first of each, up to `most`), to verify
+    together: each was cached padded to its own batch's length. None when one fill batch holds them all.
+
+    Example:
+        >>> across_fill_batches(10, 4)
+        [0, 4, 8]
+        >>> across_fill_batches(4, 4) is None
+        True
+    """
+    rows = list(range(0, examples, max(1, fill_batch_size)))[:most]
+    return rows if len(rows) > 1 else None
+
+
+def padding_unsafe(cut: Cut, error: Exception, rows: int = 1) -> _Unsafe:
+    """Why the cache cannot serve a model whose padding checks failed with `error` (`rows`: 1 for the shortest
+    example alone, more for examples of different fill batches together).
 
     Example:
         >>> str(padding_unsafe(Cut("base", "bert"), RuntimeError("size mismatch")))   # doctest: +ELLIPSIS
         'the base-model outputs depend on the length their batch is padded to, ...: RuntimeError: size mismatch)'
     """
     detail = first_line(error) if isinstance(error, _Unsafe) else f"{type(error).__name__}: {first_line(error)}"
+    what = (
+        "the shortest validation example of a padded batch, alone"
+        if rows == 1
+        else f"{rows} validation examples cached in different batches, together"
+    )
     return _Unsafe(
-        f"the {cut.describe()} depend on the length their batch is padded to, which the cache does not keep "
-        f"(the shortest validation example of the first batch, alone: {detail})"
+        f"the {cut.describe()} depend on the length their batch is padded to, which the cache does not keep ({what}: {detail})"
     )

@@ -304,3 +304,22 @@ def test_token_classification_strategies_and_csv_layout(strategy, tiny_bert, tmp
         assert "embeddings" not in changed and "head" in changed
     else:
         assert changed == set(layer_map.parts) - {"neck"}  # token heads do not use the pooler
+
+
+def test_texts_are_cut_to_the_models_position_table(tiny_bert, tmp_path, capsys):
+    """The tokenizer was saved without model_max_length: texts longer than the 64 learned positions train cut
+    to 64 (they crashed mid-run, `index out of range`); a data.max_length past the table is cut to it, with a note."""
+    from hftl import finetune
+    from tests.text_data import write_csv
+
+    rows = [{"text": " ".join(["good" if i % 2 else "bad"] * 100), "label": "pos" if i % 2 else "neg"} for i in range(12)]
+    data = write_csv(tmp_path / "long.csv", rows)
+    base = {"task": "text-classification", "model": {"name_or_path": str(tiny_bert)}, "data": {"train": str(data)}}
+    result = finetune(base, strategy="head_only", epochs=1, output_dir=str(tmp_path / "run"), train={"report_to": "none"})
+    assert result.metrics
+    capsys.readouterr()
+    finetune(base, **{"data.max_length": 100}, epochs=1, output_dir=str(tmp_path / "long"), train={"report_to": "none"})
+    assert (
+        "data.max_length=100, but BertForSequenceClassification has learned positions for 64 tokens only"
+        in capsys.readouterr().out
+    )
