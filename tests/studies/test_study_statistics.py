@@ -71,7 +71,10 @@ def test_identical_arms_are_indistinguishable_and_the_report_is_rebuilt_from_fin
     (c,) = study["comparisons"]
     assert c["verdict"] == "indistinguishable" and c["difference"] == 0 and c["p_value"] == 1.0
     report = (out / "report.md").read_text()
-    assert "**No single winner on f1:**" in report and "Cheapest indistinguishable from the best" in report
+    # Which of the two is cheaper depends on their timings alone, so the "Cheapest indistinguishable" line may go
+    # either way (or be left out when the best is also the fastest): not asserted.
+    (line,) = [line for line in report.splitlines() if "**No single winner on f1:**" in line]
+    assert f"`{tiny_vit.name} / full`" in line and f"`{tiny_vit.name}-2 / full`" in line
     (out / "report.md").unlink()
     again = run_cli(*args, "--report-only", in_process=True)
     assert "=== [" not in again.stdout  # nothing trained
