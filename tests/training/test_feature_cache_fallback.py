@@ -136,3 +136,40 @@ def test_pp_lcnet_whose_output_has_no_logits_is_declined_by_the_cache(tmp_path, 
             train={"batch_size": 4, "report_to": "none", "feature_cache": "auto"},
         )
     assert "feature cache: off (" in capsys.readouterr().out
+
+
+def test_longformer_whose_validation_shows_no_padding_is_checked_on_its_training_split(tmp_path, capsys):
+    """Longformer pads each batch to a multiple of its attention window inside the model, so the hidden states
+    cached for a block keep their batch's window-padded length. Two validation texts of one length show nothing;
+    the cached training split is checked too, and the run trains uncached (it crashed at its first mixed batch)."""
+    import csv
+
+    from hftl import finetune
+    from tests import tiny_models
+
+    paths = {"train": tmp_path / "train.csv", "validation": tmp_path / "validation.csv"}
+    splits = {
+        "train": sentiment_rows(24, seed=2),
+        "validation": [{"text": "good film", "label": "pos"}, {"text": "bad film", "label": "neg"}],
+    }
+    for split, path in paths.items():
+        with path.open("w", newline="") as f:
+            writer = csv.DictWriter(f, ["text", "label"])
+            writer.writeheader()
+            writer.writerows(splits[split])
+    layers = tiny_models._INT_KEYS["num_hidden_layers"]
+    tiny_models._INT_KEYS["num_hidden_layers"] = 4  # blocks below the trained ones: a block cut to cache
+    try:
+        folder = save_tiny("text-classification", "longformer", tmp_path / "longformer")  # windows of 4 tokens
+    finally:
+        tiny_models._INT_KEYS["num_hidden_layers"] = layers
+    result = finetune(
+        {"task": "text-classification", "model": {"name_or_path": str(folder)}, "data": {k: str(v) for k, v in paths.items()}},
+        strategy="freeze",
+        epochs=1,
+        output_dir=str(tmp_path / "run"),
+        train={"batch_size": 4, "report_to": "none", "feature_cache": "auto", "seed": 3},
+    )
+    assert "feature cache: off (" in capsys.readouterr().out
+    status = json.loads((result.output_dir / "metrics.json").read_text())["feature_cache"]
+    assert not status["train"] and "train example" in status["note"]

@@ -203,7 +203,7 @@ class FeatureCache:
         # Against the free disk only: train.feature_cache_max_gb prunes other entries to make room for these.
         check_inputs_fit(sized, examples, 0.0, self.root, "the features")
         caches, reused = self._fill_all(splits, cut, stored, self._key_material(cut))
-        self._verify(cut, caches["validation"], probe, output_class, block_kind)
+        self._verify(cut, caches, probe, output_class, block_kind)
         self._use(phase, cut, caches, train_ok, why_not, started, reused)
 
     def _use(
@@ -375,32 +375,38 @@ class FeatureCache:
             )
 
     # -- using -------------------------------------------------------------------------------------
-    def _verify(self, cut: Cut, cache: CachedSplit, probe: dict[str, Any], output_class: Any, block_kind: str) -> None:
-        """The first validation batch, uncached vs cached: the logits must agree; so must its shortest example
-        alone (`padding_probe`), cached at the batch's padded length, and examples of different fill batches
-        together (`across_fill_batches`). Installs the stand-ins."""
+    def _verify(
+        self, cut: Cut, caches: dict[str, CachedSplit], probe: dict[str, Any], output_class: Any, block_kind: str
+    ) -> None:
+        """The first validation batch, uncached vs cached: the logits must agree. Then, in each cached split
+        (validation, and train where it is cached), the shortest example of the first padded fill batch alone
+        (`padding_probe`), and examples of different fill batches together (`across_fill_batches`): a training
+        batch mixes examples cached at different padded lengths, which the first batch may not show (all one
+        length; a validation split of two). Installs the stand-ins."""
         rows = list(range(probe["labels"].shape[0]))
-        self.pass_main = self._agree(cut, cache, probe, rows, output_class, block_kind, None)
-        # Its shortest example alone, then one example of each fill batch together: a training batch mixes
-        # examples cached at different padded lengths, which the first batch may not show (all one length).
-        for alone in (self._padded_example(probe), across_fill_batches(len(self.data.validation), self._batch_size())):
-            if alone is None:
+        self.pass_main = self._agree(cut, caches["validation"], probe, rows, output_class, block_kind, None)
+        for split, ds in self._splits[:2]:
+            if split not in caches:
                 continue
-            batch = self._batch(self.data.validation, alone)
-            try:
-                self._agree(cut, cache, batch, alone, output_class, block_kind, self.pass_main)
-            except (_Unsafe, TypeError, AttributeError, RuntimeError, ValueError, IndexError) as e:
-                raise padding_unsafe(cut, e, len(alone)) from e
+            first = probe if split == "validation" else None
+            for alone in (self._padded_example(ds, first), across_fill_batches(len(ds), self._batch_size())):
+                if alone is None:
+                    continue
+                try:
+                    batch = self._batch(ds, alone)
+                    self._agree(cut, caches[split], batch, alone, output_class, block_kind, self.pass_main)
+                except (_Unsafe, TypeError, AttributeError, RuntimeError, ValueError, IndexError) as e:
+                    raise padding_unsafe(cut, e, len(alone), split) from e
 
-    def _padded_example(self, probe: dict[str, Any], most_batches: int = 8) -> list[int] | None:
-        """The validation row to verify alone (`padding_probe`): from the first batch, or, where that batch is one
-        length throughout, from the first of the next fill batches that holds padding (collated only, not run)."""
-        alone = padding_probe(probe)
-        n, size = len(self.data.validation), self._batch_size()
-        for start in range(size, min(n, most_batches * size), size):
+    def _padded_example(self, ds: Any, first: dict[str, Any] | None, most_batches: int = 8) -> list[int] | None:
+        """The row of `ds` to verify alone (`padding_probe`): from its first fill batch (`first`, when already
+        collated), or from the first of the next that holds padding (collated only, not run)."""
+        alone = padding_probe(first) if first is not None else None
+        n, size = len(ds), self._batch_size()
+        for start in range(0 if first is None else size, min(n, most_batches * size), size):
             if alone is not None:
                 break
-            found = padding_probe(self._batch(self.data.validation, range(start, min(n, start + size))))
+            found = padding_probe(self._batch(ds, range(start, min(n, start + size))))
             alone = [start + found[0]] if found else None
         return alone
 

@@ -330,9 +330,9 @@ def across_fill_batches(examples: int, fill_batch_size: int, most: int = 4) -> l
     return rows if len(rows) > 1 else None
 
 
-def padding_unsafe(cut: Cut, error: Exception, rows: int = 1) -> _Unsafe:
+def padding_unsafe(cut: Cut, error: Exception, rows: int = 1, split: str = "validation") -> _Unsafe:
     """Why the cache cannot serve a model whose padding checks failed with `error` (`rows`: 1 for the shortest
-    example alone, more for examples of different fill batches together).
+    example of a padded batch alone, more for examples of different fill batches together; `split`: where).
 
     Example:
         >>> str(padding_unsafe(Cut("base", "bert"), RuntimeError("size mismatch")))   # doctest: +ELLIPSIS
@@ -340,9 +340,9 @@ def padding_unsafe(cut: Cut, error: Exception, rows: int = 1) -> _Unsafe:
     """
     detail = first_line(error) if isinstance(error, _Unsafe) else f"{type(error).__name__}: {first_line(error)}"
     what = (
-        "the shortest validation example of a padded batch, alone"
+        f"the shortest {split} example of a padded batch, alone"
         if rows == 1
-        else f"{rows} validation examples cached in different batches, together"
+        else f"{rows} {split} examples cached in different batches, together"
     )
     return _Unsafe(
         f"the {cut.describe()} depend on the length their batch is padded to, which the cache does not keep ({what}: {detail})"
