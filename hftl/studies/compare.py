@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from hftl.config import Config, best_metric_name, load_config
+from hftl.models.architecture_needs import check_architecture
 from hftl.models.strategies import PRESETS, REGISTRY, preset_settings
 from hftl.run_folder.layout import (
     CONFIG_FILE,
@@ -268,7 +269,7 @@ def plan_grid(base: Config, study: Study, per: dict[str, list[str]]) -> list[tup
     """Every cell of the grid as (record, config), seeds outermost; a config refused for an adaptation method is None
     and the record says why (the rest of the study can run). Folders: <model>/<method>/<strategy>/n-<size>/fold-<k>/
     seed-<s>, each part only when the study varies it."""
-    cells = []
+    cells, checked = [], set()
     dims = (
         study.seeds, list(study.models) or [None], study.methods or [None], study.sizes or [None],
         range(study.folds) if study.folds else [None], study.strategies,
@@ -286,6 +287,9 @@ def plan_grid(base: Config, study: Study, per: dict[str, list[str]]) -> list[tup
             if method is None:
                 raise
             record.error, cfg = f"refused: {e}", None  # this pair cannot run; the others can
+        if cfg is not None and (m := cfg.model).name_or_path not in checked:  # an architecture hftl refuses: now
+            checked.add(m.name_or_path)
+            check_architecture(cfg.task, m.name_or_path, m.revision, m.trust_remote_code)
         cells.append((record, cfg))
     return cells
 

@@ -54,3 +54,24 @@ def test_supported_and_unreadable_checkpoints_pass_the_check(tmp_path):
     AutoConfig.for_model("bert").save_pretrained(folder)
     check_architecture("text-classification", str(folder))
     check_architecture("text-classification", str(tmp_path / "nothing-here"))  # loading says why, with its own message
+
+
+def test_a_study_with_one_refused_model_stops_before_its_first_run(tiny_bert, tmp_path):
+    import yaml
+
+    from tests.conftest import run_cli
+    from tests.text_data import sentiment_rows, write_csv
+
+    tapas = tmp_path / "tapas"
+    AutoConfig.for_model("tapas").save_pretrained(tapas)
+    data = write_csv(tmp_path / "train.csv", sentiment_rows(24))
+    config = tmp_path / "study.yaml"
+    config.write_text(
+        yaml.safe_dump({"task": "text-classification", "model": {"name_or_path": str(tiny_bert)}, "data": {"train": str(data)}})
+    )
+    out = tmp_path / "study"
+    proc = run_cli(
+        "compare", str(config), f"output_dir={out}", "--models", f"{tiny_bert},{tapas}", "--strategies", "head_only", check=False
+    )
+    assert proc.returncode != 0 and "is a tapas checkpoint" in proc.stderr + proc.stdout
+    assert not any(out.rglob("metrics.json"))  # the bert run did not train first
