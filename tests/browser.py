@@ -13,8 +13,11 @@ Example:
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
+import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -40,7 +43,7 @@ def render(page: Path | str, timeout: float = 120.0, ready: str | None = None, s
         proc = subprocess.Popen(
             [browser(), "--headless=new", "--no-sandbox", "--disable-gpu", "--remote-debugging-port=0",
              f"--user-data-dir={profile}", "about:blank"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
         )  # fmt: skip
         try:
             port = _port(Path(profile), proc, timeout)
@@ -52,7 +55,10 @@ def render(page: Path | str, timeout: float = 120.0, ready: str | None = None, s
             finally:
                 ws.close()
         finally:
-            proc.kill()
+            # The whole group: a renderer left behind would keep its connections to the page's server open (a
+            # Gradio server then waits for them when Ctrl-C closes it).
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
 
 

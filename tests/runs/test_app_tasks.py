@@ -66,7 +66,10 @@ def served_answer(run: Path, *values: str, **named: str) -> object:
     with serving(build_app(run)) as url:
         client = client_module.Client(url, verbose=False)
         values = tuple(client_module.handle_file(v) if v.endswith(".wav") else v for v in values)
-        return client.predict(*values, **named, api_name="/predict")
+        try:
+            return client.predict(*values, **named, api_name="/predict")
+        finally:
+            client.close()  # its heartbeat stream would keep a connection to the closing server open
 
 
 def cli_predictions(run: Path, item: str) -> list[dict]:
