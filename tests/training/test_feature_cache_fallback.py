@@ -79,39 +79,36 @@ def test_canine_freeze_whose_cached_molecules_hold_their_batch_padding_trains_un
     assert frozen and all(before[n].equal(after[n]) for n in frozen)
 
 
-def test_canine_whose_first_validation_batch_is_one_length_still_trains_uncached(tmp_path, capsys):
-    """The issue's crash: the first batch holds no padding to check, so a later padded batch is found and its
-    shortest example verified alone; the run trains uncached instead of crashing at its first mixed batch."""
-    import csv
-
+def _freeze_four_layers(tmp_path, model_type: str, splits: dict[str, list[dict]], epochs: int) -> dict:
+    """freeze on a 4-layer tiny `model_type` (blocks below the trained ones: a block cut to cache), trained on
+    `splits` written as csv files, feature cache auto; the run's feature-cache status."""
+    from hftl import finetune
     from tests import tiny_models
 
-    rows = sentiment_rows(40, seed=1)
-    equal = [{"text": "good film" if i % 2 else "bad film", "label": "pos" if i % 2 else "neg"} for i in range(8)]
-    paths = {}
-    for split, split_rows in (("train", equal + rows[:24]), ("validation", equal + rows[24:])):
-        paths[split] = tmp_path / f"{split}.csv"
-        with paths[split].open("w", newline="") as f:
-            writer = csv.DictWriter(f, ["text", "label"])
-            writer.writeheader()
-            writer.writerows(split_rows)
+    data = {split: str(write_csv(tmp_path / f"{split}.csv", rows)) for split, rows in splits.items()}
     layers = tiny_models._INT_KEYS["num_hidden_layers"]
-    tiny_models._INT_KEYS["num_hidden_layers"] = 4  # blocks below the trained ones: a block cut to cache
+    tiny_models._INT_KEYS["num_hidden_layers"] = 4
     try:
-        folder = save_tiny("text-classification", "canine", tmp_path / "canine")
+        folder = save_tiny("text-classification", model_type, tmp_path / model_type)
     finally:
         tiny_models._INT_KEYS["num_hidden_layers"] = layers
-    from hftl import finetune
-
     result = finetune(
-        {"task": "text-classification", "model": {"name_or_path": str(folder)}, "data": {k: str(v) for k, v in paths.items()}},
+        {"task": "text-classification", "model": {"name_or_path": str(folder)}, "data": data},
         strategy="freeze",
-        epochs=2,
+        epochs=epochs,
         output_dir=str(tmp_path / "run"),
         train={"batch_size": 4, "report_to": "none", "feature_cache": "auto", "seed": 3},
     )
+    return json.loads((result.output_dir / "metrics.json").read_text())["feature_cache"]
+
+
+def test_canine_whose_first_validation_batch_is_one_length_still_trains_uncached(tmp_path, capsys):
+    """The issue's crash: the first batch holds no padding to check, so a later padded batch is found and its
+    shortest example verified alone; the run trains uncached instead of crashing at its first mixed batch."""
+    rows = sentiment_rows(40, seed=1)
+    equal = [{"text": "good film" if i % 2 else "bad film", "label": "pos" if i % 2 else "neg"} for i in range(8)]
+    status = _freeze_four_layers(tmp_path, "canine", {"train": equal + rows[:24], "validation": equal + rows[24:]}, epochs=2)
     assert "feature cache: off (" in capsys.readouterr().out
-    status = json.loads((result.output_dir / "metrics.json").read_text())["feature_cache"]
     assert not status["train"] and "a padded batch, alone" in status["note"]
 
 
@@ -142,34 +139,9 @@ def test_longformer_whose_validation_shows_no_padding_is_checked_on_its_training
     """Longformer pads each batch to a multiple of its attention window inside the model, so the hidden states
     cached for a block keep their batch's window-padded length. Two validation texts of one length show nothing;
     the cached training split is checked too, and the run trains uncached (it crashed at its first mixed batch)."""
-    import csv
-
-    from hftl import finetune
-    from tests import tiny_models
-
-    paths = {"train": tmp_path / "train.csv", "validation": tmp_path / "validation.csv"}
-    splits = {
-        "train": sentiment_rows(24, seed=2),
-        "validation": [{"text": "good film", "label": "pos"}, {"text": "bad film", "label": "neg"}],
-    }
-    for split, path in paths.items():
-        with path.open("w", newline="") as f:
-            writer = csv.DictWriter(f, ["text", "label"])
-            writer.writeheader()
-            writer.writerows(splits[split])
-    layers = tiny_models._INT_KEYS["num_hidden_layers"]
-    tiny_models._INT_KEYS["num_hidden_layers"] = 4  # blocks below the trained ones: a block cut to cache
-    try:
-        folder = save_tiny("text-classification", "longformer", tmp_path / "longformer")  # windows of 4 tokens
-    finally:
-        tiny_models._INT_KEYS["num_hidden_layers"] = layers
-    result = finetune(
-        {"task": "text-classification", "model": {"name_or_path": str(folder)}, "data": {k: str(v) for k, v in paths.items()}},
-        strategy="freeze",
-        epochs=1,
-        output_dir=str(tmp_path / "run"),
-        train={"batch_size": 4, "report_to": "none", "feature_cache": "auto", "seed": 3},
+    validation = [{"text": "good film", "label": "pos"}, {"text": "bad film", "label": "neg"}]
+    status = _freeze_four_layers(
+        tmp_path, "longformer", {"train": sentiment_rows(24, seed=2), "validation": validation}, epochs=1
     )
-    assert "feature cache: off (" in capsys.readouterr().out
-    status = json.loads((result.output_dir / "metrics.json").read_text())["feature_cache"]
+    assert "feature cache: off (" in capsys.readouterr().out  # windows of 4 tokens (tiny_models)
     assert not status["train"] and "train example" in status["note"]
